@@ -1,0 +1,358 @@
+/**
+ * Configuration: the environment turned once, at start, into a checked and frozen
+ * object. Every option is defined in OPTIONS below, once, with its default and a
+ * sentence of documentation; docs/operations.md is checked against this table by a
+ * test. Nothing here runs at import time.
+ */
+import { readFileSync } from 'node:fs';
+import { ExtjobError } from './errors.js';
+
+type Parser<T> = (raw: string, name: string) => T;
+
+interface Option<T> {
+  env: string;
+  default: string | undefined;
+  doc: string;
+  parse: Parser<T>;
+}
+
+const fail = (name: string, raw: string, what: string): never => {
+  throw new ConfigProblem(`${name}: "${raw}" is not ${what}`);
+};
+
+class ConfigProblem extends Error {}
+
+const str: Parser<string> = (raw) => raw;
+const int =
+  (min: number, max: number): Parser<number> =>
+  (raw, name) => {
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw.trim()) || n < min || n > max)
+      return fail(name, raw, `an integer from ${min} to ${max}`);
+    return n;
+  };
+const bool: Parser<boolean> = (raw, name) => {
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return false;
+  return fail(name, raw, 'a boolean (true or false)');
+};
+const oneOf =
+  <T extends string>(...values: T[]): Parser<T> =>
+  (raw, name) =>
+    values.includes(raw as T) ? (raw as T) : fail(name, raw, `one of ${values.join(', ')}`);
+const redisUrl: Parser<string> = (raw, name) => {
+  try {
+    const u = new URL(raw);
+    if (u.protocol === 'redis:' || u.protocol === 'rediss:') return raw;
+  } catch {}
+  return fail(name, raw, 'a redis:// or rediss:// URL');
+};
+const hostPorts: Parser<string[]> = (raw, name) => {
+  const list = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (list.length === 0) return fail(name, raw, 'a comma-separated list of host:port');
+  for (const hp of list) {
+    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(hp);
+    if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) fail(name, hp, 'host:port');
+  }
+  return list;
+};
+const topicPrefix: Parser<string> = (raw, name) =>
+  /^[A-Za-z0-9._-]{1,200}$/.test(raw) ? raw : fail(name, raw, 'a Kafka topic prefix ([A-Za-z0-9._-])');
+const keyPrefix: Parser<string> = (raw, name) =>
+  /^[A-Za-z0-9._:-]{1,100}$/.test(raw) ? raw : fail(name, raw, 'a Redis key prefix ([A-Za-z0-9._:-])');
+const roles: Parser<Role[]> = (raw, name) => {
+  const list = raw.split(',').map((s) => s.trim());
+  for (const r of list) if (!ROLES.includes(r as Role)) fail(name, r, `a role (${ROLES.join(', ')})`);
+  return [...new Set(list)] as Role[];
+};
+
+export const ROLES = ['api', 'consume', 'schedule'] as const;
+export type Role = (typeof ROLES)[number];
+export const SCOPES = ['jobs:read', 'jobs:write', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** Every option, with its environment name, default and documentation. */
+export const OPTIONS = {
+  redisUrl: {
+    env: 'EXTJOB_REDIS_URL',
+    default: 'redis://127.0.0.1:6379',
+    doc: 'Redis holding job state, timers and the outbox. Use rediss:// for TLS.',
+    parse: redisUrl,
+  },
+  redisTlsCaFile: {
+    env: 'EXTJOB_REDIS_TLS_CA_FILE',
+    default: undefined,
+    doc: 'PEM file of the CA that signed the Redis server certificate (rediss:// only).',
+    parse: str,
+  },
+  redisKeyPrefix: {
+    env: 'EXTJOB_REDIS_PREFIX',
+    default: 'extjob',
+    doc: 'Prefix of every Redis key extjob writes; several installations can share one Redis.',
+    parse: keyPrefix,
+  },
+  kafkaBrokers: {
+    env: 'EXTJOB_KAFKA_BROKERS',
+    default: '127.0.0.1:9092',
+    doc: 'Kafka bootstrap brokers, comma-separated host:port.',
+    parse: hostPorts,
+  },
+  kafkaClientId: {
+    env: 'EXTJOB_KAFKA_CLIENT_ID',
+    default: 'extjob',
+    doc: 'Kafka client id reported to the brokers.',
+    parse: str,
+  },
+  kafkaSsl: { env: 'EXTJOB_KAFKA_SSL', default: 'false', doc: 'Connect to Kafka over TLS.', parse: bool },
+  kafkaSslCaFile: {
+    env: 'EXTJOB_KAFKA_SSL_CA_FILE',
+    default: undefined,
+    doc: 'PEM file of the CA that signed the Kafka broker certificates.',
+    parse: str,
+  },
+  kafkaSaslMechanism: {
+    env: 'EXTJOB_KAFKA_SASL_MECHANISM',
+    default: undefined,
+    doc: 'SASL mechanism: plain, scram-sha-256 or scram-sha-512. Unset: no SASL.',
+    parse: oneOf('plain', 'scram-sha-256', 'scram-sha-512'),
+  },
+  kafkaSaslUsername: {
+    env: 'EXTJOB_KAFKA_SASL_USERNAME',
+    default: undefined,
+    doc: 'SASL user name.',
+    parse: str,
+  },
+  kafkaSaslPassword: {
+    env: 'EXTJOB_KAFKA_SASL_PASSWORD',
+    default: undefined,
+    doc: 'SASL password.',
+    parse: str,
+  },
+  topicPrefix: {
+    env: 'EXTJOB_TOPIC_PREFIX',
+    default: 'extjob',
+    doc: 'Prefix of the topics: <prefix>.events, .changes, .commands and .events.dlq.',
+    parse: topicPrefix,
+  },
+  topicPartitions: {
+    env: 'EXTJOB_TOPIC_PARTITIONS',
+    default: '6',
+    doc: 'Partitions of the topics extjob creates when they are missing.',
+    parse: int(1, 10_000),
+  },
+  topicReplication: {
+    env: 'EXTJOB_TOPIC_REPLICATION',
+    default: '-1',
+    doc: 'Replication factor of the topics extjob creates; -1 takes the broker default.',
+    parse: int(-1, 100),
+  },
+  consumerGroup: {
+    env: 'EXTJOB_CONSUMER_GROUP',
+    default: 'extjob',
+    doc: 'Kafka consumer group of the events consumers.',
+    parse: str,
+  },
+  httpHost: {
+    env: 'EXTJOB_HTTP_HOST',
+    default: '0.0.0.0',
+    doc: 'Address the HTTP API listens on.',
+    parse: str,
+  },
+  httpPort: {
+    env: 'EXTJOB_HTTP_PORT',
+    default: '8080',
+    doc: 'Port of the HTTP API, metrics and probes (0 picks a free port).',
+    parse: int(0, 65535),
+  },
+  logLevel: {
+    env: 'EXTJOB_LOG_LEVEL',
+    default: 'info',
+    doc: 'Log level: fatal, error, warn, info, debug or trace.',
+    parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
+  },
+  roles: {
+    env: 'EXTJOB_ROLES',
+    default: 'api,consume,schedule',
+    doc: 'Roles this process runs: api, consume, schedule (comma-separated).',
+    parse: roles,
+  },
+  apiTokens: {
+    env: 'EXTJOB_API_TOKENS',
+    default: undefined,
+    doc: 'API tokens: comma-separated <token>=<scope>[|<scope>], or sha256:<hex>=<scopes>.',
+    parse: str,
+  },
+  apiTokensFile: {
+    env: 'EXTJOB_API_TOKENS_FILE',
+    default: undefined,
+    doc: 'File with one API token entry per line (same syntax as EXTJOB_API_TOKENS).',
+    parse: str,
+  },
+  insecure: {
+    env: 'EXTJOB_INSECURE',
+    default: 'false',
+    doc: 'Development only: serve the API without authentication.',
+    parse: bool,
+  },
+  acceptTimeoutSeconds: {
+    env: 'EXTJOB_ACCEPT_TIMEOUT_SECONDS',
+    default: '3600',
+    doc: 'Default time a job may stay pending before it expires.',
+    parse: int(1, 31_536_000),
+  },
+  heartbeatTimeoutSeconds: {
+    env: 'EXTJOB_HEARTBEAT_TIMEOUT_SECONDS',
+    default: '0',
+    doc: 'Default time a running job may go without a heartbeat, log or progress; 0 is off.',
+    parse: int(0, 31_536_000),
+  },
+  runTimeoutSeconds: {
+    env: 'EXTJOB_RUN_TIMEOUT_SECONDS',
+    default: '21600',
+    doc: 'Default time a job may run after it was accepted.',
+    parse: int(1, 31_536_000),
+  },
+  cancelGraceSeconds: {
+    env: 'EXTJOB_CANCEL_GRACE_SECONDS',
+    default: '60',
+    doc: 'Default time an executor has to acknowledge a cancel before it is forced.',
+    parse: int(0, 86_400),
+  },
+  retentionSeconds: {
+    env: 'EXTJOB_RETENTION_SECONDS',
+    default: '604800',
+    doc: 'How long finished jobs, their logs and history are kept.',
+    parse: int(1, 315_360_000),
+  },
+  lateLogGraceSeconds: {
+    env: 'EXTJOB_LATE_LOG_GRACE_SECONDS',
+    default: '300',
+    doc: 'How long after a job finished its log chunks are still stored (flagged late).',
+    parse: int(0, 86_400),
+  },
+  logChunkMaxBytes: {
+    env: 'EXTJOB_LOG_CHUNK_MAX_BYTES',
+    default: '524288',
+    doc: 'Largest log chunk accepted.',
+    parse: int(1, 16 * 1024 * 1024),
+  },
+  logMaxBytes: {
+    env: 'EXTJOB_LOG_MAX_BYTES',
+    default: '67108864',
+    doc: 'Largest log kept per job; further chunks are dropped with a truncation marker.',
+    parse: int(1, 1024 * 1024 * 1024),
+  },
+  shutdownTimeoutSeconds: {
+    env: 'EXTJOB_SHUTDOWN_TIMEOUT_SECONDS',
+    default: '30',
+    doc: 'Longest a graceful shutdown waits for in-flight work before it exits.',
+    parse: int(1, 3600),
+  },
+} satisfies Record<string, Option<unknown>>;
+
+type Options = typeof OPTIONS;
+type Parsed = {
+  [K in keyof Options]: Options[K]['default'] extends string
+    ? ReturnType<Options[K]['parse']>
+    : ReturnType<Options[K]['parse']> | undefined;
+};
+
+export interface ApiToken {
+  /** sha256 hex of the token; plain tokens are hashed at load. */
+  sha256: string;
+  scopes: Scope[];
+}
+
+export type Config = Readonly<
+  Omit<Parsed, 'apiTokens' | 'apiTokensFile'> & { apiTokens: readonly ApiToken[] }
+>;
+
+export type Env = Record<string, string | undefined>;
+
+/**
+ * Parse and check the environment. Throws one ExtjobError(EXTJOB_CONFIG_INVALID)
+ * whose message lists every problem, one per line.
+ */
+export function loadConfig(env: Env = process.env, hash: (s: string) => string = sha256Hex): Config {
+  const problems: string[] = [];
+  const out: Record<string, unknown> = {};
+  for (const [key, opt] of Object.entries(OPTIONS) as [string, Option<unknown>][]) {
+    const raw = env[opt.env] ?? opt.default;
+    if (raw === undefined) continue;
+    try {
+      out[key] = opt.parse(raw, opt.env);
+    } catch (err) {
+      problems.push(err instanceof ConfigProblem ? err.message : `${opt.env}: ${String(err)}`);
+    }
+  }
+  const tokens: ApiToken[] = [];
+  const parseEntries = (text: string, where: string) => {
+    text
+      .split(where === OPTIONS.apiTokens.env ? ',' : /\r?\n/)
+      .map((s) => s.trim())
+      .filter((s) => s && !s.startsWith('#'))
+      .forEach((entry, i) => {
+        const r = parseTokenEntry(entry, hash);
+        if (typeof r === 'string') problems.push(`${where}: entry ${i + 1} ${r}`);
+        else tokens.push(r);
+      });
+  };
+  if (typeof out.apiTokens === 'string') parseEntries(out.apiTokens, OPTIONS.apiTokens.env);
+  if (typeof out.apiTokensFile === 'string') {
+    try {
+      parseEntries(readFileSync(out.apiTokensFile, 'utf8'), OPTIONS.apiTokensFile.env);
+    } catch (err) {
+      problems.push(
+        `${OPTIONS.apiTokensFile.env}: cannot read "${out.apiTokensFile}" (${(err as Error).message})`,
+      );
+    }
+  }
+  if (out.kafkaSaslMechanism && (!out.kafkaSaslUsername || !out.kafkaSaslPassword))
+    problems.push(
+      'EXTJOB_KAFKA_SASL_MECHANISM is set: EXTJOB_KAFKA_SASL_USERNAME and EXTJOB_KAFKA_SASL_PASSWORD are required',
+    );
+  if (out.redisTlsCaFile && !String(out.redisUrl).startsWith('rediss:'))
+    problems.push('EXTJOB_REDIS_TLS_CA_FILE is set but EXTJOB_REDIS_URL is not rediss://');
+  if (problems.length > 0)
+    throw new ExtjobError('EXTJOB_CONFIG_INVALID', `invalid configuration:\n  ${problems.join('\n  ')}`, {
+      details: { problems },
+    });
+  delete out.apiTokensFile;
+  out.apiTokens = Object.freeze(tokens);
+  return Object.freeze(out) as unknown as Config;
+}
+
+function parseTokenEntry(entry: string, hash: (s: string) => string): ApiToken | string {
+  const eq = entry.lastIndexOf('=');
+  if (eq <= 0) return 'is not <token>=<scope>[|<scope>]';
+  const secret = entry.slice(0, eq);
+  const scopes = entry.slice(eq + 1).split('|');
+  for (const s of scopes)
+    if (!SCOPES.includes(s as Scope)) return `has unknown scope "${s}" (${SCOPES.join(', ')})`;
+  if (secret.startsWith('sha256:')) {
+    const hex = secret.slice(7).toLowerCase();
+    if (!/^[0-9a-f]{64}$/.test(hex)) return 'has a sha256: digest that is not 64 hex characters';
+    return { sha256: hex, scopes: scopes as Scope[] };
+  }
+  if (secret.length < 8) return 'has a token shorter than 8 characters';
+  return { sha256: hash(secret), scopes: scopes as Scope[] };
+}
+
+import { createHash } from 'node:crypto';
+export function sha256Hex(s: string): string {
+  return createHash('sha256').update(s).digest('hex');
+}
+
+/** Topic names derived from the prefix (SPEC section 2). */
+export function topicNames(prefix: string) {
+  return {
+    events: `${prefix}.events`,
+    changes: `${prefix}.changes`,
+    commands: `${prefix}.commands`,
+    dlq: `${prefix}.events.dlq`,
+  } as const;
+}
