@@ -1,0 +1,146 @@
+/**
+ * CloudEvents 1.0 envelopes in the two Kafka protocol bindings:
+ * - structured: the value is the JSON event (content type application/cloudevents+json,
+ *   or plain JSON without a content type);
+ * - binary: `ce_<attribute>` headers carry the attributes, `content-type` the data's
+ *   media type, and the value is the data.
+ * This module checks the envelope only; the data is read by the type's own module.
+ */
+import { z } from 'zod';
+import { describeIssues, eventId, eventSource, eventType, timestamp } from './fields.js';
+import { type Decoded, decodeUtf8, isJsonMediaType, isPlainObject, parseJsonBytes } from './json-bytes.js';
+import { type FormatLimits, fail, type RawMessage } from './result.js';
+
+export const STRUCTURED_CONTENT_TYPE = 'application/cloudevents+json';
+
+export interface CloudEvent {
+  mode: 'structured' | 'binary';
+  id: string;
+  source: string;
+  type: string;
+  subject?: string;
+  time?: string;
+  datacontenttype?: string;
+  /** The data, parsed from JSON; undefined when the event has none. */
+  data: unknown;
+}
+
+const attributes = z.looseObject({
+  specversion: z.literal('1.0', { error: 'must be "1.0"' }),
+  id: eventId,
+  source: eventSource,
+  type: eventType,
+  subject: z.string().min(1).max(256).optional(),
+  time: timestamp.optional(),
+  datacontenttype: z.string().max(256).optional(),
+  dataschema: z.string().max(2048).optional(),
+});
+
+function checkAttributes(obj: Record<string, unknown>, mode: CloudEvent['mode']): Decoded<CloudEvent> {
+  if (obj.specversion === undefined) return fail('invalid', 'specversion is required');
+  const r = attributes.safeParse(obj);
+  if (!r.success) return fail('invalid', describeIssues(r.error, mode === 'binary' ? 'ce' : ''));
+  const a = r.data;
+  if (a.datacontenttype !== undefined && !isJsonMediaType(a.datacontenttype))
+    return fail(
+      'invalid',
+      `datacontenttype "${a.datacontenttype}" is not JSON; extjob events carry JSON data`,
+    );
+  const ev: CloudEvent = { mode, id: a.id, source: a.source, type: a.type, data: undefined };
+  if (a.subject !== undefined) ev.subject = a.subject;
+  if (a.time !== undefined) ev.time = a.time;
+  if (a.datacontenttype !== undefined) ev.datacontenttype = a.datacontenttype;
+  return { ok: true, value: ev };
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+export function isBase64(s: string): boolean {
+  return s.length % 4 === 0 && BASE64.test(s);
+}
+
+/** A structured-mode event already parsed from JSON. */
+export function fromStructured(obj: Record<string, unknown>, limits: FormatLimits): Decoded<CloudEvent> {
+  const checked = checkAttributes(obj, 'structured');
+  if (!checked.ok) return checked;
+  const ev = checked.value;
+  const hasData = obj.data !== undefined;
+  const b64 = obj.data_base64;
+  if (hasData && b64 !== undefined) return fail('invalid', 'data and data_base64 are both present');
+  if (b64 !== undefined) {
+    if (typeof b64 !== 'string' || !isBase64(b64)) return fail('invalid', 'data_base64 is not base64');
+    const parsed = parseJsonBytes(Buffer.from(b64, 'base64'), limits, 'data_base64');
+    if (!parsed.ok) return parsed;
+    ev.data = parsed.value;
+  } else if (hasData) {
+    ev.data = obj.data;
+  }
+  return { ok: true, value: ev };
+}
+
+export type Headers = NonNullable<RawMessage['headers']>;
+
+/** One header's value as text; undefined when absent. Fails on repeats, bad UTF-8 or size. */
+export function headerText(
+  headers: Headers,
+  name: string,
+  limits: FormatLimits,
+): Decoded<string | undefined> {
+  let raw = headers[name];
+  if (Array.isArray(raw)) {
+    if (raw.length > 1) return fail('invalid', `header ${name} appears ${raw.length} times`);
+    raw = raw[0];
+  }
+  if (raw === undefined || raw === null) return { ok: true, value: undefined };
+  const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
+  if (size > limits.maxHeaderBytes)
+    return fail('too_large', `header ${name} is ${size} bytes, more than ${limits.maxHeaderBytes}`);
+  const text = decodeUtf8(raw);
+  if (text === undefined) return fail('malformed', `header ${name} is not valid UTF-8`);
+  return { ok: true, value: text };
+}
+
+/** Header names as sent, found case-insensitively ("content-type", "Content-Type"). */
+export function findHeader(headers: Headers, lowerName: string): string | undefined {
+  if (lowerName in headers) return lowerName;
+  for (const k of Object.keys(headers)) if (k.toLowerCase() === lowerName) return k;
+  return undefined;
+}
+
+/** A binary-mode event: attributes from `ce_*` headers, data from the value. */
+export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<CloudEvent> {
+  const headers = msg.headers ?? {};
+  const attrs: Record<string, unknown> = {};
+  for (const name of Object.keys(headers)) {
+    const lower = name.toLowerCase();
+    if (!lower.startsWith('ce_')) continue;
+    const attr = lower.slice(3);
+    if (attr in attrs) return fail('invalid', `attribute ${attr} is given by two headers`);
+    const text = headerText(headers, name, limits);
+    if (!text.ok) return text;
+    if (text.value !== undefined) attrs[attr] = text.value;
+  }
+  const ctName = findHeader(headers, 'content-type');
+  if (ctName !== undefined) {
+    const ct = headerText(headers, ctName, limits);
+    if (!ct.ok) return ct;
+    if (ct.value !== undefined) attrs.datacontenttype = ct.value;
+  }
+  const checked = checkAttributes(attrs, 'binary');
+  if (!checked.ok) return checked;
+  const ev = checked.value;
+  const value = msg.value;
+  if (value !== null && value !== undefined && value.length > 0) {
+    const parsed = parseJsonBytes(value, limits, 'value (data)');
+    if (!parsed.ok) return parsed;
+    ev.data = parsed.value;
+  }
+  return { ok: true, value: ev };
+}
+
+/** Whether a message is in binary mode (has a ce_specversion header). */
+export function isBinaryMode(headers: Headers | undefined): boolean {
+  return headers !== undefined && findHeader(headers, 'ce_specversion') !== undefined;
+}
+
+export { isPlainObject };

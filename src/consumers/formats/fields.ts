@@ -1,0 +1,58 @@
+/**
+ * Field schemas shared by the event formats: bounds on every string and number an
+ * executor can send, and the one place zod issues become a DLQ detail.
+ */
+import { z } from 'zod';
+import { JOB_ID_PATTERN } from '../../broker/types.js';
+
+/** RFC 3339 date-time, as CloudEvents `time` and CDEvents `timestamp` use. */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+
+export const MAX_ATTEMPT = 1000;
+export const MAX_SEQ = 2 ** 31 - 1;
+
+export const jobId = z.string().regex(JOB_ID_PATTERN, 'must be 1-128 characters of [A-Za-z0-9._:-]');
+export const eventId = z.string().min(1).max(256);
+export const eventSource = z.string().min(1).max(1024);
+export const eventType = z.string().min(1).max(256);
+export const timestamp = z
+  .string()
+  .max(64)
+  .regex(RFC3339, 'must be an RFC 3339 date-time')
+  .refine((s) => !Number.isNaN(Date.parse(s)), 'must be a real date-time');
+export const attempt = z.int().min(1).max(MAX_ATTEMPT);
+export const seq = z.int().min(0).max(MAX_SEQ);
+/** Exit codes: signed or unsigned 32-bit (POSIX 0-255, Windows NTSTATUS). */
+export const exitCode = z
+  .int()
+  .min(-(2 ** 31))
+  .max(2 ** 32 - 1);
+export const httpUrl = z
+  .string()
+  .max(2048)
+  .refine((s) => {
+    try {
+      const u = new URL(s);
+      return u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  }, 'must be an absolute http(s) URL');
+export const shortText = z.string().max(256);
+export const message = z.string().max(1024);
+export const longText = z.string().max(4096);
+export const jobError = z.strictObject({ type: z.string().min(1).max(128), message: longText });
+export const progress = z.strictObject({
+  percent: z.number().min(0).max(100).optional(),
+  phase: z.string().max(128).optional(),
+  message: message.optional(),
+});
+
+/** "data.exitCode: Too small: ..." from the first zod issue. */
+export function describeIssues(error: z.ZodError, prefix: string): string {
+  const issue = error.issues[0];
+  if (!issue) return `${prefix} is invalid`;
+  const path = [prefix, ...issue.path.map(String)].filter(Boolean).join('.');
+  const more = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more problems)` : '';
+  return `${path}: ${issue.message}${more}`;
+}

@@ -1,0 +1,65 @@
+/**
+ * Bytes to JSON, defensively: size first, then strict UTF-8, then a nesting-depth
+ * scan (so a hostile value cannot blow the stack of anything that walks the result),
+ * then JSON.parse. Never throws.
+ */
+import { type FormatLimits, fail, type ParseFailure } from './result.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+export type Decoded<T> = { ok: true; value: T } | ParseFailure;
+
+/** Strict UTF-8 decode; undefined when the bytes are not valid UTF-8. */
+export function decodeUtf8(bytes: Buffer | string): string | undefined {
+  if (typeof bytes === 'string') return bytes;
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Depth of the deepest object/array nesting in JSON text, stopping early past `limit`. */
+export function jsonDepthExceeds(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > limit) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
+}
+
+export function parseJsonText(text: string, limits: FormatLimits, what: string): Decoded<unknown> {
+  if (jsonDepthExceeds(text, limits.maxDepth))
+    return fail('invalid', `${what} is nested deeper than ${limits.maxDepth} levels`);
+  try {
+    return { ok: true, value: JSON.parse(text) as unknown };
+  } catch (err) {
+    return fail('malformed', `${what} is not JSON: ${(err as Error).message.slice(0, 200)}`);
+  }
+}
+
+export function parseJsonBytes(bytes: Buffer | string, limits: FormatLimits, what: string): Decoded<unknown> {
+  const size = typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length;
+  if (size > limits.maxValueBytes)
+    return fail('too_large', `${what} is ${size} bytes, more than the limit of ${limits.maxValueBytes}`);
+  const text = decodeUtf8(bytes);
+  if (text === undefined) return fail('malformed', `${what} is not valid UTF-8`);
+  return parseJsonText(text, limits, what);
+}
+
+export const isPlainObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Whether a media type (parameters ignored) denotes JSON: application/json, text/json, or any +json. */
+export function isJsonMediaType(contentType: string): boolean {
+  const base = contentType.split(';')[0]?.trim().toLowerCase() ?? '';
+  return base === 'application/json' || base === 'text/json' || base.endsWith('+json');
+}

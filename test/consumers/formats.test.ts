@@ -1,0 +1,522 @@
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { JobEvent } from '../../src/broker/types.js';
+import {
+  DLQ_REASONS,
+  encodeBinary,
+  encodeStructured,
+  type ParseResult,
+  parseHttpEvent,
+  parseMessage,
+  type RawMessage,
+} from '../../src/consumers/formats/index.js';
+
+const fixture = (name: string): Record<string, unknown> =>
+  JSON.parse(readFileSync(new URL(`../fixtures/cdevents/${name}.json`, import.meta.url), 'utf8'));
+
+const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+const structured = (ce: Record<string, unknown>, key: string | null = 'job-1'): RawMessage => ({
+  key: key === null ? null : Buffer.from(key),
+  value: json(ce),
+  headers: { 'content-type': Buffer.from('application/cloudevents+json') },
+});
+const binary = (attrs: Record<string, string>, data: unknown, key: string | null = 'job-1'): RawMessage => ({
+  key: key === null ? null : Buffer.from(key),
+  value: data === undefined ? null : json(data),
+  headers: {
+    ...Object.fromEntries(Object.entries(attrs).map(([k, v]) => [`ce_${k}`, Buffer.from(v)])),
+    'content-type': Buffer.from('application/json'),
+  },
+});
+const attrs = (type: string, extra: Record<string, string> = {}) => ({
+  specversion: '1.0',
+  id: 'e-1',
+  source: '/argo/app',
+  type,
+  subject: 'job-1',
+  ...extra,
+});
+
+function ok(r: ParseResult): JobEvent {
+  if (!r.ok) throw new Error(`expected ok, got ${r.reason}: ${r.detail}`);
+  return r.event;
+}
+function reason(r: ParseResult): string {
+  if (r.ok) throw new Error(`expected a failure, got ${JSON.stringify(r.event)}`);
+  return r.reason;
+}
+
+/** Each extjob type: its data and the JobEvent fields it must produce. */
+const CASES: [string, unknown, Partial<JobEvent>][] = [
+  [
+    'dev.extjob.accepted.v1',
+    { attempt: 1, executor: 'argocd', detailsUrl: 'https://argo.example/app/x', message: 'syncing' },
+    {
+      kind: 'accepted',
+      attempt: 1,
+      executor: 'argocd',
+      detailsUrl: 'https://argo.example/app/x',
+      message: 'syncing',
+    },
+  ],
+  [
+    'dev.extjob.heartbeat.v1',
+    { progress: { percent: 42.5, phase: 'sync', message: '3/7 resources' } },
+    { kind: 'heartbeat', progress: { percent: 42.5, phase: 'sync', message: '3/7 resources' } },
+  ],
+  ['dev.extjob.log.v1', { seq: 3, text: 'héllo\n' }, { kind: 'log', seq: 3, chunk: Buffer.from('héllo\n') }],
+  [
+    'dev.extjob.log.v1',
+    { attempt: 2, seq: 0, base64: Buffer.from([0, 255, 10]).toString('base64') },
+    { kind: 'log', attempt: 2, seq: 0, chunk: Buffer.from([0, 255, 10]) },
+  ],
+  [
+    'dev.extjob.finished.v1',
+    { exitCode: 2, error: { type: 'SyncFailed', message: 'boom' }, summary: 'failed', lastSeq: 9 },
+    {
+      kind: 'finished',
+      exitCode: 2,
+      error: { type: 'SyncFailed', message: 'boom' },
+      summary: 'failed',
+      lastSeq: 9,
+    },
+  ],
+  ['dev.extjob.finished.v1', { exitCode: 0 }, { kind: 'finished', exitCode: 0 }],
+  ['dev.extjob.canceled.v1', { reason: 'asked to' }, { kind: 'canceled', reason: 'asked to' }],
+];
+
+describe('dev.extjob.*.v1 in both bindings', () => {
+  for (const [type, data, expected] of CASES) {
+    it(`${type} ${JSON.stringify(data).slice(0, 40)} structured`, () => {
+      const ev = ok(parseMessage(structured({ ...attrs(type), time: '2026-01-02T03:04:05Z', data })));
+      expect(ev).toEqual({
+        jobId: 'job-1',
+        id: 'e-1',
+        source: '/argo/app',
+        type,
+        time: '2026-01-02T03:04:05Z',
+        ...expected,
+      });
+    });
+    it(`${type} ${JSON.stringify(data).slice(0, 40)} binary`, () => {
+      const ev = ok(parseMessage(binary(attrs(type), data)));
+      expect(ev).toEqual({ jobId: 'job-1', id: 'e-1', source: '/argo/app', type, ...expected });
+    });
+  }
+
+  it('reads a plain JSON value without a content type as structured', () => {
+    const msg = structured({ ...attrs('dev.extjob.accepted.v1') });
+    msg.headers = {};
+    expect(ok(parseMessage(msg)).kind).toBe('accepted');
+  });
+
+  it('accepts data_base64 in structured mode', () => {
+    const data_base64 = Buffer.from(JSON.stringify({ exitCode: 0 })).toString('base64');
+    expect(ok(parseMessage(structured({ ...attrs('dev.extjob.finished.v1'), data_base64 }))).exitCode).toBe(
+      0,
+    );
+  });
+
+  it('accepts events with no data when every data field is optional', () => {
+    expect(ok(parseMessage(binary(attrs('dev.extjob.canceled.v1'), undefined))).kind).toBe('canceled');
+    expect(ok(parseMessage(structured({ ...attrs('dev.extjob.heartbeat.v1'), data: null }))).kind).toBe(
+      'heartbeat',
+    );
+  });
+
+  it('ignores unknown data fields and CloudEvents extensions', () => {
+    const ev = ok(
+      parseMessage(
+        structured({ ...attrs('dev.extjob.finished.v1'), traceparent: 'x', data: { exitCode: 0, x: 1 } }),
+      ),
+    );
+    expect(ev).not.toHaveProperty('x');
+  });
+
+  it('flags a key that differs from the subject, but not a missing key', () => {
+    const ce = attrs('dev.extjob.accepted.v1');
+    expect(parseMessage(structured(ce, 'other'))).toMatchObject({ ok: true, keyMismatch: true });
+    expect(parseMessage(structured(ce, null))).not.toHaveProperty('keyMismatch');
+    expect(parseMessage(structured(ce, 'job-1'))).not.toHaveProperty('keyMismatch');
+  });
+
+  it('takes binary mode headers given as strings or single-element arrays', () => {
+    const msg = binary(attrs('dev.extjob.accepted.v1'), {});
+    msg.headers = {
+      ce_specversion: '1.0',
+      ce_id: ['e-1'],
+      ce_source: 's',
+      ce_type: 'dev.extjob.accepted.v1',
+      ce_subject: 'job-1',
+    };
+    expect(ok(parseMessage(msg)).source).toBe('s');
+  });
+});
+
+describe('CDEvents (recorded conformance examples)', () => {
+  const started = fixture('taskrun_started');
+  const finished = fixture('taskrun_finished');
+
+  it('bare taskrun.started acts as accepted', () => {
+    const ev = ok(parseMessage({ key: Buffer.from('mySubject123'), value: json(started), headers: {} }));
+    expect(ev).toEqual({
+      kind: 'accepted',
+      jobId: 'mySubject123',
+      id: '271069a8-fc18-44f1-b38f-9d70a1695819',
+      source: '/event/source/123',
+      type: 'dev.cdevents.taskrun.started.0.3.0-draft',
+      time: '2023-03-20T14:27:05.315384Z',
+      detailsUrl: 'https://www.example.com/mySubject123',
+    });
+  });
+
+  it('bare taskrun.finished with outcome failure is exit 1 with the error text', () => {
+    const ev = ok(parseMessage({ key: null, value: json(finished), headers: {} }));
+    expect(ev).toMatchObject({
+      kind: 'finished',
+      jobId: 'mySubject123',
+      exitCode: 1,
+      error: { type: 'failure', message: 'Something went wrong\nWith some more details' },
+      type: 'dev.cdevents.taskrun.finished.0.3.0-draft',
+    });
+  });
+
+  it('outcomes: success 0, error 1, missing is invalid', () => {
+    const withOutcome = (outcome: unknown) => {
+      const f = structuredClone(finished) as { subject: { content: Record<string, unknown> } };
+      f.subject.content.outcome = outcome;
+      return parseMessage({ key: null, value: json(f), headers: {} });
+    };
+    expect(ok(withOutcome('success'))).not.toHaveProperty('error');
+    expect(ok(withOutcome('success')).exitCode).toBe(0);
+    expect(ok(withOutcome('error'))).toMatchObject({ exitCode: 1, error: { type: 'error' } });
+    expect(reason(withOutcome(undefined))).toBe('invalid');
+    expect(reason(withOutcome('maybe'))).toBe('invalid');
+  });
+
+  for (const [name, doc] of [
+    ['started', started],
+    ['finished', finished],
+  ] as const) {
+    const ctx = doc.context as Record<string, string>;
+    const ceAttrs = {
+      specversion: '1.0',
+      id: ctx.id!,
+      source: ctx.source!,
+      type: ctx.type!,
+      subject: 'mySubject123',
+    };
+    it(`taskrun.${name} as the data of a structured CloudEvent`, () => {
+      const ev = ok(parseMessage(structured({ ...ceAttrs, data: doc }, 'mySubject123')));
+      expect(ev.jobId).toBe('mySubject123');
+      expect(ev.kind).toBe(name === 'started' ? 'accepted' : 'finished');
+    });
+    it(`taskrun.${name} as the data of a binary CloudEvent`, () => {
+      const ev = ok(parseMessage(binary(ceAttrs, doc, 'mySubject123')));
+      expect(ev.jobId).toBe('mySubject123');
+      expect(ev.id).toBe(ctx.id);
+    });
+  }
+
+  it('rejects a CloudEvent subject that differs from subject.id', () => {
+    const ctx = started.context as Record<string, string>;
+    const r = parseMessage(
+      structured({
+        specversion: '1.0',
+        id: 'x',
+        source: 's',
+        type: ctx.type,
+        subject: 'other',
+        data: started,
+      }),
+    );
+    expect(reason(r)).toBe('invalid');
+  });
+
+  it('other CDEvents types are unsupported', () => {
+    const other = structuredClone(started) as { context: Record<string, unknown> };
+    other.context.type = 'dev.cdevents.pipelinerun.started.0.3.0';
+    expect(reason(parseMessage({ key: null, value: json(other), headers: {} }))).toBe('unsupported_type');
+  });
+});
+
+describe('bad input is classified, never thrown', () => {
+  const finishedCe = attrs('dev.extjob.finished.v1');
+  const bad: [string, RawMessage, string][] = [
+    ['random bytes', { key: null, value: Buffer.from([0xff, 0xfe, 0x00, 0x81]), headers: {} }, 'malformed'],
+    ['invalid JSON', { key: null, value: Buffer.from('{"specversion":'), headers: {} }, 'malformed'],
+    ['no value', { key: null, value: null, headers: {} }, 'malformed'],
+    ['a JSON array', { key: null, value: Buffer.from('[1,2]'), headers: {} }, 'invalid'],
+    ['missing specversion', structured({ id: 'x', source: 's', type: 'dev.extjob.accepted.v1' }), 'invalid'],
+    ['specversion 0.3', structured({ ...attrs('dev.extjob.accepted.v1'), specversion: '0.3' }), 'invalid'],
+    ['missing id', structured({ ...attrs('dev.extjob.accepted.v1'), id: undefined }), 'invalid'],
+    ['missing subject', structured({ ...attrs('dev.extjob.accepted.v1'), subject: undefined }), 'invalid'],
+    ['bad job id', structured({ ...attrs('dev.extjob.accepted.v1'), subject: 'a b' }), 'invalid'],
+    ['bad time', structured({ ...attrs('dev.extjob.accepted.v1'), time: 'yesterday' }), 'invalid'],
+    ['exitCode a string', structured({ ...finishedCe, data: { exitCode: '0' } }), 'invalid'],
+    ['exitCode fractional', structured({ ...finishedCe, data: { exitCode: 0.5 } }), 'invalid'],
+    ['exitCode missing', structured({ ...finishedCe, data: {} }), 'invalid'],
+    ['finished without data', structured(finishedCe), 'invalid'],
+    ['attempt 0', structured({ ...finishedCe, data: { exitCode: 0, attempt: 0 } }), 'invalid'],
+    [
+      'percent 101',
+      structured({ ...attrs('dev.extjob.heartbeat.v1'), data: { progress: { percent: 101 } } }),
+      'invalid',
+    ],
+    [
+      'log with text and base64',
+      structured({ ...attrs('dev.extjob.log.v1'), data: { seq: 1, text: 'a', base64: 'YQ==' } }),
+      'invalid',
+    ],
+    ['log with neither', structured({ ...attrs('dev.extjob.log.v1'), data: { seq: 1 } }), 'invalid'],
+    [
+      'log with bad base64',
+      structured({ ...attrs('dev.extjob.log.v1'), data: { seq: 1, base64: 'a*b=' } }),
+      'invalid',
+    ],
+    [
+      'log seq negative',
+      structured({ ...attrs('dev.extjob.log.v1'), data: { seq: -1, text: 'a' } }),
+      'invalid',
+    ],
+    [
+      'detailsUrl not http',
+      structured({ ...attrs('dev.extjob.accepted.v1'), data: { detailsUrl: 'javascript:x' } }),
+      'invalid',
+    ],
+    ['data not an object', structured({ ...finishedCe, data: 'x' }), 'invalid'],
+    ['unknown type', structured(attrs('com.example.thing.v1')), 'unsupported_type'],
+    ['unknown extjob version', structured(attrs('dev.extjob.finished.v2')), 'unsupported_type'],
+    [
+      'nested too deep',
+      { key: null, value: Buffer.from(`${'['.repeat(100)}${']'.repeat(100)}`), headers: {} },
+      'invalid',
+    ],
+    ['huge value', { key: null, value: Buffer.alloc(2 * 1024 * 1024, 0x20), headers: {} }, 'too_large'],
+    [
+      'huge log chunk',
+      structured({
+        ...attrs('dev.extjob.log.v1'),
+        data: { seq: 1, base64: Buffer.alloc(600 * 1024).toString('base64') },
+      }),
+      'too_large',
+    ],
+    [
+      'binary header not UTF-8',
+      { key: null, value: null, headers: { ce_specversion: '1.0', ce_id: Buffer.from([0xc3, 0x28]) } },
+      'malformed',
+    ],
+    [
+      'binary header too long',
+      binary({ ...attrs('dev.extjob.accepted.v1'), source: 'x'.repeat(5000) }, {}),
+      'too_large',
+    ],
+    [
+      'binary data not JSON',
+      { ...binary(attrs('dev.extjob.accepted.v1'), {}), value: Buffer.from('not json') },
+      'malformed',
+    ],
+    [
+      'binary non-JSON content type',
+      {
+        ...binary(attrs('dev.extjob.accepted.v1'), {}),
+        headers: { ...binary(attrs('dev.extjob.accepted.v1'), {}).headers, 'content-type': 'text/plain' },
+      },
+      'invalid',
+    ],
+    [
+      'structured with a non-JSON content type',
+      { key: null, value: json(attrs('dev.extjob.accepted.v1')), headers: { 'content-type': 'text/plain' } },
+      'invalid',
+    ],
+    [
+      'CDEvent missing context.id',
+      {
+        key: null,
+        value: json({
+          context: {
+            source: 's',
+            type: 'dev.cdevents.taskrun.started.0.3.0',
+            timestamp: '2023-03-20T14:27:05Z',
+          },
+          subject: { id: 'j' },
+        }),
+        headers: {},
+      },
+      'invalid',
+    ],
+  ];
+  for (const [name, msg, want] of bad)
+    it(`${name} -> ${want}`, () => {
+      const r = parseMessage(msg);
+      expect(reason(r)).toBe(want);
+      if (!r.ok) expect(r.detail.length).toBeGreaterThan(5);
+    });
+
+  it('names the offending field in the detail', () => {
+    const r = parseMessage(structured({ ...finishedCe, data: { exitCode: 'zero' } }));
+    expect(r.ok ? '' : r.detail).toMatch(/^data\.exitCode: /);
+  });
+});
+
+describe('HTTP bodies', () => {
+  it('takes the job id from the path when subject is absent', () => {
+    const body = {
+      specversion: '1.0',
+      id: 'h1',
+      source: 'cli',
+      type: 'dev.extjob.finished.v1',
+      data: { exitCode: 0 },
+    };
+    expect(ok(parseHttpEvent(json(body), 'job-9')).jobId).toBe('job-9');
+    expect(ok(parseHttpEvent(body, 'job-9')).jobId).toBe('job-9');
+  });
+  it('rejects a subject that is not the path job', () => {
+    const body = {
+      specversion: '1.0',
+      id: 'h1',
+      source: 'cli',
+      type: 'dev.extjob.accepted.v1',
+      subject: 'job-8',
+    };
+    expect(reason(parseHttpEvent(body, 'job-9'))).toBe('invalid');
+  });
+  it('accepts a bare CDEvent for the path job', () => {
+    expect(ok(parseHttpEvent(fixture('taskrun_started'), 'mySubject123')).kind).toBe('accepted');
+    expect(reason(parseHttpEvent(fixture('taskrun_started'), 'other'))).toBe('invalid');
+  });
+  it('classifies bad bodies', () => {
+    expect(reason(parseHttpEvent(Buffer.from('{'), 'j'))).toBe('malformed');
+    expect(reason(parseHttpEvent(Buffer.alloc(2_000_000, 32), 'j'))).toBe('too_large');
+  });
+});
+
+// ---- properties -------------------------------------------------------------
+
+const headerValue = fc.oneof(
+  fc.string(),
+  fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+);
+const headerName = fc.oneof(
+  fc.constantFrom('ce_specversion', 'ce_id', 'ce_source', 'ce_type', 'ce_subject', 'ce_time', 'content-type'),
+  fc.string({ maxLength: 12 }),
+);
+const anyBytes = fc.oneof(
+  fc.uint8Array({ maxLength: 512 }).map((a) => Buffer.from(a)),
+  fc.json().map((s) => Buffer.from(s)),
+  fc.jsonValue().map((v) => json({ ...attrs('dev.extjob.log.v1'), data: v })),
+);
+
+describe('properties', () => {
+  it('any bytes and headers never throw and give a known reason', () => {
+    fc.assert(
+      fc.property(
+        fc.option(anyBytes, { nil: null }),
+        fc.option(anyBytes, { nil: null }),
+        fc.dictionary(headerName, headerValue, { maxKeys: 8 }),
+        (key, value, headers) => {
+          const r = parseMessage({ key, value, headers });
+          if (!r.ok) expect(DLQ_REASONS).toContain(r.reason);
+          const h = parseHttpEvent(value ?? Buffer.alloc(0), 'job-1');
+          if (!h.ok) expect(DLQ_REASONS).toContain(h.reason);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it('structured-looking values with random attributes never throw', () => {
+    const attr = fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.jsonValue());
+    fc.assert(
+      fc.property(
+        fc.record(
+          {
+            specversion: fc.constantFrom('1.0', 1, undefined),
+            id: attr,
+            source: attr,
+            type: fc.constantFrom(...CASES.map((c) => c[0]), 'x'),
+            subject: attr,
+            data: fc.jsonValue(),
+          },
+          { requiredKeys: [] },
+        ),
+        (ce) => {
+          const r = parseMessage({ key: null, value: json(ce), headers: {} });
+          if (!r.ok) expect(DLQ_REASONS).toContain(r.reason);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  const text = (max: number) => fc.string({ maxLength: max, unit: 'grapheme' });
+  const jobId = fc.stringMatching(/^[A-Za-z0-9._:-]{1,40}$/);
+  const common = {
+    jobId,
+    id: text(40).filter((s) => s.length > 0),
+    source: text(40).filter((s) => s.length > 0),
+    time: fc.option(
+      fc
+        .date({ min: new Date('2000-01-01'), max: new Date('2100-01-01'), noInvalidDate: true })
+        .map((d) => d.toISOString()),
+      { nil: undefined },
+    ),
+    attempt: fc.option(fc.integer({ min: 1, max: 1000 }), { nil: undefined }),
+  };
+  const opt = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: undefined });
+  const event: fc.Arbitrary<JobEvent> = fc
+    .oneof(
+      fc.record({
+        ...common,
+        kind: fc.constant('accepted' as const),
+        executor: opt(text(30)),
+        detailsUrl: opt(fc.webUrl()),
+        message: opt(text(50)),
+      }),
+      fc.record({
+        ...common,
+        kind: fc.constant('heartbeat' as const),
+        progress: opt(
+          fc.record(
+            { percent: fc.double({ min: 0, max: 100, noNaN: true }), phase: text(20), message: text(40) },
+            { requiredKeys: [] },
+          ),
+        ),
+      }),
+      fc.record({
+        ...common,
+        kind: fc.constant('log' as const),
+        seq: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+        chunk: fc.oneof(
+          text(100).map((s) => Buffer.from(s)),
+          fc.uint8Array({ maxLength: 100 }).map((a) => Buffer.from(a)),
+        ),
+      }),
+      fc.record({
+        ...common,
+        kind: fc.constant('finished' as const),
+        exitCode: fc.integer({ min: -(2 ** 31), max: 2 ** 32 - 1 }),
+        error: opt(fc.record({ type: text(20).filter((s) => s.length > 0), message: text(50) })),
+        summary: opt(text(50)),
+        lastSeq: opt(fc.nat()),
+      }),
+      fc.record({ ...common, kind: fc.constant('canceled' as const), reason: opt(text(50)) }),
+    )
+    .map((ev) => {
+      const out = { ...ev, type: `dev.extjob.${ev.kind}.v1` } as Record<string, unknown>;
+      for (const k of Object.keys(out)) if (out[k] === undefined) delete out[k];
+      return out as unknown as JobEvent;
+    });
+
+  it('valid events round-trip through both bindings', () => {
+    fc.assert(
+      fc.property(event, fc.boolean(), (ev, bin) => {
+        const m = bin ? encodeBinary(ev) : encodeStructured(ev);
+        const r = parseMessage({ key: Buffer.from(m.key), value: m.value, headers: m.headers });
+        expect(r).toEqual({ ok: true, event: ev });
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
