@@ -1,0 +1,41 @@
+/**
+ * The HTTP application: probes, metrics and (mounted by the caller) the /v1 API.
+ * Building the app does no I/O; the caller owns every connection it is given.
+ */
+import express, { type Express, type Router } from 'express';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../shared/logger.js';
+import type { Readiness } from './readiness.js';
+
+export interface AppParts {
+  readiness: Readiness;
+  registry: Registry;
+  logger: Logger;
+  /** Routers mounted after the probes (the /v1 API). */
+  routers?: Router[];
+  /** Error handler installed last. */
+  errorHandler?: express.ErrorRequestHandler;
+}
+
+export function createApp(parts: AppParts): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    const report = await parts.readiness.report();
+    res.status(report.ready ? 200 : 503).json(report);
+  });
+
+  app.get('/metrics', async (_req, res) => {
+    res.type(parts.registry.contentType).send(await parts.registry.metrics());
+  });
+
+  for (const router of parts.routers ?? []) app.use(router);
+  if (parts.errorHandler) app.use(parts.errorHandler);
+  return app;
+}

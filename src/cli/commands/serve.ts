@@ -1,0 +1,29 @@
+import { loadConfig } from '../../shared/config.js';
+import { ExtjobError } from '../../shared/errors.js';
+import { createLogger } from '../../shared/logger.js';
+import { startService } from '../service.js';
+import { untilSignal } from '../signals.js';
+
+export const serveHelp = `Usage: extjob serve [--role api|consume|schedule]...
+
+Runs the production service against the configured Redis and Kafka (EXTJOB_* environment
+variables, see docs/operations.md). --role limits the process to some roles (default all).
+Refuses to start without API tokens unless EXTJOB_INSECURE=true.`;
+
+export async function serve(args: { role?: string[] }): Promise<number> {
+  const env = { ...process.env };
+  if (args.role && args.role.length > 0) env.EXTJOB_ROLES = args.role.join(',');
+  const config = loadConfig(env);
+  const logger = createLogger({ level: config.logLevel });
+  if (config.apiTokens.length === 0 && !config.insecure && config.roles.includes('api'))
+    throw new ExtjobError(
+      'EXTJOB_CONFIG_INVALID',
+      'no API tokens configured: set EXTJOB_API_TOKENS or EXTJOB_API_TOKENS_FILE (or EXTJOB_INSECURE=true for development only)',
+    );
+  if (config.insecure) logger.warn('INSECURE MODE: the API accepts requests without a token');
+  const service = await startService(config, logger);
+  const signal = await untilSignal();
+  logger.info({ signal }, 'shutting down');
+  await service.close();
+  return 0;
+}

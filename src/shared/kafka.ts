@@ -1,0 +1,126 @@
+/**
+ * The only module that imports kafkajs. Everything else talks to Kafka through the
+ * narrow types below, so unit tests can use a fake and the client can be swapped.
+ */
+import { readFileSync } from 'node:fs';
+import {
+  type Admin,
+  type Consumer,
+  type ConsumerConfig,
+  type IHeaders,
+  Kafka,
+  type KafkaConfig,
+  logLevel,
+  type Producer,
+  type SASLOptions,
+} from 'kafkajs';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+
+export type { Admin, Consumer, IHeaders, Producer };
+
+export interface KafkaSettings {
+  brokers: string[];
+  clientId: string;
+  ssl?: boolean;
+  sslCaFile?: string;
+  sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
+  /** How long one connection attempt may take. */
+  connectionTimeoutMs?: number;
+  /** How many times an operation is retried before it fails (kafkajs retry.retries). */
+  retries?: number;
+}
+
+export function kafkaSettings(config: Config): KafkaSettings {
+  return {
+    brokers: [...config.kafkaBrokers],
+    clientId: config.kafkaClientId,
+    ssl: config.kafkaSsl,
+    ...(config.kafkaSslCaFile ? { sslCaFile: config.kafkaSslCaFile } : {}),
+    ...(config.kafkaSaslMechanism
+      ? {
+          sasl: {
+            mechanism: config.kafkaSaslMechanism,
+            username: config.kafkaSaslUsername ?? '',
+            password: config.kafkaSaslPassword ?? '',
+          },
+        }
+      : {}),
+  };
+}
+
+const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+/** A kafkajs client whose own log lines go to our logger (warnings and up). */
+export function createKafka(settings: KafkaSettings, logger?: Logger): Kafka {
+  const config: KafkaConfig = {
+    brokers: settings.brokers,
+    clientId: settings.clientId,
+    connectionTimeout: settings.connectionTimeoutMs ?? 3000,
+    retry: { retries: settings.retries ?? 8, initialRetryTime: 200, maxRetryTime: 5000 },
+    logLevel: logLevel.WARN,
+    logCreator: () => (entry) => {
+      if (!logger) return;
+      const level = LEVELS[entry.level] ?? 'info';
+      const { message, ...rest } = entry.log;
+      // The coordinator is briefly unavailable while a group or broker starts: not news.
+      if (level === 'error' && /coordinator is not available|leadership election/i.test(String(rest.error)))
+        return;
+      logger[level]({ kafka: entry.namespace, ...rest }, message);
+    },
+  };
+  if (settings.ssl)
+    config.ssl = settings.sslCaFile ? { ca: [readFileSync(settings.sslCaFile, 'utf8')] } : true;
+  if (settings.sasl) config.sasl = settings.sasl as SASLOptions;
+  return new Kafka(config);
+}
+
+export interface TopicSpec {
+  topic: string;
+  partitions: number;
+  /** -1: the broker's default replication factor. */
+  replication: number;
+  config?: Record<string, string>;
+}
+
+/** Create the topics that are missing; returns the names it created. */
+export async function ensureTopics(admin: Admin, topics: TopicSpec[]): Promise<string[]> {
+  const existing = new Set(await admin.listTopics());
+  const missing = topics.filter((t) => !existing.has(t.topic));
+  if (missing.length === 0) return [];
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: missing.map((t) => ({
+      topic: t.topic,
+      numPartitions: t.partitions,
+      replicationFactor: t.replication,
+      configEntries: Object.entries(t.config ?? {}).map(([name, value]) => ({ name, value })),
+    })),
+  });
+  return missing.map((t) => t.topic);
+}
+
+/** Producer settings every extjob producer uses: all in-sync replicas acknowledge, idempotent. */
+export function createProducer(kafka: Kafka): Producer {
+  return kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+}
+
+export function createConsumer(kafka: Kafka, config: ConsumerConfig): Consumer {
+  return kafka.consumer({ allowAutoTopicCreation: false, ...config });
+}
+
+/** Rejects with `message` when `promise` takes longer than `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig, OPTIONS, sha256Hex } from '../../src/shared/config.js';
+import { ExtjobError } from '../../src/shared/errors.js';
+
+const problems = (env: Record<string, string>): string[] => {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ExtjobError);
+    return ((err as ExtjobError).details?.problems as string[]) ?? [];
+  }
+  return [];
+};
+
+describe('loadConfig', () => {
+  it('gives the documented defaults and freezes the result', () => {
+    const c = loadConfig({});
+    expect(c.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(c.kafkaBrokers).toEqual(['127.0.0.1:9092']);
+    expect(c.topicPrefix).toBe('extjob');
+    expect(c.httpPort).toBe(8080);
+    expect(c.acceptTimeoutSeconds).toBe(3600);
+    expect(c.heartbeatTimeoutSeconds).toBe(0);
+    expect(c.runTimeoutSeconds).toBe(21600);
+    expect(c.cancelGraceSeconds).toBe(60);
+    expect(c.retentionSeconds).toBe(7 * 24 * 3600);
+    expect(c.roles).toEqual(['api', 'consume', 'schedule']);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('names every problem once, in plain words', () => {
+    expect(
+      problems({
+        EXTJOB_KAFKA_BROKERS: 'x',
+        EXTJOB_HTTP_PORT: 'eighty',
+        EXTJOB_REDIS_URL: 'http://nope',
+        EXTJOB_ROLES: 'api,cook',
+      }),
+    ).toEqual([
+      'EXTJOB_REDIS_URL: "http://nope" is not a redis:// or rediss:// URL',
+      'EXTJOB_KAFKA_BROKERS: "x" is not host:port',
+      'EXTJOB_HTTP_PORT: "eighty" is not an integer from 0 to 65535',
+      'EXTJOB_ROLES: "cook" is not a role (api, consume, schedule)',
+    ]);
+  });
+
+  it('parses API tokens, hashing plain ones and taking sha256: digests as they are', () => {
+    const digest = sha256Hex('other-secret');
+    const c = loadConfig({ EXTJOB_API_TOKENS: `s3cret-token=admin,sha256:${digest}=jobs:read|jobs:write` });
+    expect(c.apiTokens).toEqual([
+      { sha256: sha256Hex('s3cret-token'), scopes: ['admin'] },
+      { sha256: digest, scopes: ['jobs:read', 'jobs:write'] },
+    ]);
+    expect(JSON.stringify(c)).not.toContain('s3cret-token');
+  });
+
+  it('refuses bad token entries and cross-field mistakes', () => {
+    expect(
+      problems({
+        EXTJOB_API_TOKENS: 'short=admin,longenough=root,sha256:abc=admin',
+        EXTJOB_KAFKA_SASL_MECHANISM: 'plain',
+      }),
+    ).toEqual([
+      'EXTJOB_API_TOKENS: entry 1 has a token shorter than 8 characters',
+      'EXTJOB_API_TOKENS: entry 2 has unknown scope "root" (jobs:read, jobs:write, admin)',
+      'EXTJOB_API_TOKENS: entry 3 has a sha256: digest that is not 64 hex characters',
+      'EXTJOB_KAFKA_SASL_MECHANISM is set: EXTJOB_KAFKA_SASL_USERNAME and EXTJOB_KAFKA_SASL_PASSWORD are required',
+    ]);
+  });
+
+  it('documents every option with an EXTJOB_ name and a sentence', () => {
+    for (const opt of Object.values(OPTIONS)) {
+      expect(opt.env).toMatch(/^EXTJOB_[A-Z_]+$/);
+      expect(opt.doc.length).toBeGreaterThan(10);
+    }
+  });
+});
