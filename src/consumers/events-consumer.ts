@@ -1,0 +1,174 @@
+/**
+ * The events consumer: a consumer group on `<prefix>.events` whose batches go through
+ * processBatch. Offsets are resolved only after a batch's Redis effects and DLQ
+ * records are acknowledged, and committed right after (so a crash replays, and replays
+ * are duplicates). stop() finishes the in-flight batch, commits and leaves the group.
+ */
+import { topicNames } from '../shared/config.js';
+import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
+import type { Logger } from '../shared/logger.js';
+import { withoutValue } from './dlq.js';
+import { type EventSink, processBatch } from './event-batch.js';
+import type { FormatLimits } from './formats/result.js';
+import { createInstrumentation, type Instrumentation } from './instrumentation.js';
+import type { EachBatchPayload, KafkaClient, OutgoingMessage } from './kafka-types.js';
+import { isPermanent } from './retry.js';
+
+export interface EventsConsumerOptions {
+  kafka: KafkaClient;
+  /** A connected producer (idempotent, acks=-1) for the DLQ; shared with the drainer. */
+  producer: Producer;
+  sink: EventSink;
+  topicPrefix: string;
+  groupId: string;
+  logger: Logger;
+  limits?: FormatLimits;
+  instrumentation?: Instrumentation;
+  /** Partitions processed at the same time by this process (one batch each). Default 4. */
+  concurrency?: number;
+  sessionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  /** Largest fetch per partition, in bytes (bounds one batch). Default 1 MiB. */
+  maxBytesPerPartition?: number;
+  /** Backoff bounds while Redis or Kafka is unavailable. */
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+}
+
+export class EventsConsumer {
+  readonly instrumentation: Instrumentation;
+  private readonly consumer: Consumer;
+  private readonly topics: ReturnType<typeof topicNames>;
+  private joined = false;
+  private stopping = false;
+  private crashed: Error | undefined;
+
+  constructor(private readonly opts: EventsConsumerOptions) {
+    this.instrumentation = opts.instrumentation ?? createInstrumentation();
+    this.topics = topicNames(opts.topicPrefix);
+    this.consumer = createConsumer(opts.kafka, {
+      groupId: opts.groupId,
+      sessionTimeout: opts.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: opts.heartbeatIntervalMs ?? 3_000,
+      maxBytesPerPartition: opts.maxBytesPerPartition ?? 1024 * 1024,
+      retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
+    });
+    const { events } = this.consumer;
+    this.consumer.on(events.GROUP_JOIN, ({ payload }) => {
+      this.joined = true;
+      const partitions = Object.values(payload.memberAssignment).reduce((n, ps) => n + ps.length, 0);
+      opts.logger.info(
+        { groupId: payload.groupId, partitions, assignment: payload.memberAssignment },
+        'joined',
+      );
+      this.instrumentation.emit('joined', {
+        groupId: payload.groupId,
+        memberId: payload.memberId,
+        partitions,
+      });
+    });
+    this.consumer.on(events.CRASH, ({ payload }) => {
+      this.joined = false;
+      opts.logger.error({ err: payload.error, restart: payload.restart }, 'events consumer crashed');
+      if (!payload.restart) {
+        this.crashed = payload.error;
+        this.instrumentation.emit('stopped', { groupId: opts.groupId, reason: 'crash' });
+      }
+    });
+    this.consumer.on(events.REBALANCING, () => {
+      this.joined = false;
+    });
+  }
+
+  /** Joined the group and not crashed: what /readyz reports. */
+  isReady(): boolean {
+    return this.joined && !this.crashed && !this.stopping;
+  }
+
+  async start(): Promise<void> {
+    await this.consumer.connect();
+    // A new group starts at the earliest offset: events sent before the service first ran count too.
+    await this.consumer.subscribe({ topics: [this.topics.events], fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: true,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.opts.concurrency ?? 4,
+      eachBatch: (payload) => this.onBatch(payload),
+    });
+  }
+
+  /** Finish the in-flight batches, commit, leave the group. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.joined = false;
+    await this.consumer.disconnect();
+    this.instrumentation.emit('stopped', { groupId: this.opts.groupId, reason: 'stop' });
+  }
+
+  private async onBatch(p: EachBatchPayload): Promise<void> {
+    const { batch } = p;
+    if (batch.messages.length === 0) return;
+    const started = performance.now();
+    const report = await processBatch(
+      { topic: batch.topic, partition: batch.partition, messages: batch.messages },
+      {
+        sink: this.opts.sink,
+        sendDlq: (messages) => this.sendDlq(messages),
+        instrumentation: this.instrumentation,
+        logger: this.opts.logger,
+        limits: this.opts.limits,
+        control: {
+          stillOwned: () => p.isRunning() && !p.isStale(),
+          keepAlive: async () => {
+            try {
+              await p.heartbeat();
+              return true;
+            } catch (err) {
+              this.opts.logger.warn({ err }, 'heartbeat failed while waiting; abandoning the batch');
+              return false;
+            }
+          },
+          initialDelayMs: this.opts.retryInitialMs ?? 100,
+          maxDelayMs: this.opts.retryMaxMs ?? 5_000,
+        },
+      },
+    );
+    if (!report.done) return;
+    const last = batch.messages[batch.messages.length - 1]!;
+    p.resolveOffset(last.offset);
+    await p.commitOffsetsIfNecessary({
+      topics: [
+        { topic: batch.topic, partitions: [{ partition: batch.partition, offset: nextOffset(last.offset) }] },
+      ],
+    });
+    this.instrumentation.emit('batch', {
+      topic: batch.topic,
+      partition: batch.partition,
+      size: batch.messages.length,
+      seconds: (performance.now() - started) / 1000,
+    });
+    const lag = Number(batch.highWatermark) - Number(last.offset) - 1;
+    this.instrumentation.emit('lag', {
+      topic: batch.topic,
+      partition: batch.partition,
+      lag: Math.max(0, lag),
+    });
+  }
+
+  private async sendDlq(messages: OutgoingMessage[]): Promise<void> {
+    const send = (msgs: OutgoingMessage[]) =>
+      this.opts.producer.send({ topic: this.topics.dlq, acks: -1, messages: msgs });
+    try {
+      await send(messages);
+    } catch (err) {
+      if (!isPermanent(err)) throw err;
+      // The DLQ refused the records for good (e.g. too large with our headers): keep the
+      // facts, drop the values, rather than stall the partition.
+      this.opts.logger.error({ err }, 'DLQ refused the records; sending them without their values');
+      await send(messages.map((m) => withoutValue(m, String((err as Error).message))));
+    }
+  }
+}
+
+const nextOffset = (offset: string): string => (BigInt(offset) + 1n).toString();

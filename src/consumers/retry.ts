@@ -1,0 +1,56 @@
+/**
+ * Waiting out a Redis or Kafka outage without giving up on good events: retry with
+ * capped exponential backoff while the caller still owns the work. Whether an error
+ * is worth retrying is read from its `retriable` flag (ExtjobError and KafkaJS errors
+ * both carry one); an error without the flag is treated as retriable, because
+ * dead-lettering a good event cannot be undone while a stall shows in the lag metric.
+ */
+
+export const isPermanent = (err: unknown): boolean =>
+  typeof err === 'object' && err !== null && (err as { retriable?: unknown }).retriable === false;
+
+export interface RetryControl {
+  /** False once the work is no longer ours (stopping, or the partition was revoked). */
+  stillOwned(): boolean;
+  /** Keep the group membership alive while waiting; false when that failed (rebalance). */
+  keepAlive(): Promise<boolean>;
+  onRetry?(attempt: number, delayMs: number, err: unknown): void;
+  initialDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export const ABORTED = Symbol('aborted');
+
+export function backoffMs(attempt: number, initial = 100, max = 5000): number {
+  const base = Math.min(max, initial * 2 ** Math.min(attempt - 1, 20));
+  return Math.round(base / 2 + Math.random() * (base / 2));
+}
+
+/**
+ * Run `op` until it succeeds or fails permanently (the error is thrown); ABORTED when
+ * the work stopped being ours while waiting.
+ */
+export async function retrying<T>(op: () => Promise<T>, ctl: RetryControl): Promise<T | typeof ABORTED> {
+  for (let attempt = 1; ; attempt++) {
+    if (!ctl.stillOwned()) return ABORTED;
+    try {
+      return await op();
+    } catch (err) {
+      if (isPermanent(err)) throw err;
+      const delay = backoffMs(attempt, ctl.initialDelayMs, ctl.maxDelayMs);
+      ctl.onRetry?.(attempt, delay, err);
+      if (!(await pause(delay, ctl))) return ABORTED;
+    }
+  }
+}
+
+/** Sleep in slices of at most a second, keeping membership alive; false when aborted. */
+async function pause(ms: number, ctl: RetryControl): Promise<boolean> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const left = until - Date.now();
+    if (left <= 0) return true;
+    await new Promise((r) => setTimeout(r, Math.min(left, 1000)));
+    if (!ctl.stillOwned() || !(await ctl.keepAlive())) return false;
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Topic provisioning at start: create the four topics when missing, and check that
+ * existing ones keep extjob's guarantees. A topic that breaks them (compacted, so
+ * events or changes are dropped; fewer partitions than configured) is reported loudly
+ * but not changed: altering a live topic is an operator's decision.
+ */
+import { topicNames } from '../shared/config.js';
+import { type Admin, ensureTopics, type TopicSpec } from '../shared/kafka.js';
+import type { Logger } from '../shared/logger.js';
+
+/** kafkajs ConfigResourceTypes.TOPIC */
+const TOPIC_RESOURCE = 2;
+
+export interface TopicProblem {
+  topic: string;
+  severity: 'error' | 'warning';
+  problem: string;
+}
+
+export interface ProvisionOptions {
+  prefix: string;
+  partitions: number;
+  replication: number;
+  logger?: Logger;
+}
+
+/** The DLQ keeps records longer and accepts the largest event plus our headers. */
+export function topicSpecs(o: Pick<ProvisionOptions, 'prefix' | 'partitions' | 'replication'>): TopicSpec[] {
+  const t = topicNames(o.prefix);
+  const base = { partitions: o.partitions, replication: o.replication };
+  const del = { 'cleanup.policy': 'delete' };
+  return [
+    { topic: t.events, ...base, config: del },
+    { topic: t.changes, ...base, config: del },
+    { topic: t.commands, ...base, config: del },
+    {
+      topic: t.dlq,
+      ...base,
+      config: {
+        ...del,
+        'retention.ms': String(30 * 24 * 3600 * 1000),
+        'max.message.bytes': String(8 * 1024 * 1024),
+      },
+    },
+  ];
+}
+
+export async function provisionTopics(
+  admin: Admin,
+  o: ProvisionOptions,
+): Promise<{ created: string[]; problems: TopicProblem[] }> {
+  const specs = topicSpecs(o);
+  const created = await ensureTopics(admin, specs);
+  if (created.length > 0) o.logger?.info({ topics: created }, 'created topics');
+  const problems = await checkTopics(admin, specs);
+  for (const p of problems)
+    o.logger?.[p.severity === 'error' ? 'error' : 'warn']({ topic: p.topic }, p.problem);
+  return { created, problems };
+}
+
+export async function checkTopics(admin: Admin, specs: TopicSpec[]): Promise<TopicProblem[]> {
+  const names = specs.map((s) => s.topic);
+  const problems: TopicProblem[] = [];
+  const meta = await admin.fetchTopicMetadata({ topics: names });
+  for (const spec of specs) {
+    const m = meta.topics.find((t) => t.name === spec.topic);
+    if (m && m.partitions.length < spec.partitions)
+      problems.push({
+        topic: spec.topic,
+        severity: 'warning',
+        problem: `${spec.topic} has ${m.partitions.length} partitions, fewer than the ${spec.partitions} configured: less parallelism (order per job is still kept)`,
+      });
+  }
+  const described = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: names.map((name) => ({ type: TOPIC_RESOURCE, name, configNames: ['cleanup.policy'] })),
+  });
+  for (const r of described.resources) {
+    const policy = r.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? 'delete';
+    if (policy.includes('compact'))
+      problems.push({
+        topic: r.resourceName,
+        severity: 'error',
+        problem: `${r.resourceName} has cleanup.policy=${policy}: compaction keeps only the last message per job id and drops the others; set cleanup.policy=delete`,
+      });
+  }
+  return problems;
+}

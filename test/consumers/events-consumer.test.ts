@@ -1,0 +1,158 @@
+/**
+ * The consumer's contract with a recording sink on the real Kafka broker: batches in
+ * offset order, one applyEvents call per batch, bad messages and unknown jobs in the
+ * DLQ with reasons and original bytes, offsets committed only after the effects.
+ */
+import { describe, expect, it } from 'vitest';
+import type { ApplyResult, JobEvent } from '../../src/broker/types.js';
+import { DLQ_HEADERS } from '../../src/consumers/dlq.js';
+import { DEFAULT_LIMITS, encodeBinary, encodeStructured } from '../../src/consumers/formats/index.js';
+import { ExtjobError } from '../../src/shared/errors.js';
+import { waitFor } from '../helpers/index.js';
+import { header, kafkaWorld } from './support.js';
+
+class RecordingSink {
+  calls: JobEvent[][] = [];
+  applied: JobEvent[] = [];
+  failNext = 0;
+  failWith: () => Error = () => new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', 'Redis did not answer');
+  async applyEvents(events: JobEvent[]): Promise<ApplyResult[]> {
+    this.calls.push(events);
+    if (this.failNext > 0) {
+      this.failNext--;
+      throw this.failWith();
+    }
+    return events.map((e) => {
+      if (e.jobId.startsWith('nojob')) return 'unknown_job';
+      this.applied.push(e);
+      return 'applied';
+    });
+  }
+}
+
+const log = (jobId: string, seq: number): JobEvent => ({
+  kind: 'log',
+  jobId,
+  id: `${jobId}-log-${seq}`,
+  source: 'test',
+  type: 'dev.extjob.log.v1',
+  seq,
+  chunk: Buffer.from(`line ${seq}\n`),
+});
+
+describe('events consumer (recording sink, real Kafka)', () => {
+  it('applies events per job in partition order, in both binding modes', async () => {
+    const w = await kafkaWorld(3);
+    const sink = new RecordingSink();
+    const jobs = ['a', 'b', 'c', 'd'];
+    const msgs = [];
+    for (let seq = 0; seq < 50; seq++)
+      for (const j of jobs) msgs.push(seq % 2 ? encodeBinary(log(j, seq)) : encodeStructured(log(j, seq)));
+    await w.produce(msgs);
+    await w.startConsumer(sink);
+    await waitFor(() => sink.applied.length >= 200, { what: '200 applied events' });
+    for (const j of jobs)
+      expect(sink.applied.filter((e) => e.jobId === j).map((e) => e.seq)).toEqual([...Array(50).keys()]);
+    // one call per batch, never one per message
+    expect(sink.calls.length).toBeLessThan(200);
+  });
+
+  it('dead-letters bad messages and unknown jobs with reasons, untouched, and applies the good ones behind them', async () => {
+    const w = await kafkaWorld(1);
+    const sink = new RecordingSink();
+    const garbage = Buffer.from([0xde, 0xad, 0xbe, 0xef, 0xff]);
+    await w.produce([
+      { key: 'x', value: garbage, headers: { trace: 'keep-me' } },
+      { key: 'x', value: '{"specversion":"1.0",' },
+      {
+        key: 'x',
+        value: JSON.stringify({
+          specversion: '1.0',
+          id: '1',
+          source: 's',
+          type: 'dev.extjob.finished.v1',
+          subject: 'x',
+          data: { exitCode: 'zero' },
+        }),
+      },
+      {
+        key: 'x',
+        value: JSON.stringify({
+          specversion: '1.0',
+          id: '2',
+          source: 's',
+          type: 'com.example.other',
+          subject: 'x',
+        }),
+      },
+      { key: 'x', value: Buffer.alloc(80 * 1024, 0x20) },
+      encodeStructured(log('nojob-1', 1)),
+      encodeStructured(log('good', 1)),
+    ]);
+    await w.startConsumer(sink, { limits: { ...DEFAULT_LIMITS, maxValueBytes: 64 * 1024 } });
+    const dlq = await w.readDlq(6);
+    expect(dlq.map((m) => header(m.headers, DLQ_HEADERS.reason))).toEqual([
+      'malformed',
+      'malformed',
+      'invalid',
+      'unsupported_type',
+      'too_large',
+      'unknown_job',
+    ]);
+    expect(dlq[0]!.value).toEqual(garbage);
+    expect(header(dlq[0]!.headers, 'trace')).toBe('keep-me');
+    expect(dlq[0]!.key).toBe('x');
+    expect(header(dlq[2]!.headers, DLQ_HEADERS.detail)).toMatch(/data\.exitCode/);
+    expect(dlq.map((m) => header(m.headers, DLQ_HEADERS.offset))).toEqual(['0', '1', '2', '3', '4', '5']);
+    expect(header(dlq[0]!.headers, DLQ_HEADERS.topic)).toBe(w.topics.events);
+    expect(header(dlq[0]!.headers, DLQ_HEADERS.partition)).toBe('0');
+    await waitFor(() => sink.applied.some((e) => e.jobId === 'good'), { what: 'the good event' });
+  });
+
+  it('waits out a retriable outage instead of dead-lettering, and counts keyless messages', async () => {
+    const w = await kafkaWorld(1);
+    const sink = new RecordingSink();
+    sink.failNext = 3;
+    const c = await w.startConsumer(sink, { retryInitialMs: 20, retryMaxMs: 100 });
+    const retries: string[] = [];
+    const keyProblems: string[] = [];
+    c.instrumentation.on('retry', (r) => retries.push(r.operation));
+    c.instrumentation.on('key_problem', (k) => keyProblems.push(k.problem));
+    const m = encodeBinary(log('job-k', 1));
+    await w.produce([{ ...m, key: null }, encodeBinary(log('job-k', 2))]);
+    await waitFor(() => sink.applied.length >= 2, { what: 'both events after the outage' });
+    expect(retries).toEqual(['apply', 'apply', 'apply']);
+    expect(keyProblems).toEqual(['missing']);
+  });
+
+  it('isolates an event the broker rejects for good and dead-letters only that one', async () => {
+    const w = await kafkaWorld(1);
+    const sink = new RecordingSink();
+    const real = sink.applyEvents.bind(sink);
+    sink.applyEvents = async (events) => {
+      if (events.some((e) => e.seq === 2))
+        throw new ExtjobError('EXTJOB_PAYLOAD_TOO_LARGE', 'chunk over the limit');
+      return real(events);
+    };
+    await w.produce([1, 2, 3].map((s) => encodeStructured(log('iso', s))));
+    await w.startConsumer(sink);
+    const dlq = await w.readDlq(1);
+    expect(header(dlq[0]!.headers, DLQ_HEADERS.reason)).toBe('too_large');
+    await waitFor(() => sink.applied.length >= 2, { what: 'the two acceptable events' });
+    expect(sink.applied.map((e) => e.seq)).toEqual([1, 3]);
+  });
+
+  it('commits only what was applied: a new member resumes after the last committed batch', async () => {
+    const w = await kafkaWorld(1);
+    const first = new RecordingSink();
+    const c1 = await w.startConsumer(first);
+    await w.produce([1, 2, 3].map((s) => encodeStructured(log('resume', s))));
+    await waitFor(() => first.applied.length >= 3, { what: 'first three' });
+    await c1.stop();
+    await w.produce([4, 5].map((s) => encodeStructured(log('resume', s))));
+    const second = new RecordingSink();
+    await w.startConsumer(second);
+    await waitFor(() => second.applied.length >= 2, { what: 'the two new ones' });
+    expect(second.applied.map((e) => e.seq)).toEqual([4, 5]);
+  });
+});
