@@ -2,5 +2,5 @@
 import { cacheDir, ensureKafkaJars, kafkaVersion } from '../src/cli/local/kafka.js';
 
 const t0 = Date.now();
-const libs = ensureKafkaJars((m) => console.log(m));
+const libs = await ensureKafkaJars((m) => console.log(m));
 console.log(`Kafka ${kafkaVersion()} jars in ${libs} (${Date.now() - t0} ms; cache ${cacheDir()})`);

@@ -4,7 +4,6 @@
  * Central (scripts/kafka/pom.xml pins the version) into a cache directory outside the
  * repository; the first fetch takes a while, later starts only start the JVM.
  */
-import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
@@ -12,7 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExtjobError } from '../../shared/errors.js';
 import { createConsumer, createKafka, createProducer, withTimeout } from '../../shared/kafka.js';
-import { canConnect, freePort, spawnTied, stopChild, waitUntil } from './process.js';
+import { canConnect, freePort, run, spawnTied, stopChild, waitUntil } from './process.js';
 
 const POM_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../scripts/kafka');
 
@@ -30,7 +29,7 @@ export function cacheDir(env = process.env): string {
 }
 
 /** Make sure the broker's jars are in the cache; returns the directory holding them. */
-export function ensureKafkaJars(log: (msg: string) => void = () => {}): string {
+export async function ensureKafkaJars(log: (msg: string) => void = () => {}): Promise<string> {
   const version = kafkaVersion();
   const libs = join(cacheDir(), `kafka-${version}`, 'libs');
   if (existsSync(join(libs, '.complete'))) return libs;
@@ -38,23 +37,19 @@ export function ensureKafkaJars(log: (msg: string) => void = () => {}): string {
   const staging = `${libs}.${process.pid}.tmp`;
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(dirname(libs), { recursive: true });
-  const mvn = spawnSync(
-    'mvn',
-    [
-      '-q',
-      '-B',
-      '-f',
-      join(POM_DIR, 'pom.xml'),
-      'dependency:copy-dependencies',
-      '-DincludeScope=runtime',
-      `-DoutputDirectory=${staging}`,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' },
-  );
-  if (mvn.error || mvn.status !== 0) {
+  const mvn = await run('mvn', [
+    '-q',
+    '-B',
+    '-f',
+    join(POM_DIR, 'pom.xml'),
+    'dependency:copy-dependencies',
+    '-DincludeScope=runtime',
+    `-DoutputDirectory=${staging}`,
+  ]);
+  if (mvn.status !== 0) {
     throw new ExtjobError(
       'EXTJOB_LOCAL_STACK_FAILED',
-      `could not fetch Kafka ${version} with Maven (is mvn installed?): ${mvn.error?.message ?? mvn.stdout + mvn.stderr}`,
+      `could not fetch Kafka ${version} with Maven (is mvn installed?): ${mvn.output}`,
     );
   }
   writeFileSync(join(staging, '.complete'), `${version}\n`);
@@ -117,7 +112,7 @@ function serverProperties(port: number, controllerPort: number, logDir: string):
 /** Start a broker and wait until it takes produce, consume and group joins. */
 export async function startKafka(opts: LocalKafkaOptions = {}): Promise<LocalKafka> {
   const log = opts.log ?? (() => {});
-  const libs = ensureKafkaJars(log);
+  const libs = await ensureKafkaJars(log);
   const port = opts.port ?? (await freePort());
   const controllerPort = opts.controllerPort ?? (await freePort());
   const ownDir = opts.dataDir === undefined;
@@ -139,16 +134,18 @@ export async function startKafka(opts: LocalKafkaOptions = {}): Promise<LocalKaf
     classpath,
   ];
   if (!existsSync(join(logDir, 'meta.properties'))) {
-    const format = spawnSync(
-      'java',
-      [...jvm, 'kafka.tools.StorageTool', 'format', '-t', clusterId(), '-c', props, '--ignore-formatted'],
-      { encoding: 'utf8' },
-    );
+    const format = await run('java', [
+      ...jvm,
+      'kafka.tools.StorageTool',
+      'format',
+      '-t',
+      clusterId(),
+      '-c',
+      props,
+      '--ignore-formatted',
+    ]);
     if (format.status !== 0)
-      throw new ExtjobError(
-        'EXTJOB_LOCAL_STACK_FAILED',
-        `formatting Kafka storage failed: ${format.error?.message ?? format.stderr}`,
-      );
+      throw new ExtjobError('EXTJOB_LOCAL_STACK_FAILED', `formatting Kafka storage failed: ${format.output}`);
   }
   const child = spawnTied('java', [...jvm, 'kafka.Kafka', props], logFile);
   let exited = false;

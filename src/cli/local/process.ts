@@ -24,6 +24,22 @@ export function spawnTied(command: string, args: string[], logFile: string, cwd?
   return child;
 }
 
+/** Run a command to completion without blocking the event loop; collects its output. */
+export function run(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d) => {
+      output += d;
+    });
+    child.stderr.on('data', (d) => {
+      output += d;
+    });
+    child.once('error', (err) => resolve({ status: null, output: err.message }));
+    child.once('close', (status) => resolve({ status, output }));
+  });
+}
+
 /** Stop a child: SIGTERM, then SIGKILL after `graceMs`. Resolves once it has exited. */
 export async function stopChild(child: ChildProcess, graceMs = 15_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
