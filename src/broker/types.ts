@@ -159,5 +159,9 @@ export interface HistoryEntry {
   detail?: Record<string, unknown>;
 }
 
-/** Result of applying one event. */
-export type ApplyResult = 'applied' | 'duplicate' | 'stale' | 'late' | 'unknown_job';
+/**
+ * Result of applying one event. 'invalid': the event cannot apply to this job as
+ * given (e.g. a log chunk over the size limit, an attempt that does not exist
+ * yet); the caller dead-letters it.
+ */
+export type ApplyResult = 'applied' | 'duplicate' | 'stale' | 'late' | 'unknown_job' | 'invalid';

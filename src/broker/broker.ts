@@ -1,0 +1,425 @@
+/**
+ * JobBroker: the job state machine on Redis. Every change is one Lua script
+ * (lua/*.lua); this class validates input, runs scripts, arms timers, and turns
+ * script answers into results, errors and instrumentation events.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { ExtjobError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { decodeHistoryEntry, decodeJob, encodeCause, pairs } from './codec.js';
+import { applyArgs, checkEvent } from './event-args.js';
+import {
+  type BrokerEventMap,
+  BrokerInstrumentation,
+  NO_EXECUTOR,
+  type TimerKind,
+} from './instrumentation.js';
+import { type BrokerKeys, brokerKeys } from './keys.js';
+import { type ListQuery, listJobs } from './listing.js';
+import { type LogPage, type LogQuery, readLog } from './logs.js';
+import { ackOutbox, acquireOutboxLease, type OutboxEntry, readOutbox, releaseOutboxLease } from './outbox.js';
+import { redisError, ScriptResult, scriptError } from './results.js';
+import { defineScripts, queueScript, runScript, type ScriptName } from './scripts.js';
+import { prepareSpec } from './spec.js';
+import { parseTimer, type TimerData, TimerService } from './timers.js';
+import {
+  type ApplyResult,
+  type Cause,
+  type HistoryEntry,
+  JOB_ID_PATTERN,
+  JOB_STATES,
+  type Job,
+  type JobEvent,
+  type JobSpec,
+  type JobState,
+  type NotifyTarget,
+  type Timeouts,
+} from './types.js';
+
+export interface BrokerDefaults {
+  timeouts: Timeouts;
+  retentionSeconds: number;
+  lateLogGraceSeconds: number;
+  logChunkMaxBytes: number;
+  logMaxBytes: number;
+}
+
+export interface JobBrokerOptions {
+  redis: Redis;
+  prefix: string;
+  defaults: BrokerDefaults;
+  logger?: Logger;
+  /** Timer worker tuning (defaults suit production). */
+  timers?: { concurrency?: number; retentionSweepMs?: number; recoverEveryMs?: number };
+  /** Clock for the scripts in ms; default: Redis TIME. Tests only. */
+  now?: () => number;
+}
+
+export interface ApplyOutcome {
+  result: ApplyResult;
+  /** Why an event is invalid (for the DLQ reason). */
+  reason?: string;
+  /** The chunk was over the per-chunk limit (EXTJOB_PAYLOAD_TOO_LARGE). */
+  tooLarge?: boolean;
+}
+
+interface ScriptOutput {
+  r: ScriptResult;
+  tr?: [JobState | 'none', JobState][] | Record<string, never>;
+  arm?: string[] | Record<string, never>;
+  dis?: string[] | Record<string, never>;
+  c?: number;
+  ac?: number;
+  f?: number;
+  e?: string;
+  timeout?: TimerKind;
+  why?: string;
+  h?: string[] | Record<string, never>;
+  x?: string[] | Record<string, never>;
+}
+
+const list = <T>(v: T[] | Record<string, never> | undefined): T[] => (Array.isArray(v) ? v : []);
+
+export class JobBroker {
+  readonly instrumentation = new BrokerInstrumentation();
+  readonly keys: BrokerKeys;
+  private readonly redis: Redis;
+  private readonly defaults: BrokerDefaults;
+  private readonly logger: Logger | undefined;
+  private readonly timers: TimerService;
+  private readonly opts: JobBrokerOptions;
+
+  constructor(opts: JobBrokerOptions) {
+    if (!/^[A-Za-z0-9._:{}-]{1,100}$/.test(opts.prefix))
+      throw new ExtjobError('EXTJOB_CONFIG_INVALID', `invalid Redis key prefix "${opts.prefix}"`);
+    this.opts = opts;
+    this.redis = opts.redis;
+    this.defaults = opts.defaults;
+    this.logger = opts.logger;
+    this.keys = brokerKeys(opts.prefix);
+    defineScripts(this.redis);
+    this.timers = new TimerService(this.redis, this.keys, this.logger);
+  }
+
+  private common(id: string, cause: string): (string | number)[] {
+    return [
+      this.keys.prefix,
+      id,
+      this.opts.now ? this.opts.now() : '',
+      Math.round(this.defaults.retentionSeconds * 1000),
+      Math.round(this.defaults.lateLogGraceSeconds * 1000),
+      cause,
+    ];
+  }
+
+  private async run(name: ScriptName, id: string, args: (string | number | Buffer)[]): Promise<ScriptOutput> {
+    try {
+      return JSON.parse(await runScript(this.redis, name, [this.keys.job(id)], args)) as ScriptOutput;
+    } catch (err) {
+      throw redisError(err, name);
+    }
+  }
+
+  /** After a script: log and announce transitions, arm and disarm timers. */
+  private async settle(id: string, out: ScriptOutput): Promise<void> {
+    this.announce(id, out);
+    await this.applyTimers([[id, out]]);
+  }
+
+  private announce(id: string, out: ScriptOutput): void {
+    for (const [from, to] of list(out.tr)) {
+      this.logger?.debug({ jobId: id }, `${from} -> ${to}`);
+      const ev: BrokerEventMap['job_transition'][0] = {
+        jobId: id,
+        from,
+        to,
+        executor: out.e ?? NO_EXECUTOR,
+      };
+      if (to === 'running' && out.ac !== undefined && out.c !== undefined)
+        ev.acceptLatencySeconds = (out.ac - out.c) / 1000;
+      if (out.f !== undefined && !['pending', 'running', 'canceling'].includes(to))
+        ev.durationSeconds = (out.f - (out.ac ?? out.c ?? out.f)) / 1000;
+      this.instrumentation.emit('job_transition', ev);
+    }
+    if (out.timeout) this.instrumentation.emit('timeout', { kind: out.timeout });
+  }
+
+  private async applyTimers(outs: [string, ScriptOutput][]): Promise<void> {
+    const arm: TimerData[] = [];
+    const dis: TimerData[] = [];
+    for (const [id, out] of outs) {
+      for (const t of list(out.arm)) arm.push(parseTimer(id, t));
+      for (const t of list(out.dis)) dis.push(parseTimer(id, t));
+    }
+    if (arm.length === 0 && dis.length === 0) return;
+    try {
+      await this.timers.apply(arm, dis);
+    } catch (err) {
+      // the intents stay in Redis; recovery arms them
+      this.logger?.warn({ err }, 'arming timers failed; recovery will retry');
+    }
+  }
+
+  async createJob(
+    spec: JobSpec,
+    cause: Cause = { kind: 'api', caller: 'unknown' },
+  ): Promise<{ job: Job; created: boolean; eventToken?: string }> {
+    const p = prepareSpec(spec, this.defaults.timeouts);
+    const token = randomBytes(32).toString('base64url');
+    const t = p.stored.t;
+    const specJson = JSON.stringify(p.stored);
+    const out = await this.run('create', p.id, [
+      ...this.common(p.id, encodeCause(cause)),
+      p.hash,
+      specJson,
+      sha256(token),
+      Math.round(t.acceptSeconds * 1000),
+      Math.round(t.heartbeatSeconds * 1000),
+      Math.round(t.runSeconds * 1000),
+      Math.round(t.cancelGraceSeconds * 1000),
+    ]);
+    const err = scriptError(out.r, p.id);
+    if (err) throw err;
+    const job = decodeJob(p.id, pairs(out.h), specJson, pairs(out.x));
+    if (!job) throw new ExtjobError('EXTJOB_INTERNAL', `job ${p.id} vanished while being created`);
+    if (out.r !== ScriptResult.Created) return { job, created: false };
+    this.instrumentation.emit('job_created', { executor: p.stored.e ?? NO_EXECUTOR });
+    await this.settle(p.id, out);
+    return { job, created: true, eventToken: token };
+  }
+
+  async verifyEventToken(jobId: string, token: string): Promise<boolean> {
+    if (!JOB_ID_PATTERN.test(jobId) || typeof token !== 'string' || token.length > 512) return false;
+    const stored = await this.redis.hget(this.keys.job(jobId), 'tk');
+    const presented = Buffer.from(sha256(token));
+    const expected = Buffer.from(stored ?? '');
+    return expected.length === presented.length && timingSafeEqual(expected, presented);
+  }
+
+  /** Apply a batch of events in one pipelined round trip; results in the same order. */
+  async applyEvents(events: JobEvent[]): Promise<ApplyResult[]> {
+    return (await this.applyEventsDetailed(events)).map((o) => o.result);
+  }
+
+  async applyEvent(e: JobEvent): Promise<ApplyResult> {
+    const [r] = await this.applyEvents([e]);
+    return r as ApplyResult;
+  }
+
+  /** Like applyEvents, with the reason for invalid events. */
+  async applyEventsDetailed(events: JobEvent[]): Promise<ApplyOutcome[]> {
+    if (events.length === 0) return [];
+    const started = performance.now();
+    const outcomes: (ApplyOutcome | undefined)[] = new Array(events.length);
+    const pipeline = this.redis.pipeline();
+    const queued: number[] = [];
+    events.forEach((e, i) => {
+      const check = checkEvent(e, this.defaults.logChunkMaxBytes);
+      if (check.invalid) {
+        outcomes[i] = {
+          result: 'invalid',
+          reason: check.invalid,
+          ...(check.tooLarge ? { tooLarge: true } : {}),
+        };
+        return;
+      }
+      const [cause, ...rest] = applyArgs(e, this.defaults.logMaxBytes);
+      queueScript(
+        pipeline,
+        'apply',
+        [this.keys.job(e.jobId)],
+        [...this.common(e.jobId, cause as string), ...rest],
+      );
+      queued.push(i);
+    });
+    let replies: [Error | null, unknown][] = [];
+    if (queued.length > 0) {
+      try {
+        replies = (await pipeline.exec()) ?? [];
+      } catch (err) {
+        throw redisError(err, 'apply');
+      }
+    }
+    const settled: [string, ScriptOutput][] = [];
+    const applySeconds = (performance.now() - started) / 1000;
+    queued.forEach((eventIndex, n) => {
+      const reply = replies[n];
+      const e = events[eventIndex] as JobEvent;
+      if (!reply || reply[0]) throw redisError(reply?.[0] ?? new Error('no reply'), 'apply');
+      const out = JSON.parse(String(reply[1])) as ScriptOutput;
+      const result = out.r as ApplyResult;
+      outcomes[eventIndex] = result === 'invalid' ? { result, reason: out.why ?? 'invalid' } : { result };
+      this.announce(e.jobId, out);
+      settled.push([e.jobId, out]);
+    });
+    await this.applyTimers(settled);
+    const now = Date.now();
+    events.forEach((e, i) => {
+      const o = outcomes[i] as ApplyOutcome;
+      const lag = e.time ? (now - Date.parse(e.time)) / 1000 : Number.NaN;
+      this.instrumentation.emit('event_applied', {
+        type: e.type,
+        result: o.result,
+        applySeconds,
+        ...(Number.isFinite(lag) && o.result === 'applied' ? { lagSeconds: Math.max(0, lag) } : {}),
+      });
+    });
+    return outcomes as ApplyOutcome[];
+  }
+
+  async cancelJob(id: string, cause: Cause): Promise<Job> {
+    if (!JOB_ID_PATTERN.test(id)) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job with id ${id}`);
+    const reason = cause.kind === 'api' ? (cause.reason ?? '') : '';
+    const out = await this.run('cancel', id, [...this.common(id, encodeCause(cause)), reason]);
+    const err = scriptError(out.r, id);
+    if (err) throw err;
+    await this.settle(id, out);
+    const job = await this.getJob(id);
+    if (!job) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job with id ${id}`);
+    return job;
+  }
+
+  async getJob(id: string): Promise<Job | undefined> {
+    const [job] = await this.getJobs([id]);
+    return job;
+  }
+
+  /** Several jobs in one round trip; undefined where a job does not exist. */
+  async getJobs(ids: string[]): Promise<(Job | undefined)[]> {
+    const valid = ids.map((id) => JOB_ID_PATTERN.test(id));
+    const pipeline = this.redis.pipeline();
+    ids.forEach((id, i) => {
+      if (!valid[i]) return;
+      pipeline.hgetall(this.keys.job(id)).get(this.keys.spec(id)).hgetall(this.keys.extra(id));
+    });
+    const replies = (await pipeline.exec().catch((err) => Promise.reject(redisError(err, 'get')))) ?? [];
+    let n = 0;
+    return ids.map((id, i) => {
+      if (!valid[i]) return undefined;
+      const [h, s, x] = [replies[n], replies[n + 1], replies[n + 2]];
+      n += 3;
+      for (const r of [h, s, x]) if (r?.[0]) throw redisError(r[0], 'get');
+      return decodeJob(
+        id,
+        (h?.[1] ?? {}) as Record<string, string>,
+        s?.[1] as string | null,
+        (x?.[1] ?? {}) as Record<string, string>,
+      );
+    });
+  }
+
+  /** Webhook targets of a job, with their secrets (never exposed by the API). */
+  async notifyTargets(id: string): Promise<NotifyTarget[]> {
+    if (!JOB_ID_PATTERN.test(id)) return [];
+    const s = await this.redis.get(this.keys.spec(id));
+    return s ? ((JSON.parse(s) as { o?: NotifyTarget[] }).o ?? []) : [];
+  }
+
+  listJobs(q: ListQuery): Promise<{ jobs: Job[]; nextCursor?: string }> {
+    return listJobs(this.redis, this.keys, (ids) => this.getJobs(ids), q);
+  }
+
+  readLog(id: string, q: LogQuery = {}): Promise<LogPage | undefined> {
+    if (!JOB_ID_PATTERN.test(id)) return Promise.resolve(undefined);
+    return readLog(this.redis, this.keys, id, q);
+  }
+
+  async history(id: string): Promise<HistoryEntry[] | undefined> {
+    if (!JOB_ID_PATTERN.test(id)) return undefined;
+    const [[, exists], [, entries]] = (await this.redis
+      .pipeline()
+      .exists(this.keys.job(id))
+      .lrange(this.keys.history(id), 0, -1)
+      .exec()) as [[Error | null, number], [Error | null, string[]]];
+    if (!exists) return undefined;
+    return entries.map(decodeHistoryEntry);
+  }
+
+  async countsByState(): Promise<Record<JobState, number>> {
+    const raw = await this.redis.hgetall(this.keys.counts);
+    return Object.fromEntries(JOB_STATES.map((s) => [s, Math.max(0, Number(raw[s] ?? 0))])) as Record<
+      JobState,
+      number
+    >;
+  }
+
+  readOutbox(afterId: string, count: number): Promise<OutboxEntry[]> {
+    return readOutbox(this.redis, this.keys, afterId, count);
+  }
+
+  ackOutbox(ids: string[]): Promise<void> {
+    return ackOutbox(this.redis, this.keys, ids);
+  }
+
+  outboxPending(): Promise<number> {
+    return this.redis.xlen(this.keys.outbox);
+  }
+
+  acquireOutboxLease(owner: string, ttlMs: number): Promise<boolean> {
+    return acquireOutboxLease(this.redis, this.keys, owner, ttlMs);
+  }
+
+  releaseOutboxLease(owner: string): Promise<void> {
+    return releaseOutboxLease(this.redis, this.keys, owner);
+  }
+
+  /** A timer fired (called by the timer worker; public for tests and tools). */
+  async fireTimer(t: TimerData): Promise<string> {
+    const out = await this.run('fire_timer', t.id, [
+      ...this.common(t.id, encodeCause({ kind: 'timer', timer: t.kind })),
+      t.kind,
+      t.attempt,
+      t.due,
+    ]);
+    this.instrumentation.emit('timer_fired', {
+      kind: t.kind,
+      lateSeconds: Math.max(0, Date.now() - t.due) / 1000,
+      effect: out.r,
+    });
+    await this.settle(t.id, out);
+    return out.r;
+  }
+
+  /** Remove terminal jobs past retention; returns how many. */
+  async sweepRetention(batch = 500): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = Number(
+        await runScript(
+          this.redis,
+          'retention',
+          [this.keys.retain],
+          [this.keys.prefix, this.opts.now ? this.opts.now() : '', batch],
+        ),
+      );
+      total += n;
+      if (n < batch) return total;
+    }
+  }
+
+  /** Run the timer worker in this process (role "schedule"). */
+  startTimers(): Promise<void> {
+    return this.timers.start(
+      { fire: async (t) => void (await this.fireTimer(t)), sweepRetention: () => this.sweepRetention() },
+      {
+        concurrency: this.opts.timers?.concurrency ?? 64,
+        retentionSweepMs: this.opts.timers?.retentionSweepMs ?? 30_000,
+        recoverEveryMs: this.opts.timers?.recoverEveryMs ?? 5_000,
+      },
+    );
+  }
+
+  /** Arm timer intents left behind by a process that died (also done by startTimers). */
+  recoverTimers(minAgeMs = 5000): Promise<number> {
+    return this.timers.recover(minAgeMs);
+  }
+
+  async close(): Promise<void> {
+    await this.timers.close();
+  }
+}
+
+function sha256(s: string): string {
+  return createHash('sha256').update(s).digest('base64url');
+}

@@ -1,0 +1,88 @@
+/**
+ * Checks a parsed executor event against the broker's limits and builds the
+ * arguments of the apply script. The wire parsers check formats; this checks
+ * what the state machine needs (ids, attempt, seq, chunk size).
+ */
+import { createHash } from 'node:crypto';
+import { encodeCause } from './codec.js';
+import { JOB_ID_PATTERN, type JobEvent } from './types.js';
+
+const KINDS = new Set(['accepted', 'heartbeat', 'log', 'finished', 'canceled']);
+const MAX_ATTR = 1024;
+const MAX_TEXT = 64 * 1024;
+const INT32 = 2_147_483_647;
+
+const isInt = (n: unknown, min: number, max: number): n is number =>
+  typeof n === 'number' && Number.isInteger(n) && n >= min && n <= max;
+
+export interface EventCheck {
+  /** Why the event cannot apply; undefined when it can. */
+  invalid?: string;
+  /** The chunk exceeds the per-chunk limit (a distinct reason for the DLQ). */
+  tooLarge?: boolean;
+}
+
+export function checkEvent(e: JobEvent, logChunkMaxBytes: number): EventCheck {
+  if (!KINDS.has(e.kind)) return { invalid: `unknown event kind ${String(e.kind)}` };
+  if (typeof e.jobId !== 'string' || !JOB_ID_PATTERN.test(e.jobId)) return { invalid: 'bad job id' };
+  if (typeof e.id !== 'string' || e.id.length === 0 || e.id.length > MAX_ATTR)
+    return { invalid: 'bad event id' };
+  if (typeof e.source !== 'string' || e.source.length === 0 || e.source.length > MAX_ATTR)
+    return { invalid: 'bad event source' };
+  if (e.attempt !== undefined && !isInt(e.attempt, 1, 1000))
+    return { invalid: 'attempt must be an integer >= 1' };
+  for (const [k, v] of [
+    ['executor', e.executor],
+    ['detailsUrl', e.detailsUrl],
+    ['summary', e.summary],
+    ['message', e.message],
+    ['reason', e.reason],
+  ] as const)
+    if (v !== undefined && (typeof v !== 'string' || v.length > MAX_TEXT)) return { invalid: `bad ${k}` };
+  if (e.kind === 'log') {
+    if (!isInt(e.seq, 0, INT32)) return { invalid: 'log seq must be an integer from 0 to 2^31-1' };
+    if (!Buffer.isBuffer(e.chunk)) return { invalid: 'log event without chunk bytes' };
+    if (e.chunk.length > logChunkMaxBytes)
+      return { invalid: `log chunk of ${e.chunk.length} bytes exceeds ${logChunkMaxBytes}`, tooLarge: true };
+  }
+  if (e.kind === 'finished') {
+    if (!isInt(e.exitCode, -INT32 - 1, INT32)) return { invalid: 'finished without an integer exitCode' };
+    if (e.lastSeq !== undefined && !isInt(e.lastSeq, 0, INT32)) return { invalid: 'bad lastSeq' };
+    if (e.error !== undefined && (typeof e.error?.type !== 'string' || typeof e.error?.message !== 'string'))
+      return { invalid: 'error must be {type, message}' };
+  }
+  return {};
+}
+
+/** Dedupe key of (source, id): 64 bits of sha1, hex. */
+export function dedupeKey(e: JobEvent): string {
+  return createHash('sha1').update(e.source).update('\0').update(e.id).digest('hex').slice(0, 16);
+}
+
+/** ARGV 6.. of the apply script (see lua/apply.lua). */
+export function applyArgs(e: JobEvent, logMaxBytes: number): (string | Buffer | number)[] {
+  const head = [
+    encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type }),
+    e.kind,
+    dedupeKey(e),
+    e.attempt ?? '',
+  ];
+  switch (e.kind) {
+    case 'accepted':
+      return [...head, e.executor ?? '', e.detailsUrl ?? ''];
+    case 'heartbeat':
+      return [...head, e.progress ? JSON.stringify(e.progress) : ''];
+    case 'log':
+      return [...head, String(e.seq), e.chunk ?? Buffer.alloc(0), logMaxBytes];
+    case 'finished':
+      return [
+        ...head,
+        String(e.exitCode),
+        e.error ? JSON.stringify({ type: e.error.type, message: e.error.message }) : '',
+        e.summary ?? '',
+        e.lastSeq ?? '',
+      ];
+    case 'canceled':
+      return [...head, e.reason ?? ''];
+  }
+}

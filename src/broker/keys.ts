@@ -1,0 +1,38 @@
+/**
+ * Redis key names. Per-job keys share the hash tag {<id>} so one job's keys live
+ * in one slot; global keys (indexes, counters, outbox, timers) do not. See
+ * docs/design.md for the layout and the Redis Cluster story.
+ */
+import type { JobState } from './types.js';
+
+export type BrokerKeys = ReturnType<typeof brokerKeys>;
+
+export function brokerKeys(prefix: string) {
+  const job = (id: string) => `${prefix}:job:{${id}}`;
+  return {
+    prefix,
+    /** Hash: state, version, attempt, timestamps, deadlines, counters (short fields). */
+    job,
+    /** String: the spec as JSON (name, labels, executor, timeouts, retry, notify). */
+    spec: (id: string) => `${job(id)}:s`,
+    /** Hash: long mutable fields (error, progress, summary, detailsUrl, executor from accepted). */
+    extra: (id: string) => `${job(id)}:x`,
+    /** List: compact history entries. */
+    history: (id: string) => `${job(id)}:h`,
+    /** ZSET: dedupe keys of applied events, capped. */
+    dedupe: (id: string) => `${job(id)}:d`,
+    /** Hash seq -> bytes of one attempt's log. */
+    log: (id: string, attempt: number) => `${job(id)}:l${attempt}`,
+    /** ZSET of one attempt's log seqs (member "<seq>" or "<seq>:L" when late). */
+    logSeqs: (id: string, attempt: number) => `${job(id)}:q${attempt}`,
+    counts: `${prefix}:counts`,
+    outbox: `${prefix}:outbox`,
+    outboxLease: `${prefix}:outbox:lease`,
+    retain: `${prefix}:retain`,
+    arm: `${prefix}:arm`,
+    notify: `${prefix}:notify`,
+    state: (s: JobState) => `${prefix}:idx:st:${s}`,
+    executor: (e: string) => `${prefix}:idx:ex:${e}`,
+    label: (k: string, v: string) => `${prefix}:idx:lb:${Buffer.byteLength(k)}:${k}=${v}`,
+  };
+}

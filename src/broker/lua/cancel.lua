@@ -1,0 +1,33 @@
+--[[
+  cancel: an API caller asks to cancel a job.
+
+  KEYS[1]  job hash <prefix>:job:{<id>}
+  ARGV 1-6 common (see includes/job.lua); ARGV[6] is the API cause
+  ARGV[7]  reason ('' = none)
+
+  Returns a JSON object: r = canceled | canceling | unchanged | not_found, tr, arm, dis.
+  pending -> canceled at once; running -> canceling, outbox
+  job.cancel_requested and the cancel grace timer (grace 0: canceled at once,
+  forced); canceling or terminal: unchanged.
+]]
+--@include job
+
+if not load_job() then return cjson.encode({ r = 'not_found' }) end
+
+if S.s == 'pending' then
+  transition('canceled')
+  return result('canceled')
+end
+if S.s ~= 'running' then return result('unchanged') end
+
+transition('canceling')
+outbox('job.cancel_requested', nil, nil, CAUSE)
+if S.tc <= 0 then
+  redis.call('HSET', KJ, 'fo', 1)
+  transition('canceled', '{"forced":true}')
+  return result('canceled', { timeout = 'cancel_grace' })
+end
+S.cd = NOW + S.tc
+redis.call('HSET', KJ, 'cd', S.cd)
+arm('cancel_grace', S.cd)
+return result('canceling')

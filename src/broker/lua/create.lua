@@ -1,0 +1,43 @@
+--[[
+  create: create a job (none -> pending), or report that it exists.
+
+  KEYS[1]  job hash <prefix>:job:{<id>}
+  ARGV 1-6 common (see includes/job.lua)
+  ARGV[7]  spec hash (idempotency: same id + same hash = same job)
+  ARGV[8]  spec JSON (stored as <job>:s)
+  ARGV[9]  event token sha256 (base64url)
+  ARGV[10..13] timeouts in ms: accept, heartbeat (0 = off), run, cancel grace
+
+  Returns a JSON object: r = "created" | "exists" | "conflict", plus the job hash
+  (h) on created/exists, and the timers to arm (arm).
+  Emits (when created): transition none -> pending (history, indexes, counters,
+  outbox job.changed, notify), outbox job.created, accept timer intent,
+  executor and label index entries.
+]]
+--@include job
+--@include indexes
+
+if redis.call('EXISTS', KJ) == 1 then
+  local sh = redis.call('HGET', KJ, 'sh')
+  if sh == ARGV[7] then
+    return cjson.encode({ r = 'exists', h = redis.call('HGETALL', KJ), x = redis.call('HGETALL', KX) })
+  end
+  return cjson.encode({ r = 'conflict' })
+end
+
+S.c = NOW
+S.a = 1
+S.v = 0
+S.ta = tonumber(ARGV[10])
+S.th = tonumber(ARGV[11])
+S.tr = tonumber(ARGV[12])
+S.tc = tonumber(ARGV[13])
+redis.call('HSET', KJ, 'sh', ARGV[7], 'tk', ARGV[9], 'c', NOW, 'a', 1, 'v', 0,
+  'ta', S.ta, 'th', S.th, 'tr', S.tr, 'tc', S.tc)
+redis.call('SET', KS, ARGV[8])
+for _, k in ipairs(index_keys(cjson.decode(ARGV[8]))) do
+  redis.call('ZADD', k, NOW, ID)
+end
+transition('pending')
+announce_attempt()
+return cjson.encode({ r = 'created', h = redis.call('HGETALL', KJ), arm = OUT.arm, tr = OUT.tr, e = executor_of() })

@@ -1,0 +1,274 @@
+-- Shared prelude of every per-job script: key names, the job's hot fields, and
+-- the one transition function. Inlined by the loader (--@include job).
+--
+-- Common ARGV of per-job scripts:
+--   1 prefix   2 job id   3 now in ms ('' = Redis TIME)   4 retention ms
+--   5 late-log grace ms   6 cause (compact JSON array, see docs/design.md)
+-- KEYS[1] is the job hash; the other keys are derived from the prefix (one slot
+-- on Redis Cluster only when the prefix carries a hash tag, see docs/design.md).
+
+local P = ARGV[1]
+local ID = ARGV[2]
+local NOW = tonumber(ARGV[3])
+if not NOW then
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local RETENTION_MS = tonumber(ARGV[4])
+local LATE_GRACE_MS = tonumber(ARGV[5])
+local CAUSE = ARGV[6]
+
+local KJ = KEYS[1]
+local KS = KJ .. ':s'
+local KX = KJ .. ':x'
+local KH = KJ .. ':h'
+local KD = KJ .. ':d'
+local function klog(a) return KJ .. ':l' .. a end
+local function kseq(a) return KJ .. ':q' .. a end
+local KCOUNTS = P .. ':counts'
+local KOUTBOX = P .. ':outbox'
+local KRETAIN = P .. ':retain'
+local KARM = P .. ':arm'
+local CHANNEL = P .. ':notify'
+local function kstate(s) return P .. ':idx:st:' .. s end
+
+local TT = --@transitions
+local TERMINAL = { passed = true, failed = true, canceled = true, timed_out = true, expired = true }
+-- At most this many duplicate/stale/late/no-op entries per kind are written to
+-- history; the rest are only counted in the job hash.
+local HIST_CAP = 16
+local DEDUPE_CAP = 128
+
+-- Hot fields of the job hash (short names; see docs/design.md).
+local S = {}
+local OUT = { tr = {}, arm = {}, dis = {} }
+
+local function load_job()
+  local f = redis.call('HMGET', KJ, 's', 'a', 'v', 'c', 'ac', 'f', 'ta', 'th', 'tr', 'tc',
+    'ad', 'rd', 'hd', 'ha', 'cd', 'bd', 'lB')
+  if not f[1] then return false end
+  S.s = f[1]
+  S.a = tonumber(f[2])
+  S.v = tonumber(f[3])
+  S.c = tonumber(f[4])
+  S.ac = tonumber(f[5])
+  S.f = tonumber(f[6])
+  S.ta = tonumber(f[7])
+  S.th = tonumber(f[8])
+  S.tr = tonumber(f[9])
+  S.tc = tonumber(f[10])
+  S.ad = tonumber(f[11])
+  S.rd = tonumber(f[12])
+  S.hd = tonumber(f[13])
+  S.ha = tonumber(f[14])
+  S.cd = tonumber(f[15])
+  S.bd = tonumber(f[16])
+  S.lB = tonumber(f[17]) or 0
+  return true
+end
+
+-- History entry: [atMs, kind, from, to, attempt, cause(, detail)]
+local function q(s) if s then return '"' .. s .. '"' end return 'null' end
+local function hist(kind, from, to, attempt, cause, detail)
+  local e = '[' .. NOW .. ',"' .. kind .. '",' .. q(from) .. ',' .. q(to) .. ',' .. attempt .. ',' .. cause
+  if detail then e = e .. ',' .. detail end
+  redis.call('RPUSH', KH, e .. ']')
+end
+
+-- Duplicate ('d'), stale ('s'), late ('l') or no-op applied ('a') event: counted,
+-- and written to history only for the first HIST_CAP of each kind.
+local function record(kind, attempt, detail)
+  local n = redis.call('HINCRBY', KJ, 'n' .. kind, 1)
+  if n <= HIST_CAP then hist(kind, nil, nil, attempt, CAUSE, detail) end
+end
+
+local function notify(kind, seq)
+  local m = '{"id":"' .. ID .. '","v":' .. S.v .. ',"state":"' .. S.s .. '","kind":"' .. kind .. '"'
+  if seq then m = m .. ',"seq":' .. seq end
+  redis.call('PUBLISH', CHANNEL, m .. '}')
+end
+
+-- Outbox record: the job snapshot as it is now (after this change).
+local function outbox(typ, from, to, cause)
+  local args = { 'XADD', KOUTBOX, '*', 'j', ID, 'v', S.v, 't', typ, 'a', S.a,
+    'h', cjson.encode(redis.call('HGETALL', KJ)), 's', redis.call('GET', KS) }
+  local x = redis.call('HGETALL', KX)
+  if #x > 0 then
+    args[#args + 1] = 'x'
+    args[#args + 1] = cjson.encode(x)
+  end
+  if from then
+    args[#args + 1] = 'f'
+    args[#args + 1] = from
+  end
+  if to then
+    args[#args + 1] = 'o'
+    args[#args + 1] = to
+  end
+  if cause then
+    args[#args + 1] = 'c'
+    args[#args + 1] = cause
+  end
+  redis.call(unpack(args))
+end
+
+-- Timers: an intent in <prefix>:arm (written atomically with the change) that
+-- the caller turns into a BullMQ delayed job with a deterministic id, then removes.
+local function arm(kind, due)
+  local m = kind .. '|' .. S.a .. '|' .. due
+  redis.call('ZADD', KARM, NOW, m .. '|' .. ID)
+  OUT.arm[#OUT.arm + 1] = m
+end
+local function disarm(kind, due)
+  if due then OUT.dis[#OUT.dis + 1] = kind .. '|' .. S.a .. '|' .. due end
+end
+
+local function leave_timers(from)
+  if from == 'pending' then
+    disarm('accept', S.ad)
+    disarm('retry', S.bd)
+    S.ad = nil
+    S.bd = nil
+    redis.call('HDEL', KJ, 'ad', 'bd')
+  elseif from == 'running' then
+    disarm('run', S.rd)
+    disarm('heartbeat', S.ha)
+    S.rd = nil
+    S.hd = nil
+    S.ha = nil
+    redis.call('HDEL', KJ, 'rd', 'hd', 'ha')
+  elseif from == 'canceling' then
+    disarm('cancel_grace', S.cd)
+    S.cd = nil
+    redis.call('HDEL', KJ, 'cd')
+  end
+end
+
+local function enter_pending()
+  S.ad = NOW + S.ta
+  redis.call('HSET', KJ, 'ad', S.ad)
+  arm('accept', S.ad)
+end
+
+local function enter_running()
+  S.rd = S.ac + S.tr
+  redis.call('HSET', KJ, 'rd', S.rd)
+  arm('run', S.rd)
+  if S.th > 0 then
+    S.hd = NOW + S.th
+    S.ha = S.hd
+    redis.call('HSET', KJ, 'hd', S.hd, 'ha', S.ha)
+    arm('heartbeat', S.ha)
+  end
+end
+
+-- The one way a state changes: checks the table, sets state, bumps version,
+-- appends history, moves index entries and counters, writes the outbox record
+-- and publishes the notification. next_attempt is set only for a retry.
+local function transition(to, detail, next_attempt)
+  local from = S.s or 'none'
+  if not (TT[from] and TT[from][to]) then
+    return error('EXTJOB_ILLEGAL_TRANSITION ' .. from .. ' -> ' .. to)
+  end
+  leave_timers(from)
+  local attempt = S.a
+  S.s = to
+  S.v = (S.v or 0) + 1
+  if next_attempt then
+    S.a = next_attempt
+    redis.call('HSET', KJ, 's', to, 'v', S.v, 'a', S.a)
+  else
+    redis.call('HSET', KJ, 's', to, 'v', S.v)
+  end
+  if TERMINAL[to] then
+    S.f = NOW
+    redis.call('HSET', KJ, 'f', NOW)
+    redis.call('HDEL', KJ, 'ta', 'th', 'tr', 'tc')
+    redis.call('ZADD', KRETAIN, NOW + RETENTION_MS, ID)
+  end
+  if from ~= 'none' then hist('t', from, to, attempt, CAUSE, detail) else hist('t', nil, to, attempt, CAUSE, detail) end
+  if from ~= 'none' then
+    redis.call('ZREM', kstate(from), ID)
+    redis.call('HINCRBY', KCOUNTS, from, -1)
+  end
+  redis.call('ZADD', kstate(to), S.c, ID)
+  redis.call('HINCRBY', KCOUNTS, to, 1)
+  outbox('job.changed', from ~= 'none' and from or nil, to, CAUSE)
+  notify('state')
+  OUT.tr[#OUT.tr + 1] = { from, to }
+end
+
+-- A new attempt is announced on the commands topic and its accept timer starts.
+local function announce_attempt()
+  outbox('job.created', nil, nil, CAUSE)
+  enter_pending()
+end
+
+-- The retry policy (SPEC 3) if it allows another attempt, else nil.
+local function retry_policy(exit_code, is_timeout)
+  local spec = cjson.decode(redis.call('GET', KS))
+  local r = spec.r
+  if type(r) ~= 'table' then return nil end
+  if S.a >= 1 + (tonumber(r.limit) or 0) then return nil end
+  if type(r.onExitCodes) == 'table' then
+    if is_timeout or exit_code == nil then return nil end
+    for _, c in ipairs(r.onExitCodes) do
+      if c == exit_code then return r end
+    end
+    return nil
+  end
+  return r
+end
+
+-- End the running attempt as failed or timed_out, or retry it (running ->
+-- pending with attempt + 1) when the policy allows.
+local function end_attempt(to, detail, exit_code, is_timeout)
+  local r = retry_policy(exit_code, is_timeout)
+  if not r then
+    transition(to, detail)
+    return
+  end
+  local retry_detail = '{"outcome":"' .. to .. '","next":' .. (S.a + 1)
+  if exit_code then retry_detail = retry_detail .. ',"exitCode":' .. exit_code end
+  if detail then retry_detail = retry_detail .. ',"detail":' .. detail end
+  retry_detail = retry_detail .. '}'
+  -- per-attempt fields start afresh; the finished attempt stays in history
+  redis.call('HDEL', KJ, 'ac', 'x', 'hb', 'lB', 'lT', 'lTB', 'lm', 'fo')
+  redis.call('DEL', KX)
+  S.ac = nil
+  S.lB = 0
+  transition('pending', retry_detail, S.a + 1)
+  local backoff = math.floor((tonumber(r.backoffSeconds) or 0) * 1000)
+  if backoff > 0 then
+    S.bd = NOW + backoff
+    redis.call('HSET', KJ, 'bd', S.bd)
+    arm('retry', S.bd)
+  else
+    announce_attempt()
+  end
+end
+
+local function executor_of()
+  local s = redis.call('GET', KS)
+  if not s then return nil end
+  local e = cjson.decode(s).e
+  if type(e) == 'string' then return e end
+  return nil
+end
+
+local function result(r, extra)
+  OUT.r = r
+  OUT.v = S.v
+  OUT.a = S.a
+  OUT.s = S.s
+  if #OUT.tr > 0 then
+    OUT.c = S.c
+    OUT.ac = S.ac
+    OUT.f = S.f
+    OUT.e = executor_of()
+  end
+  if extra then
+    for k, v in pairs(extra) do OUT[k] = v end
+  end
+  return cjson.encode(OUT)
+end

@@ -1,0 +1,286 @@
+import { Redis } from 'ioredis';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isExtjobError } from '../../src/shared/errors.js';
+import { ev, type Harness, harness, redisUrl, waitFor } from './harness.js';
+
+let h: Harness;
+beforeEach(async () => {
+  h = await harness();
+});
+afterEach(async () => {
+  await h.cleanup();
+});
+
+const api = { kind: 'api', caller: 'tester' } as const;
+
+describe('createJob', () => {
+  it('creates a pending job with a token, and is idempotent on the same spec', async () => {
+    const spec = {
+      id: 'build:42.step-1',
+      name: 'deploy',
+      labels: { repo: 'r', build: '42' },
+      executor: 'argo',
+    };
+    const a = await h.broker.createJob(spec, api);
+    expect(a.created).toBe(true);
+    expect(a.eventToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(a.job).toMatchObject({ id: spec.id, state: 'pending', attempt: 1, version: 1, executor: 'argo' });
+    const b = await h.broker.createJob({ ...spec, labels: { build: '42', repo: 'r' } }, api);
+    expect(b.created).toBe(false);
+    expect(b.eventToken).toBeUndefined();
+    expect(b.job).toEqual(a.job);
+    await expect(h.broker.createJob({ ...spec, name: 'other' })).rejects.toMatchObject({
+      code: 'EXTJOB_JOB_CONFLICT',
+    });
+  });
+
+  it('stores only a hash of the event token and verifies it', async () => {
+    const { job, eventToken } = await h.broker.createJob({ name: 'n' });
+    expect(job.id).toMatch(/^j-/);
+    const stored = await h.redis.hget(h.broker.keys.job(job.id), 'tk');
+    expect(stored).not.toBe(eventToken);
+    expect(await h.broker.verifyEventToken(job.id, eventToken as string)).toBe(true);
+    expect(await h.broker.verifyEventToken(job.id, `${eventToken}x`)).toBe(false);
+    expect(await h.broker.verifyEventToken('nope', eventToken as string)).toBe(false);
+  });
+
+  it.each([
+    [{ name: '' }, 'name'],
+    [{ name: 'n', id: 'bad id!' }, 'id'],
+    [{ name: 'n', id: 'x'.repeat(129) }, 'id'],
+    [
+      { name: 'n', labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])) },
+      'labels',
+    ],
+    [{ name: 'n', labels: { 'bad key': 'v' } }, 'labels'],
+    [{ name: 'n', retry: { limit: 11 } }, 'retry.limit'],
+    [{ name: 'n', timeouts: { acceptSeconds: -1 } }, 'timeouts.acceptSeconds'],
+    [{ name: 'n', unknown: 1 }, 'spec'],
+    [{ name: 'n', notify: [{ url: 'ftp://x' }] }, 'notify.0.url'],
+  ])('rejects %j (%s)', async (spec, path) => {
+    const err = await h.broker.createJob(spec as never).catch((e: unknown) => e);
+    expect(isExtjobError(err, 'EXTJOB_VALIDATION_FAILED')).toBe(true);
+    expect((err as Error).message).toContain(path);
+  });
+});
+
+describe('applyEvents', () => {
+  it('runs a job through accepted, heartbeat, log and finished, exactly once each', async () => {
+    const { job } = await h.broker.createJob({ id: 'j1', name: 'n', executor: 'flux' });
+    const accepted = ev('accepted', job.id, { detailsUrl: 'https://ci/1' });
+    const hb = ev('heartbeat', job.id, { progress: { percent: 50, phase: 'sync' } });
+    const fin = ev('finished', job.id, { exitCode: 0, summary: 'ok' });
+    const results = await h.broker.applyEvents([accepted, hb, accepted, hb, fin, fin]);
+    expect(results).toEqual(['applied', 'applied', 'duplicate', 'duplicate', 'applied', 'duplicate']);
+    const j = await h.broker.getJob(job.id);
+    expect(j).toMatchObject({
+      state: 'passed',
+      exitCode: 0,
+      summary: 'ok',
+      detailsUrl: 'https://ci/1',
+      progress: { percent: 50, phase: 'sync' },
+      version: 3,
+    });
+    expect(j?.acceptedAt).toBeDefined();
+    expect(j?.finishedAt).toBeDefined();
+    const hist = await h.broker.history(job.id);
+    expect(hist?.filter((e) => e.kind === 'transition').map((e) => `${e.from ?? ''}>${e.to}`)).toEqual([
+      '>pending',
+      'pending>running',
+      'running>passed',
+    ]);
+    expect(hist?.filter((e) => e.kind === 'duplicate')).toHaveLength(3);
+    expect(await h.broker.applyEvent(ev('heartbeat', job.id))).toBe('late');
+    expect(await h.broker.applyEvent(ev('heartbeat', 'missing'))).toBe('unknown_job');
+  });
+
+  it('treats finished on a pending job as accepted then finished; exit != 0 fails', async () => {
+    const { job } = await h.broker.createJob({ name: 'n' });
+    expect(
+      await h.broker.applyEvent(
+        ev('finished', job.id, { exitCode: 3, error: { type: 'SyncFailed', message: 'boom' } }),
+      ),
+    ).toBe('applied');
+    const j = await h.broker.getJob(job.id);
+    expect(j).toMatchObject({ state: 'failed', exitCode: 3, error: { type: 'SyncFailed', message: 'boom' } });
+    const hist = await h.broker.history(job.id);
+    expect(hist?.[1]).toMatchObject({ from: 'pending', to: 'running', detail: { implied: true } });
+  });
+
+  it('fences events of an older attempt and reports invalid ones', async () => {
+    const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 1 } });
+    await h.broker.applyEvents([ev('accepted', job.id), ev('finished', job.id, { exitCode: 1 })]);
+    let j = await h.broker.getJob(job.id);
+    expect(j).toMatchObject({ state: 'pending', attempt: 2 });
+    expect(j?.exitCode).toBeUndefined();
+    expect(await h.broker.applyEvent(ev('finished', job.id, { attempt: 1, exitCode: 0 }))).toBe('stale');
+    expect(await h.broker.applyEvent(ev('accepted', job.id, { attempt: 3 }))).toBe('invalid');
+    expect(await h.broker.applyEvent(ev('log', job.id, { seq: 0 }))).toBe('invalid');
+    const [tooBig] = await h.broker.applyEventsDetailed([
+      ev('log', job.id, { seq: 0, chunk: Buffer.alloc(512 * 1024 + 1) }),
+    ]);
+    expect(tooBig).toMatchObject({ result: 'invalid', tooLarge: true });
+    await h.broker.applyEvent(ev('finished', job.id, { exitCode: 1 }));
+    j = await h.broker.getJob(job.id);
+    expect(j).toMatchObject({ state: 'failed', attempt: 2, exitCode: 1 });
+    const hist = await h.broker.history(job.id);
+    expect(hist?.filter((e) => e.kind === 'transition').map((e) => `${e.attempt}:${e.from}>${e.to}`)).toEqual(
+      [
+        '1:undefined>pending',
+        '1:pending>running',
+        '1:running>pending',
+        '2:pending>running',
+        '2:running>failed',
+      ],
+    );
+    expect(hist?.some((e) => e.kind === 'stale' && e.attempt === 1)).toBe(true);
+    const created = (await h.broker.readOutbox('0', 100)).filter((e) => e.type === 'job.created');
+    expect(created.map((e) => e.attempt)).toEqual([1, 2]);
+  });
+
+  it('retries only on the listed exit codes', async () => {
+    const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 3, onExitCodes: [75] } });
+    await h.broker.applyEvent(ev('finished', job.id, { exitCode: 75 }));
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
+    await h.broker.applyEvent(ev('finished', job.id, { exitCode: 1 }));
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'failed', attempt: 2 });
+  });
+
+  it('stores log chunks by seq, reports gaps, late chunks and truncation', async () => {
+    const small = await harness({
+      defaults: { ...(await import('./harness.js')).DEFAULTS, logMaxBytes: 10 },
+    });
+    try {
+      const b = small.broker;
+      const { job } = await b.createJob({ name: 'n' });
+      const chunk = (s: string) => Buffer.from(s);
+      const r = await b.applyEvents([
+        ev('log', job.id, { seq: 0, chunk: chunk('aaa') }),
+        ev('log', job.id, { seq: 3, chunk: chunk('ddd') }),
+        ev('log', job.id, { seq: 0, chunk: chunk('zzz') }),
+        ev('log', job.id, { seq: 1, chunk: chunk('bbb') }),
+        ev('log', job.id, { seq: 4, chunk: chunk('eeeeeee') }),
+      ]);
+      expect(r).toEqual(['applied', 'applied', 'duplicate', 'applied', 'applied']);
+      let log = await b.readLog(job.id);
+      expect(log?.chunks.map((c) => [c.seq, c.data.toString()])).toEqual([
+        [0, 'aaa'],
+        [1, 'bbb'],
+        [3, 'ddd'],
+      ]);
+      expect(log).toMatchObject({
+        gaps: [[2, 2]],
+        complete: false,
+        nextSeq: 4,
+        truncated: { chunks: 1, bytes: 7 },
+      });
+      await b.applyEvent(ev('finished', job.id, { exitCode: 0, lastSeq: 5 }));
+      expect(await b.applyEvent(ev('log', job.id, { seq: 2, chunk: chunk('c') }))).toBe('late');
+      log = await b.readLog(job.id, { fromSeq: 2, limit: 1 });
+      expect(log?.chunks).toEqual([{ seq: 2, data: chunk('c'), late: true }]);
+      expect(log).toMatchObject({ nextSeq: 3, gaps: [[4, 5]], complete: false });
+      expect(await b.readLog('missing')).toBeUndefined();
+    } finally {
+      await small.cleanup();
+    }
+  });
+
+  it('publishes notifications for state, progress and log', async () => {
+    const sub = new Redis(redisUrl());
+    const got: { kind: string; state: string; seq?: number }[] = [];
+    await sub.subscribe(h.broker.keys.notify);
+    sub.on('message', (_c, m) => got.push(JSON.parse(m)));
+    const { job } = await h.broker.createJob({ name: 'n' });
+    await h.broker.applyEvents([
+      ev('heartbeat', job.id, { progress: { percent: 1 } }),
+      ev('log', job.id, { seq: 7, chunk: Buffer.from('x') }),
+    ]);
+    await waitFor(() => got.length >= 4, 5000, 'notifications');
+    expect(got.map((g) => g.kind)).toEqual(['state', 'state', 'progress', 'log']);
+    expect(got[3]).toMatchObject({ id: job.id, state: 'running', seq: 7 });
+    sub.disconnect();
+  });
+});
+
+describe('cancelJob', () => {
+  it('cancels a pending job at once and leaves terminal jobs unchanged', async () => {
+    const { job } = await h.broker.createJob({ name: 'n' });
+    expect(await h.broker.cancelJob(job.id, api)).toMatchObject({ state: 'canceled' });
+    expect(await h.broker.cancelJob(job.id, api)).toMatchObject({ state: 'canceled', version: 2 });
+    await expect(h.broker.cancelJob('nope', api)).rejects.toMatchObject({ code: 'EXTJOB_JOB_NOT_FOUND' });
+  });
+
+  it('asks the executor to cancel a running job and finishes on its acknowledgement', async () => {
+    const { job } = await h.broker.createJob({ name: 'n' });
+    await h.broker.applyEvent(ev('accepted', job.id));
+    expect(await h.broker.cancelJob(job.id, { ...api, reason: 'user' })).toMatchObject({
+      state: 'canceling',
+    });
+    const out = await h.broker.readOutbox('0', 100);
+    const req = out.find((e) => e.type === 'job.cancel_requested');
+    expect(req?.payload.job.state).toBe('canceling');
+    expect(req?.payload.cause).toEqual({ kind: 'api', caller: 'tester', reason: 'user' });
+    await h.broker.applyEvent(ev('canceled', job.id));
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'canceled' });
+  });
+});
+
+describe('outbox, listing and counters', () => {
+  it('writes one outbox entry per transition in commit order, acknowledged by id', async () => {
+    const { job } = await h.broker.createJob({ name: 'n' });
+    await h.broker.applyEvents([ev('accepted', job.id), ev('finished', job.id, { exitCode: 0 })]);
+    const out = await h.broker.readOutbox('0', 100);
+    expect(out.map((e) => [e.type, e.version, e.payload.from, e.payload.to])).toEqual([
+      ['job.changed', 1, null, 'pending'],
+      ['job.created', 1, undefined, undefined],
+      ['job.changed', 2, 'pending', 'running'],
+      ['job.changed', 3, 'running', 'passed'],
+    ]);
+    expect(out[3]?.payload.job).toMatchObject({ state: 'passed', exitCode: 0, version: 3 });
+    expect(await h.broker.readOutbox(out[1]?.id as string, 1)).toEqual([out[2]]);
+    await h.broker.ackOutbox(out.slice(0, 2).map((e) => e.id));
+    expect((await h.broker.readOutbox('0', 100)).map((e) => e.version)).toEqual([2, 3]);
+    expect(await h.broker.acquireOutboxLease('a', 10_000)).toBe(true);
+    expect(await h.broker.acquireOutboxLease('b', 10_000)).toBe(false);
+    expect(await h.broker.acquireOutboxLease('a', 10_000)).toBe(true);
+  });
+
+  it('lists newest first with a cursor, by state, executor and label', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      const { job } = await h.broker.createJob({
+        id: `job-${i}`,
+        name: 'n',
+        executor: i % 2 ? 'odd' : 'even',
+        labels: { n: String(i % 3) },
+      });
+      ids.push(job.id);
+      if (i % 2) await h.broker.applyEvent(ev('accepted', job.id));
+    }
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await h.broker.listJobs({ limit: 3, ...(cursor ? { cursor } : {}) });
+      seen.push(...page.jobs.map((j) => j.id));
+      cursor = page.nextCursor;
+    } while (cursor);
+    expect(seen).toEqual([...ids].reverse());
+    expect((await h.broker.listJobs({ state: 'running' })).jobs.map((j) => j.id)).toEqual([
+      'job-5',
+      'job-3',
+      'job-1',
+    ]);
+    expect((await h.broker.listJobs({ executor: 'even', limit: 2 })).jobs.map((j) => j.id)).toEqual([
+      'job-6',
+      'job-4',
+    ]);
+    expect((await h.broker.listJobs({ label: ['n', '0'], state: 'pending' })).jobs.map((j) => j.id)).toEqual([
+      'job-6',
+      'job-0',
+    ]);
+    await expect(h.broker.listJobs({ cursor: 'garbage' })).rejects.toMatchObject({
+      code: 'EXTJOB_VALIDATION_FAILED',
+    });
+    expect(await h.broker.countsByState()).toMatchObject({ pending: 4, running: 3, passed: 0 });
+  });
+});
