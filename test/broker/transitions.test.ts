@@ -39,7 +39,7 @@ describe('transition table', () => {
 
   it('renders the same table for Lua', () => {
     const lua = luaTransitionTable();
-    for (const [from, to] of legalTransitions()) expect(lua).toContain(`["${from}"] = {`);
+    for (const [from, _to] of legalTransitions()) expect(lua).toContain(`["${from}"] = {`);
     const pairs = [...lua.matchAll(/\["(\w+)"\] = \{([^}]*)\}/g)].flatMap(([, from, body]) =>
       [...(body ?? '').matchAll(/\["(\w+)"\] = true/g)].map(([, to]) => `${from}->${to}`),
     );
