@@ -19,6 +19,18 @@ export const REDACTED_PATHS = [
   'headers.authorization',
   'notify[*].secret',
   '*.notify[*].secret',
+  'cookie',
+  '*.cookie',
+  'headers.cookie',
+  'headers["set-cookie"]',
+  '*.headers.authorization',
+  '*.headers.cookie',
+  '*.*.password',
+  '*.*.secret',
+  'kafkaSaslPassword',
+  '*.kafkaSaslPassword',
+  'apiTokens',
+  '*.apiTokens',
 ];
 
 export function createLogger(
