@@ -5,6 +5,8 @@
 import express, { type Express, type Router } from 'express';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../shared/logger.js';
+import { buildOpenApi } from './openapi.js';
+import { problemHandler, routeNotFound } from './problem.js';
 import type { Readiness } from './readiness.js';
 
 export interface AppParts {
@@ -35,7 +37,14 @@ export function createApp(parts: AppParts): Express {
     res.type(parts.registry.contentType).send(await parts.registry.metrics());
   });
 
+  let openapi: string | undefined;
+  app.get('/openapi.json', (_req, res) => {
+    openapi ??= JSON.stringify(buildOpenApi());
+    res.type('application/json').send(openapi);
+  });
+
   for (const router of parts.routers ?? []) app.use(router);
-  if (parts.errorHandler) app.use(parts.errorHandler);
+  app.use(routeNotFound);
+  app.use(parts.errorHandler ?? problemHandler(parts.logger));
   return app;
 }

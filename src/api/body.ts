@@ -1,0 +1,88 @@
+/**
+ * Request bodies: JSON only (415 otherwise), at most 1 MiB (413), nesting bounded
+ * (400). The raw bytes stay available (the events route hands them to the parser).
+ */
+import express, { type RequestHandler } from 'express';
+import { ExtjobError } from '../shared/errors.js';
+import { LIMITS } from './schemas.js';
+
+const readRaw = express.raw({ limit: LIMITS.bodyBytes, type: () => true });
+
+export function isJsonType(contentType: string | undefined): boolean {
+  if (!contentType) return false;
+  const mt = contentType.split(';')[0]?.trim().toLowerCase() ?? '';
+  return mt === 'application/json' || /^application\/[a-z0-9.+-]+\+json$/.test(mt);
+}
+
+/** Depth of nested objects/arrays, stopping early past `max`. */
+export function jsonDepth(value: unknown, max: number): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (d > deepest) deepest = d;
+    if (deepest > max) return deepest;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
+  }
+  return deepest;
+}
+
+/**
+ * Parse a JSON body into req.body (raw bytes in res.locals.rawBody). With
+ * `optional`, a request without a body yields {}.
+ */
+export function jsonBody(optional = false): RequestHandler[] {
+  return [
+    (req, _res, next) => {
+      const length = req.get('content-length');
+      const hasBody = req.get('transfer-encoding') !== undefined || (length !== undefined && length !== '0');
+      if (!hasBody) {
+        if (optional) {
+          req.body = {};
+          return next();
+        }
+        return next(new ExtjobError('EXTJOB_VALIDATION_FAILED', 'a JSON body is required'));
+      }
+      if (!isJsonType(req.get('content-type')))
+        return next(
+          new ExtjobError(
+            'EXTJOB_UNSUPPORTED_MEDIA_TYPE',
+            `send Content-Type: application/json (got ${JSON.stringify(req.get('content-type') ?? null)})`,
+          ),
+        );
+      if (length !== undefined && Number(length) > LIMITS.bodyBytes)
+        return next(new ExtjobError('EXTJOB_PAYLOAD_TOO_LARGE', 'the request body exceeds 1 MiB'));
+      next();
+    },
+    readRaw,
+    (req, res, next) => {
+      const raw: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      res.locals.rawBody = raw;
+      if (raw.length === 0 && optional) {
+        req.body = {};
+        return next();
+      }
+      let value: unknown;
+      try {
+        value = JSON.parse(raw.toString('utf8'));
+      } catch (err) {
+        return next(
+          new ExtjobError(
+            'EXTJOB_VALIDATION_FAILED',
+            `the body is not valid JSON: ${(err as Error).message}`,
+          ),
+        );
+      }
+      if (jsonDepth(value, LIMITS.maxDepth) > LIMITS.maxDepth)
+        return next(
+          new ExtjobError(
+            'EXTJOB_VALIDATION_FAILED',
+            `the body is nested deeper than ${LIMITS.maxDepth} levels`,
+          ),
+        );
+      req.body = value;
+      next();
+    },
+  ];
+}

@@ -1,0 +1,289 @@
+/**
+ * The /v1 router: registers every route of ROUTES with its auth, body parsing,
+ * validation and handler. Broker calls run under a deadline so a Redis outage
+ * answers 503 instead of hanging the request.
+ */
+import { type Request, type RequestHandler, type Response, Router } from 'express';
+import type { Cause } from '../broker/types.js';
+import type { ApiToken } from '../shared/config.js';
+import { ExtjobError, isExtjobError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
+import { allows, bearerToken, type Principal, requireScope, TokenTable } from './auth.js';
+import { jsonBody } from './body.js';
+import { chunkJson } from './log-format.js';
+import type { NotifyHub } from './notify-hub.js';
+import type { BrokerPort, DeliveryLog, EventGateway } from './ports.js';
+import { expressPath, ROUTES, type RouteDef } from './routes.js';
+import { describeIssues, jobId } from './schemas.js';
+import { lastEventId, SseStream } from './sse.js';
+import { mustGetJob, streamEvents, streamLog } from './streams.js';
+import { waitForJob } from './wait.js';
+
+export interface ApiOptions {
+  broker: BrokerPort;
+  hub: NotifyHub;
+  events?: EventGateway;
+  deliveries?: DeliveryLog;
+  tokens: readonly ApiToken[];
+  insecure: boolean;
+  logger: Logger;
+  /** False while the Redis connection is down: requests fail fast with 503. */
+  redisReady?: () => boolean;
+  /** Longest a broker call may take before the request answers 503. */
+  callTimeoutMs?: number;
+}
+
+interface Ctx {
+  req: Request;
+  res: Response;
+  id: string;
+  query: Record<string, unknown>;
+  body: unknown;
+  principal: Principal;
+}
+
+type Handler = (ctx: Ctx) => Promise<void>;
+
+export function createApiRouter(opts: ApiOptions): Router {
+  const table = new TokenTable(opts.tokens);
+  const timeoutMs = opts.callTimeoutMs ?? 5000;
+
+  /** A broker call with a deadline; Redis trouble becomes a 503 problem. */
+  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (opts.redisReady && !opts.redisReady())
+      throw new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', 'Redis is not connected');
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        fn(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(
+                new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', `Redis did not answer within ${timeoutMs} ms`),
+              ),
+            timeoutMs,
+          );
+        }),
+      ]);
+    } catch (err) {
+      if (isExtjobError(err)) throw err;
+      const name = (err as Error)?.name ?? '';
+      const msg = (err as Error)?.message ?? String(err);
+      if (
+        /MaxRetriesPerRequest|Connection is closed|ECONNREFUSED|ETIMEDOUT|ReplyError|LOADING/i.test(
+          `${name} ${msg}`,
+        )
+      )
+        throw new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', `Redis: ${msg}`, { cause: err });
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const { broker, hub } = opts;
+  const cause = (ctx: Ctx, reason?: string): Cause =>
+    reason === undefined
+      ? { kind: 'api', caller: ctx.principal.caller }
+      : { kind: 'api', caller: ctx.principal.caller, reason };
+
+  const handlers: Record<string, Handler> = {
+    createJob: async (ctx) => {
+      const r = await call(() => broker.createJob(ctx.body as never, cause(ctx)));
+      if (r.created) ctx.res.status(201).json({ job: r.job, eventToken: r.eventToken });
+      else ctx.res.status(200).json({ job: r.job });
+    },
+    listJobs: async (ctx) => {
+      const q = ctx.query as {
+        state?: never;
+        executor?: string;
+        label?: string;
+        limit?: number;
+        cursor?: string;
+      };
+      const filter: Parameters<BrokerPort['listJobs']>[0] = { limit: q.limit ?? 50 };
+      if (q.state) filter.state = q.state;
+      if (q.executor) filter.executor = q.executor;
+      if (q.cursor) filter.cursor = q.cursor;
+      if (q.label) {
+        const i = q.label.indexOf(':');
+        filter.label = [q.label.slice(0, i), q.label.slice(i + 1)];
+      }
+      const page = await call(() => broker.listJobs(filter));
+      ctx.res.json(page.nextCursor ? { jobs: page.jobs, nextCursor: page.nextCursor } : { jobs: page.jobs });
+    },
+    getJob: async (ctx) => {
+      ctx.res.json(await call(() => mustGetJob(broker, ctx.id)));
+    },
+    readLog: async (ctx) => {
+      const kind = ctx.req.accepts(['application/json', 'text/plain']);
+      if (!kind)
+        throw new ExtjobError('EXTJOB_NOT_ACCEPTABLE', 'the log is served as application/json or text/plain');
+      const q = ctx.query as { fromSeq?: number; limit?: number };
+      const page = await call(() =>
+        broker.readLog(ctx.id, { fromSeq: q.fromSeq ?? 0, limit: q.limit ?? 1000 }),
+      );
+      if (!page) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${ctx.id}"`);
+      const { res } = ctx;
+      if (kind === 'text/plain') {
+        res.setHeader('Extjob-Next-Seq', String(page.nextSeq));
+        res.setHeader('Extjob-Log-Complete', String(page.complete));
+        res.type('text/plain; charset=utf-8').send(Buffer.concat(page.chunks.map((c) => c.data)));
+        return;
+      }
+      const body: Record<string, unknown> = {
+        chunks: page.chunks.map(chunkJson),
+        nextSeq: page.nextSeq,
+        complete: page.complete,
+        gaps: page.gaps,
+      };
+      if (page.truncated) body.truncated = page.truncated;
+      res.json(body);
+    },
+    streamLog: async (ctx) => {
+      await call(() => mustGetJob(broker, ctx.id));
+      const resume = lastEventId(ctx.req);
+      const from = resume !== undefined ? resume + 1 : ((ctx.query.fromSeq as number | undefined) ?? 0);
+      const sse = new SseStream(ctx.res);
+      await streamLog(broker, hub, ctx.id, sse, from).catch((err) => streamFailed(sse, err));
+    },
+    streamEvents: async (ctx) => {
+      await call(() => mustGetJob(broker, ctx.id));
+      const resume = lastEventId(ctx.req);
+      const sse = new SseStream(ctx.res);
+      await streamEvents(broker, hub, ctx.id, sse, resume ?? -1).catch((err) => streamFailed(sse, err));
+    },
+    getHistory: async (ctx) => {
+      const history = await call(() => broker.history(ctx.id));
+      if (!history) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${ctx.id}"`);
+      ctx.res.json({ history });
+    },
+    waitJob: async (ctx) => {
+      const q = ctx.query as { until?: 'terminal' | 'running'; timeoutSeconds?: number };
+      if (!hub.ready)
+        throw new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', 'the notification subscriber is not connected');
+      const gone = new AbortController();
+      ctx.res.on('close', () => gone.abort());
+      const r = await waitForJob(
+        { getJob: (id) => call(() => broker.getJob(id)) },
+        hub,
+        ctx.id,
+        q.until ?? 'terminal',
+        (q.timeoutSeconds ?? 30) * 1000,
+        gone.signal,
+      );
+      if (gone.signal.aborted) return;
+      ctx.res.setHeader('Extjob-Condition-Met', String(r.met));
+      ctx.res.json(r.job);
+    },
+    cancelJob: async (ctx) => {
+      const reason = (ctx.body as { reason?: string }).reason;
+      const before = await call(() => mustGetJob(broker, ctx.id));
+      if (before.state !== 'canceled' && ['passed', 'failed', 'timed_out', 'expired'].includes(before.state))
+        throw new ExtjobError('EXTJOB_JOB_TERMINAL', `job "${ctx.id}" already finished as ${before.state}`, {
+          details: { state: before.state },
+        });
+      const job = await call(() => broker.cancelJob(ctx.id, cause(ctx, reason)));
+      if (job.state !== 'canceled' && job.state !== 'canceling')
+        throw new ExtjobError('EXTJOB_JOB_TERMINAL', `job "${ctx.id}" already finished as ${job.state}`, {
+          details: { state: job.state },
+        });
+      ctx.res.status(202).json(job);
+    },
+    postEvent: async (ctx) => {
+      const events = opts.events;
+      if (!events) throw new ExtjobError('EXTJOB_NOT_READY', 'this process does not accept events over HTTP');
+      const raw = ctx.res.locals.rawBody as Buffer;
+      const r = events.parse(raw, ctx.id);
+      if (!r.ok)
+        throw new ExtjobError(
+          r.reason === 'too_large' ? 'EXTJOB_PAYLOAD_TOO_LARGE' : 'EXTJOB_VALIDATION_FAILED',
+          `the event is ${r.reason.replace('_', ' ')}: ${r.detail}`,
+          { details: { reason: r.reason } },
+        );
+      await events.publish(r.event);
+      ctx.res.status(202).json({ accepted: true, jobId: ctx.id, eventId: r.event.id, type: r.event.type });
+    },
+    listDeliveries: async (ctx) => {
+      await call(() => mustGetJob(broker, ctx.id));
+      const deliveries = opts.deliveries ? await call(() => opts.deliveries!.list(ctx.id)) : [];
+      ctx.res.json({ deliveries });
+    },
+  };
+
+  const streamFailed = (sse: SseStream, err: unknown) => {
+    const code = isExtjobError(err) ? err.code : 'EXTJOB_INTERNAL';
+    if (!isExtjobError(err)) opts.logger.error({ err }, 'stream failed');
+    sse.send('error', { code, detail: isExtjobError(err) ? err.message : 'the stream failed' });
+    sse.end();
+  };
+
+  /** Event token of this job, or an admin API token; none needed in insecure mode. */
+  const eventAuth: RequestHandler = async (req, res, next) => {
+    try {
+      const id = String(req.params.id);
+      const token = bearerToken(req.get('authorization'));
+      if (!token) {
+        if (opts.insecure) {
+          res.locals.principal = { caller: 'anonymous', scopes: new Set() };
+          return next();
+        }
+        throw new ExtjobError('EXTJOB_UNAUTHORIZED', "send Authorization: Bearer <the job's event token>");
+      }
+      const api = table.lookup(token);
+      if (api && allows(api, 'admin')) {
+        res.locals.principal = api;
+        return next();
+      }
+      if (!jobId.safeParse(id).success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `invalid job id`);
+      if (await call(() => broker.verifyEventToken(id, token))) {
+        res.locals.principal = { caller: `event-token:${id}`, scopes: new Set() };
+        return next();
+      }
+      if (!(await call(() => broker.getJob(id))))
+        throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
+      throw new ExtjobError('EXTJOB_UNAUTHORIZED', 'the token is not valid for this job');
+    } catch (err) {
+      next(err);
+    }
+  };
+
+  const router = Router();
+  for (const def of ROUTES) {
+    const handler = handlers[def.operationId];
+    if (!handler) throw new Error(`no handler for ${def.operationId}`);
+    const chain: RequestHandler[] = [
+      def.auth === 'event-token' ? eventAuth : requireScope(table, opts.insecure, def.auth),
+    ];
+    if (def.body) chain.push(...jsonBody(def.bodyOptional));
+    chain.push(run(def, handler));
+    router[def.method](expressPath(def.path), ...chain);
+  }
+  return router;
+}
+
+function run(def: RouteDef, handler: Handler): RequestHandler {
+  return async (req, res, next) => {
+    try {
+      let id = '';
+      if (def.path.includes('{id}')) {
+        const p = jobId.safeParse(req.params.id);
+        if (!p.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(p.error, 'path.id'));
+        id = p.data;
+      }
+      // Repeated parameters arrive as arrays and fail the string schemas: rejected, not guessed at.
+      const q = def.query.safeParse({ ...(req.query as Record<string, unknown>) });
+      if (!q.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(q.error, 'query'));
+      let body: unknown;
+      if (def.body && def.operationId !== 'postEvent') {
+        const b = def.body.safeParse(req.body);
+        if (!b.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(b.error, 'body'));
+        body = b.data;
+      }
+      await handler({ req, res, id, query: q.data, body, principal: res.locals.principal as Principal });
+    } catch (err) {
+      next(err);
+    }
+  };
+}

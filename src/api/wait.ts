@@ -1,0 +1,47 @@
+/**
+ * Long-poll for a job condition. Subscribe first, then read the job: a change that
+ * lands between the two is seen either by the read or as a wake-up, never missed.
+ * Wake-ups whose state does not satisfy the condition cost nothing; only a matching
+ * state (or a resync after a reconnect) re-reads the job.
+ */
+import { isTerminal, type Job, type JobState } from '../broker/types.js';
+import { ExtjobError } from '../shared/errors.js';
+import type { NotifyHub } from './notify-hub.js';
+import { Wakeups } from './notify-hub.js';
+import type { BrokerPort } from './ports.js';
+
+export type WaitUntil = 'terminal' | 'running';
+
+/** `running` holds once the job left pending (running, canceling, or already finished). */
+export const conditionHolds = (until: WaitUntil, state: JobState): boolean =>
+  until === 'terminal' ? isTerminal(state) : state !== 'pending';
+
+export async function waitForJob(
+  broker: Pick<BrokerPort, 'getJob'>,
+  hub: NotifyHub,
+  id: string,
+  until: WaitUntil,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ job: Job; met: boolean }> {
+  const deadline = Date.now() + timeoutMs;
+  const wakeups = new Wakeups(hub, id, (n) => n.kind === 'state' && conditionHolds(until, n.state));
+  try {
+    for (;;) {
+      const job = await broker.getJob(id);
+      if (!job) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
+      if (conditionHolds(until, job.state)) return { job, met: true };
+      const left = deadline - Date.now();
+      if (left <= 0 || signal?.aborted) return { job, met: false };
+      const n = await wakeups.next(left, signal);
+      if (n === undefined) {
+        // Deadline or client gone: answer with the job as it is now.
+        const now = await broker.getJob(id);
+        if (!now) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
+        return { job: now, met: conditionHolds(until, now.state) };
+      }
+    }
+  } finally {
+    wakeups.close();
+  }
+}

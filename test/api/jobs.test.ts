@@ -1,0 +1,222 @@
+import { describe, expect, it } from 'vitest';
+import { ev } from '../broker/harness.js';
+import { startTestApi, TOKENS } from './support.js';
+
+const problem = async (res: Response) => {
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  return (await res.json()) as { code: string; status: number; detail: string };
+};
+
+describe('POST /v1/jobs', () => {
+  it('creates (201 with an event token), is idempotent (200), conflicts (409)', async () => {
+    const api = await startTestApi();
+    const body = { id: 'build-1.step:2', name: 'deploy', labels: { pipeline: 'web' }, executor: 'argocd' };
+    const r1 = await api.req('/v1/jobs', { json: body });
+    expect(r1.status).toBe(201);
+    const c1 = (await r1.json()) as { job: { id: string; state: string }; eventToken: string };
+    expect(c1.job).toMatchObject({ id: 'build-1.step:2', state: 'pending', labels: { pipeline: 'web' } });
+    expect(c1.eventToken).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+
+    const r2 = await api.req('/v1/jobs', { json: body });
+    expect(r2.status).toBe(200);
+    const c2 = (await r2.json()) as Record<string, unknown>;
+    expect(c2.eventToken).toBeUndefined();
+
+    const r3 = await api.req('/v1/jobs', { json: { ...body, name: 'other' } });
+    expect(r3.status).toBe(409);
+    expect((await problem(r3)).code).toBe('EXTJOB_JOB_CONFLICT');
+  });
+
+  it('generates an id when none is given', async () => {
+    const api = await startTestApi();
+    const r = await api.req('/v1/jobs', { json: { name: 'x' } });
+    expect(r.status).toBe(201);
+    const { job } = (await r.json()) as { job: { id: string } };
+    expect(job.id).toMatch(/^[A-Za-z0-9._:-]{1,128}$/);
+  });
+
+  it('rejects unknown fields, bad ids, too many labels, non-JSON, deep nesting and huge bodies', async () => {
+    const api = await startTestApi();
+    const cases: [unknown, string][] = [
+      [{ name: 'x', color: 'red' }, 'unknown field'],
+      [{ id: 'bad id!', name: 'x' }, 'bad id'],
+      [{ name: '' }, 'empty name'],
+      [{}, 'missing name'],
+      [
+        { name: 'x', labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])) },
+        'labels',
+      ],
+      [{ name: 'x', retry: { limit: 11 } }, 'retry limit'],
+      [{ name: 'x', notify: [{ url: 'ftp://x' }] }, 'notify url'],
+      [{ name: 'x', timeouts: { acceptSeconds: -1 } }, 'timeouts'],
+      [[1, 2], 'array'],
+    ];
+    for (const [body, what] of cases) {
+      const r = await api.req('/v1/jobs', { json: body });
+      expect(r.status, what).toBe(400);
+      expect((await problem(r)).code, what).toBe('EXTJOB_VALIDATION_FAILED');
+    }
+    let deep: unknown = 'x';
+    for (let i = 0; i < 40; i++) deep = { a: deep };
+    const rd = await api.req('/v1/jobs', { json: { name: 'x', labels: deep } });
+    expect(rd.status).toBe(400);
+    expect((await problem(rd)).detail).toMatch(/nested/);
+
+    const r415 = await api.req('/v1/jobs', {
+      method: 'POST',
+      body: 'name=x',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+    expect(r415.status).toBe(415);
+    expect((await problem(r415)).code).toBe('EXTJOB_UNSUPPORTED_MEDIA_TYPE');
+
+    const r413 = await api.req('/v1/jobs', { json: { name: 'x', pad: 'y'.repeat(1024 * 1024 + 10) } });
+    expect(r413.status).toBe(413);
+    expect((await problem(r413)).code).toBe('EXTJOB_PAYLOAD_TOO_LARGE');
+
+    const rBad = await api.req('/v1/jobs', {
+      method: 'POST',
+      body: '{"name":',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(rBad.status).toBe(400);
+  });
+});
+
+describe('auth', () => {
+  it('401 without or with a wrong token, 403 without the scope', async () => {
+    const api = await startTestApi();
+    const none = await api.req('/v1/jobs', { token: null });
+    expect(none.status).toBe(401);
+    expect(none.headers.get('www-authenticate')).toMatch(/^Bearer/);
+    expect((await problem(none)).code).toBe('EXTJOB_UNAUTHORIZED');
+    expect((await api.req('/v1/jobs', { token: 'nope-nope-nope' })).status).toBe(401);
+    const ro = await api.req('/v1/jobs', { token: TOKENS.read, json: { name: 'x' } });
+    expect(ro.status).toBe(403);
+    expect((await problem(ro)).code).toBe('EXTJOB_FORBIDDEN');
+    expect((await api.req('/v1/jobs', { token: TOKENS.write })).status).toBe(403);
+    expect((await api.req('/v1/jobs', { token: TOKENS.write, json: { name: 'x' } })).status).toBe(201);
+    expect((await api.req('/v1/jobs', { token: TOKENS.read })).status).toBe(200);
+    // an event token is not an API token
+    const { eventToken } = (await (await api.req('/v1/jobs', { json: { name: 'y', id: 'y' } })).json()) as {
+      eventToken: string;
+    };
+    expect((await api.req('/v1/jobs/y', { token: eventToken })).status).toBe(401);
+  });
+
+  it('insecure mode needs no token', async () => {
+    const api = await startTestApi({ insecure: true });
+    expect((await api.req('/v1/jobs', { token: null, json: { name: 'x' } })).status).toBe(201);
+  });
+});
+
+describe('reading jobs', () => {
+  it('GET job, 404 for a missing one, 400 for a bad id', async () => {
+    const api = await startTestApi();
+    await api.req('/v1/jobs', { json: { id: 'j1', name: 'one' } });
+    const r = await api.req('/v1/jobs/j1');
+    expect(r.status).toBe(200);
+    expect(await r.json()).toMatchObject({ id: 'j1', name: 'one', state: 'pending', attempt: 1 });
+    const missing = await api.req('/v1/jobs/nope');
+    expect(missing.status).toBe(404);
+    expect((await problem(missing)).code).toBe('EXTJOB_JOB_NOT_FOUND');
+    expect((await api.req(`/v1/jobs/${'x'.repeat(129)}`)).status).toBe(400);
+    expect((await api.req('/v1/jobs/j1?foo=1')).status).toBe(400);
+    const unknownRoute = await api.req('/v1/nothing');
+    expect(unknownRoute.status).toBe(404);
+    expect((await problem(unknownRoute)).code).toBe('EXTJOB_ROUTE_NOT_FOUND');
+  });
+
+  it('lists newest first with filters and a cursor', async () => {
+    const api = await startTestApi();
+    for (let i = 0; i < 5; i++)
+      await api.req('/v1/jobs', {
+        json: { id: `l${i}`, name: 'n', executor: i % 2 ? 'odd' : 'even', labels: { n: String(i) } },
+      });
+    const page1 = (await (await api.req('/v1/jobs?limit=3')).json()) as {
+      jobs: { id: string }[];
+      nextCursor: string;
+    };
+    expect(page1.jobs.map((j) => j.id)).toEqual(['l4', 'l3', 'l2']);
+    const page2 = (await (
+      await api.req(`/v1/jobs?limit=3&cursor=${encodeURIComponent(page1.nextCursor)}`)
+    ).json()) as {
+      jobs: { id: string }[];
+      nextCursor?: string;
+    };
+    expect(page2.jobs.map((j) => j.id)).toEqual(['l1', 'l0']);
+    expect(page2.nextCursor).toBeUndefined();
+    const odd = (await (await api.req('/v1/jobs?executor=odd')).json()) as { jobs: { id: string }[] };
+    expect(odd.jobs.map((j) => j.id)).toEqual(['l3', 'l1']);
+    const lab = (await (await api.req('/v1/jobs?label=n:2')).json()) as { jobs: { id: string }[] };
+    expect(lab.jobs.map((j) => j.id)).toEqual(['l2']);
+    const st = (await (await api.req('/v1/jobs?state=running')).json()) as { jobs: unknown[] };
+    expect(st.jobs).toEqual([]);
+    for (const q of [
+      'state=nope',
+      'limit=0',
+      'limit=501',
+      'limit=x',
+      'label=nocolon',
+      'state=a&state=b',
+      'x=1',
+    ])
+      expect((await api.req(`/v1/jobs?${q}`)).status, q).toBe(400);
+  });
+
+  it('log as JSON and as text, history, cancel', async () => {
+    const api = await startTestApi();
+    await api.req('/v1/jobs', { json: { id: 'lg', name: 'n' } });
+    await api.broker.applyEvents([
+      ev('accepted', 'lg'),
+      ev('log', 'lg', { seq: 0, chunk: Buffer.from('hello ') }),
+      ev('log', 'lg', { seq: 2, chunk: Buffer.from([0xff, 0xfe]) }),
+      ev('log', 'lg', { seq: 1, chunk: Buffer.from('world\n') }),
+    ]);
+    const log = (await (await api.req('/v1/jobs/lg/log')).json()) as Record<string, unknown>;
+    expect(log).toMatchObject({
+      chunks: [
+        { seq: 0, text: 'hello ' },
+        { seq: 1, text: 'world\n' },
+        { seq: 2, base64: Buffer.from([0xff, 0xfe]).toString('base64') },
+      ],
+      nextSeq: 3,
+      complete: false,
+      gaps: [],
+    });
+    const from1 = (await (await api.req('/v1/jobs/lg/log?fromSeq=1&limit=1')).json()) as {
+      chunks: unknown[];
+    };
+    expect(from1.chunks).toEqual([{ seq: 1, text: 'world\n' }]);
+    const text = await api.req('/v1/jobs/lg/log', { headers: { accept: 'text/plain' } });
+    expect(text.headers.get('content-type')).toMatch(/^text\/plain/);
+    expect(Buffer.from(await text.arrayBuffer())).toEqual(
+      Buffer.concat([Buffer.from('hello world\n'), Buffer.from([0xff, 0xfe])]),
+    );
+    expect((await api.req('/v1/jobs/lg/log', { headers: { accept: 'image/png' } })).status).toBe(406);
+    expect((await api.req('/v1/jobs/nope/log')).status).toBe(404);
+
+    const hist = (await (await api.req('/v1/jobs/lg/history')).json()) as {
+      history: { kind: string; to?: string }[];
+    };
+    expect(hist.history.filter((h) => h.kind === 'transition').map((h) => h.to)).toEqual([
+      'pending',
+      'running',
+    ]);
+
+    const c = await api.req('/v1/jobs/lg/cancel', { method: 'POST', token: TOKENS.write });
+    expect(c.status).toBe(202);
+    expect(await c.json()).toMatchObject({ id: 'lg', state: 'canceling' });
+    const c2 = await api.req('/v1/jobs/lg/cancel', { json: { reason: 'no longer needed' } });
+    expect(c2.status).toBe(202);
+    expect((await api.req('/v1/jobs/lg/cancel', { json: { why: 'x' } })).status).toBe(400);
+    expect((await api.req('/v1/jobs/lg/cancel', { method: 'POST', token: TOKENS.read })).status).toBe(403);
+    expect((await api.req('/v1/jobs/nope/cancel', { method: 'POST' })).status).toBe(404);
+
+    await api.req('/v1/jobs', { json: { id: 'done', name: 'n' } });
+    await api.broker.applyEvents([ev('finished', 'done', { exitCode: 0 })]);
+    const term = await api.req('/v1/jobs/done/cancel', { method: 'POST' });
+    expect(term.status).toBe(409);
+    expect((await problem(term)).code).toBe('EXTJOB_JOB_TERMINAL');
+  });
+});

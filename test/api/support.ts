@@ -1,0 +1,85 @@
+/**
+ * An in-process API on the real Redis (own key prefix) with the real broker, served
+ * on a free port. Tokens: admin, read-only and write-only.
+ */
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { onTestFinished } from 'vitest';
+import { createApp } from '../../src/api/app.js';
+import { startApi } from '../../src/api/index.js';
+import { createRegistry } from '../../src/api/metrics.js';
+import type { DeliveryLog, EventGateway } from '../../src/api/ports.js';
+import { Readiness } from '../../src/api/readiness.js';
+import type { JobBroker } from '../../src/broker/index.js';
+import { sha256Hex } from '../../src/shared/config.js';
+import { createLogger } from '../../src/shared/logger.js';
+import { harness } from '../broker/harness.js';
+
+export const TOKENS = { admin: 'admin-token-1', read: 'read-token-1', write: 'write-token-1' } as const;
+
+export interface TestApi {
+  url: string;
+  broker: JobBroker;
+  prefix: string;
+  /** fetch relative to the API with a token (admin by default; null: none). */
+  req(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
+  close(): Promise<void>;
+}
+
+export async function startTestApi(
+  opts: { insecure?: boolean; events?: EventGateway; deliveries?: DeliveryLog } = {},
+): Promise<TestApi> {
+  const h = await harness();
+  const logger = createLogger({ level: 'silent' });
+  const api = await startApi({
+    broker: h.broker,
+    redis: h.redis,
+    prefix: h.prefix,
+    tokens: [
+      { sha256: sha256Hex(TOKENS.admin), scopes: ['admin'] },
+      { sha256: sha256Hex(TOKENS.read), scopes: ['jobs:read'] },
+      { sha256: sha256Hex(TOKENS.write), scopes: ['jobs:write'] },
+    ],
+    insecure: opts.insecure ?? false,
+    logger,
+    ...(opts.events ? { events: opts.events } : {}),
+    ...(opts.deliveries ? { deliveries: opts.deliveries } : {}),
+  });
+  const app = createApp({
+    readiness: new Readiness(),
+    registry: createRegistry(),
+    logger,
+    routers: [api.router],
+  });
+  const server: Server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+    await api.close();
+    await h.cleanup();
+  };
+  onTestFinished(close);
+  return {
+    url,
+    broker: h.broker,
+    prefix: h.prefix,
+    close,
+    req: (path, init = {}) => {
+      const { token = TOKENS.admin, json, ...rest } = init;
+      const headers = new Headers(rest.headers);
+      if (token !== null) headers.set('authorization', `Bearer ${token}`);
+      if (json !== undefined) {
+        headers.set('content-type', 'application/json');
+        rest.body = JSON.stringify(json);
+        rest.method ??= 'POST';
+      }
+      return fetch(`${url}${path}`, { ...rest, headers });
+    },
+  };
+}
