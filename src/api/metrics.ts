@@ -38,6 +38,7 @@ export interface BrokerEventPayloads {
   };
   event_applied: { type?: string; result: string; applySeconds?: number; lagSeconds?: number };
   timeout: { kind: string };
+  timer_fired: { kind: string; lateSeconds: number; effect?: string };
 }
 
 /** What the Kafka side emits (src/consumers/instrumentation.ts). */
@@ -81,6 +82,7 @@ const TERMINAL: ReadonlySet<string> = new Set(['passed', 'failed', 'canceled', '
 const STATES: ReadonlySet<string> = new Set(JOB_STATES);
 const RESULTS = new Set(['applied', 'duplicate', 'stale', 'late', 'invalid', 'unknown_job']);
 const TIMEOUT_KINDS = new Set(['accept', 'heartbeat', 'run', 'cancel_grace']);
+const TIMER_KINDS = new Set([...TIMEOUT_KINDS, 'retry']);
 const DLQ_REASONS = new Set(['malformed', 'invalid', 'unsupported_type', 'too_large', 'unknown_job']);
 const WEBHOOK_RESULTS = new Set(['delivered', 'failed', 'retried', 'gave_up']);
 
@@ -179,6 +181,14 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     registers: r,
   });
 
+  const timerLateness = new Histogram({
+    name: 'extjob_timer_lateness_seconds',
+    help: 'How late a timer (accept, heartbeat, run, cancel_grace, retry) fired past its due time.',
+    labelNames: ['kind'],
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300],
+    registers: r,
+  });
+
   // --- events ---
   const events = new Counter({
     name: 'extjob_events_total',
@@ -221,6 +231,10 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
   listen<BrokerEventPayloads['timeout']>(broker?.instrumentation, 'timeout', (p) => {
     timeouts.inc({ kind: boundedLabel(p.kind, TIMEOUT_KINDS) });
+  });
+  listen<BrokerEventPayloads['timer_fired']>(broker?.instrumentation, 'timer_fired', (p) => {
+    if (isSeconds(p.lateSeconds))
+      timerLateness.observe({ kind: boundedLabel(p.kind, TIMER_KINDS) }, p.lateSeconds);
   });
 
   // --- Kafka side ---

@@ -153,11 +153,13 @@ describe('instrumentMetrics', () => {
     const { registry, broker, webhooks, consumers } = setup();
     broker.emit('timeout', { kind: 'heartbeat' });
     broker.emit('timeout', { kind: 'job-123' });
+    broker.emit('timer_fired', { kind: 'retry', lateSeconds: 0.2, effect: 'ok' });
     webhooks.emit('delivery', { result: 'failed' });
     webhooks.emit('delivery', { result: 'https://secret.example/hook' });
     (consumers as EventEmitter).emit('dlq', { reason: 'something new' });
     expect(await sample(registry, 'extjob_timeouts_total{kind="heartbeat"}')).toBe(1);
     expect(await sample(registry, 'extjob_timeouts_total{kind="other"}')).toBe(1);
+    expect(await sample(registry, 'extjob_timer_lateness_seconds_count{kind="retry"}')).toBe(1);
     expect(await sample(registry, 'extjob_webhook_deliveries_total{result="failed"}')).toBe(1);
     expect(await sample(registry, 'extjob_webhook_deliveries_total{result="other"}')).toBe(1);
     expect(await sample(registry, 'extjob_dlq_total{reason="other"}')).toBe(1);
