@@ -10,12 +10,28 @@ import { dlqMessage } from './dlq.js';
 import { DEFAULT_LIMITS, type DlqReason, type FormatLimits, parseMessage } from './formats/index.js';
 import type { EventResult, Instrumentation } from './instrumentation.js';
 import type { InMessage, OutgoingMessage } from './kafka-types.js';
-import { ABORTED, type RetryControl, retrying } from './retry.js';
+import { ABORTED, backoffMs, type RetryControl, retrying } from './retry.js';
 
-/** What the consumer needs from the broker (JobBroker satisfies it). */
+/** One event's outcome with the broker's reason when it refused it ('invalid'). */
+export interface SinkOutcome {
+  result: ApplyResult;
+  reason?: string;
+  tooLarge?: boolean;
+}
+
+/**
+ * What the consumer needs from the broker (JobBroker satisfies it). When the sink
+ * offers applyEventsDetailed, that is called instead, for the reasons of refusals.
+ */
 export interface EventSink {
   applyEvents(events: JobEvent[]): Promise<ApplyResult[]>;
+  applyEventsDetailed?(events: JobEvent[]): Promise<SinkOutcome[]>;
 }
+
+/** Errors that are about the event itself: dead-letter it at once. */
+const EVENT_ERRORS: ReadonlySet<unknown> = new Set(['EXTJOB_VALIDATION_FAILED', 'EXTJOB_PAYLOAD_TOO_LARGE']);
+/** Tries of one event failing with another permanent error before it is dead-lettered. */
+export const ISOLATED_TRIES = 5;
 
 export interface BatchDeps {
   sink: EventSink;
@@ -109,39 +125,59 @@ async function applyAll(events: JobEvent[], deps: BatchDeps): Promise<Outcome[] 
       deps.logger?.warn({ err, attempt, delayMs }, 'applying events failed; retrying');
     },
   };
+  const apply = (evs: JobEvent[]) => checked(callSink(deps.sink, evs), evs.length);
   try {
-    const results = await retrying(() => checked(deps.sink.applyEvents(events), events.length), control);
+    const results = await retrying(() => apply(events), control);
     if (results === ABORTED) return ABORTED;
     return results.map(toOutcome(events));
   } catch (err) {
-    deps.logger?.error({ err, events: events.length }, 'batch rejected; applying its events one by one');
+    deps.logger?.error({ err, events: events.length }, 'batch refused; applying its events one by one');
   }
   const out: Outcome[] = [];
   for (const ev of events) {
-    try {
-      const r = await retrying(() => checked(deps.sink.applyEvents([ev]), 1), control);
-      if (r === ABORTED) return ABORTED;
-      out.push(toOutcome([ev])(r[0]!, 0));
-    } catch (err) {
-      deps.logger?.error({ err, jobId: ev.jobId, eventId: ev.id }, 'event rejected by the broker');
-      const tooLarge = (err as { code?: unknown }).code === 'EXTJOB_PAYLOAD_TOO_LARGE';
-      out.push({
-        dlq: tooLarge ? 'too_large' : 'invalid',
-        detail: `rejected by the broker: ${describe(err)}`,
-      });
+    for (let tries = 1; ; tries++) {
+      try {
+        const r = await retrying(() => apply([ev]), control);
+        if (r === ABORTED) return ABORTED;
+        out.push(toOutcome([ev])(r[0]!, 0));
+        break;
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        if (EVENT_ERRORS.has(code) || tries >= ISOLATED_TRIES) {
+          deps.logger?.error({ err, jobId: ev.jobId, eventId: ev.id }, 'event refused by the broker');
+          const reason = code === 'EXTJOB_PAYLOAD_TOO_LARGE' ? 'too_large' : 'invalid';
+          out.push({ dlq: reason, detail: `refused by the broker: ${describe(err)}` });
+          break;
+        }
+        const delayMs = backoffMs(tries, 200, 2000);
+        control.onRetry?.(tries, delayMs, err);
+        await new Promise((r) => setTimeout(r, delayMs));
+        if (!control.stillOwned() || !(await control.keepAlive())) return ABORTED;
+      }
     }
   }
   return out;
 }
 
+async function callSink(sink: EventSink, events: JobEvent[]): Promise<SinkOutcome[]> {
+  if (sink.applyEventsDetailed) return sink.applyEventsDetailed(events);
+  return (await sink.applyEvents(events)).map((result) => ({ result }));
+}
+
 const toOutcome =
   (events: JobEvent[]) =>
-  (result: ApplyResult, i: number): Outcome =>
-    result === 'unknown_job'
-      ? { dlq: 'unknown_job', detail: `no job has the id "${events[i]!.jobId}"` }
-      : { result };
+  (o: SinkOutcome, i: number): Outcome => {
+    if (o.result === 'unknown_job')
+      return { dlq: 'unknown_job', detail: `no job has the id "${events[i]!.jobId}"` };
+    if (o.result === 'invalid')
+      return {
+        dlq: o.tooLarge ? 'too_large' : 'invalid',
+        detail: `refused by the broker: ${o.reason ?? 'invalid'}`,
+      };
+    return { result: o.result };
+  };
 
-async function checked(p: Promise<ApplyResult[]>, n: number): Promise<ApplyResult[]> {
+async function checked(p: Promise<SinkOutcome[]>, n: number): Promise<SinkOutcome[]> {
   const r = await p;
   if (!Array.isArray(r) || r.length !== n)
     throw Object.assign(

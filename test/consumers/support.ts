@@ -4,13 +4,14 @@
  * whatever lands in the DLQ. Everything is torn down when the test finishes.
  */
 import { onTestFinished } from 'vitest';
+import { type BrokerDefaults, JobBroker } from '../../src/broker/index.js';
 import type { EventSink } from '../../src/consumers/event-batch.js';
 import { EventsConsumer, type EventsConsumerOptions } from '../../src/consumers/events-consumer.js';
 import { provisionTopics } from '../../src/consumers/topics.js';
 import { topicNames } from '../../src/shared/config.js';
 import { createConsumer, createProducer, type IHeaders } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
-import { isolation, testKafka, unique, waitFor } from '../helpers/index.js';
+import { isolation, keysWithPrefix, redisClient, testKafka, unique, waitFor } from '../helpers/index.js';
 
 export const quietLogger = () => createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
@@ -82,3 +83,23 @@ export async function kafkaWorld(partitions = 3) {
 }
 
 export const header = (h: Record<string, string | Buffer>, name: string) => h[name]?.toString();
+
+/** A JobBroker on the run's Redis under this test's own key prefix; its keys are removed at the end. */
+export async function brokerWorld(prefix: string, defaults: Partial<BrokerDefaults> = {}) {
+  const redis = redisClient({ maxRetriesPerRequest: 3 });
+  const broker = new JobBroker({ redis, prefix, defaults: { ...BROKER_DEFAULTS, ...defaults } });
+  onTestFinished(async () => {
+    await broker.close().catch(() => {});
+    const keys = await keysWithPrefix(redis, `${prefix}:`);
+    for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+  });
+  return { redis, broker };
+}
+
+export const BROKER_DEFAULTS: BrokerDefaults = {
+  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
+  retentionSeconds: 3600,
+  lateLogGraceSeconds: 300,
+  logChunkMaxBytes: 512 * 1024,
+  logMaxBytes: 64 * 1024 * 1024,
+};
