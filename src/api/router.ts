@@ -4,7 +4,7 @@
  * answers 503 instead of hanging the request.
  */
 import { type Request, type RequestHandler, type Response, Router } from 'express';
-import type { Cause } from '../broker/types.js';
+import type { Cause, Job } from '../broker/types.js';
 import type { ApiToken } from '../shared/config.js';
 import { ExtjobError, isExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -83,6 +83,21 @@ export function createApiRouter(opts: ApiOptions): Router {
   };
 
   const { broker, hub } = opts;
+  /**
+   * Waiters woken by the same change (same job version) share one read, which starts
+   * after that change was published and so sees it. Other reads are not shared.
+   */
+  const inflight = new Map<string, Promise<Job | undefined>>();
+  const readAfter = (id: string, version?: number): Promise<Job | undefined> => {
+    if (version === undefined) return call(() => broker.getJob(id));
+    const key = `${id}@${version}`;
+    let p = inflight.get(key);
+    if (!p) {
+      p = call(() => broker.getJob(id)).finally(() => inflight.delete(key));
+      inflight.set(key, p);
+    }
+    return p;
+  };
   const cause = (ctx: Ctx, reason?: string): Cause =>
     reason === undefined
       ? { kind: 'api', caller: ctx.principal.caller }
@@ -166,7 +181,7 @@ export function createApiRouter(opts: ApiOptions): Router {
       const gone = new AbortController();
       ctx.res.on('close', () => gone.abort());
       const r = await waitForJob(
-        { getJob: (id) => call(() => broker.getJob(id)) },
+        readAfter,
         hub,
         ctx.id,
         q.until ?? 'terminal',

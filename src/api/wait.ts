@@ -8,7 +8,6 @@ import { isTerminal, type Job, type JobState } from '../broker/types.js';
 import { ExtjobError } from '../shared/errors.js';
 import type { NotifyHub } from './notify-hub.js';
 import { Wakeups } from './notify-hub.js';
-import type { BrokerPort } from './ports.js';
 
 export type WaitUntil = 'terminal' | 'running';
 
@@ -16,8 +15,11 @@ export type WaitUntil = 'terminal' | 'running';
 export const conditionHolds = (until: WaitUntil, state: JobState): boolean =>
   until === 'terminal' ? isTerminal(state) : state !== 'pending';
 
+/** Reads the job; `version` (of the change that woke the caller) lets reads be shared. */
+export type JobReader = (id: string, version?: number) => Promise<Job | undefined>;
+
 export async function waitForJob(
-  broker: Pick<BrokerPort, 'getJob'>,
+  read: JobReader,
   hub: NotifyHub,
   id: string,
   until: WaitUntil,
@@ -27,8 +29,9 @@ export async function waitForJob(
   const deadline = Date.now() + timeoutMs;
   const wakeups = new Wakeups(hub, id, (n) => n.kind === 'state' && conditionHolds(until, n.state));
   try {
+    let version: number | undefined;
     for (;;) {
-      const job = await broker.getJob(id);
+      const job = await read(id, version);
       if (!job) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
       if (conditionHolds(until, job.state)) return { job, met: true };
       const left = deadline - Date.now();
@@ -36,10 +39,11 @@ export async function waitForJob(
       const n = await wakeups.next(left, signal);
       if (n === undefined) {
         // Deadline or client gone: answer with the job as it is now.
-        const now = await broker.getJob(id);
+        const now = await read(id);
         if (!now) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
         return { job: now, met: conditionHolds(until, now.state) };
       }
+      version = n === 'resync' ? undefined : n.v;
     }
   } finally {
     wakeups.close();

@@ -8,6 +8,7 @@ import { onTestFinished } from 'vitest';
 import { createApp } from '../../src/api/app.js';
 import { startApi } from '../../src/api/index.js';
 import { createRegistry } from '../../src/api/metrics.js';
+import type { NotifyHub } from '../../src/api/notify-hub.js';
 import type { DeliveryLog, EventGateway } from '../../src/api/ports.js';
 import { Readiness } from '../../src/api/readiness.js';
 import type { JobBroker } from '../../src/broker/index.js';
@@ -21,6 +22,7 @@ export interface TestApi {
   url: string;
   broker: JobBroker;
   prefix: string;
+  hub: NotifyHub;
   /** fetch relative to the API with a token (admin by default; null: none). */
   req(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
   close(): Promise<void>;
@@ -69,6 +71,7 @@ export async function startTestApi(
     url,
     broker: h.broker,
     prefix: h.prefix,
+    hub: api.hub,
     close,
     req: (path, init = {}) => {
       const { token = TOKENS.admin, json, ...rest } = init;

@@ -1,0 +1,190 @@
+/**
+ * The HTTP client of the CLI's client commands: JSON requests with the bearer token,
+ * problem+json errors turned into ClientError, and a Server-Sent Events reader that
+ * reconnects with Last-Event-ID.
+ */
+
+export interface ClientOptions {
+  url: string;
+  token?: string | undefined;
+  /** Per-request deadline for ordinary calls. */
+  timeoutMs?: number;
+}
+
+export interface ProblemBody {
+  code?: string;
+  title?: string;
+  detail?: string;
+  status?: number;
+  [k: string]: unknown;
+}
+
+/** The server answered with an error, or could not be reached (status 0). */
+export class ClientError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly problem?: ProblemBody,
+  ) {
+    super(message);
+    this.name = 'ClientError';
+  }
+
+  /** The server was unreachable (connection refused, DNS, timeout). */
+  get unreachable(): boolean {
+    return this.status === 0;
+  }
+}
+
+export interface SseEvent {
+  event: string;
+  id?: string;
+  data: string;
+}
+
+export class ApiClient {
+  readonly base: string;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.base = opts.url.replace(/\/+$/, '');
+  }
+
+  private headers(extra: Record<string, string> = {}): Record<string, string> {
+    const h: Record<string, string> = { accept: 'application/json', ...extra };
+    if (this.opts.token) h.authorization = `Bearer ${this.opts.token}`;
+    return h;
+  }
+
+  async fetch(
+    path: string,
+    init: RequestInit = {},
+    timeoutMs = this.opts.timeoutMs ?? 30_000,
+  ): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}${path}`, {
+        ...init,
+        headers: { ...this.headers(), ...(init.headers as Record<string, string> | undefined) },
+        signal: init.signal ?? (timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : null),
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      const why = cause?.code ?? cause?.message ?? (err as Error).message;
+      throw new ClientError(`cannot reach ${this.base} (${why})`, 0);
+    }
+    if (res.status >= 400) {
+      let problem: ProblemBody | undefined;
+      const text = await res.text().catch(() => '');
+      try {
+        problem = JSON.parse(text) as ProblemBody;
+      } catch {}
+      const detail = problem?.detail ?? (text.slice(0, 200) || res.statusText);
+      throw new ClientError(`${detail}${problem?.code ? ` (${problem.code})` : ''}`, res.status, problem);
+    }
+    return res;
+  }
+
+  async json<T>(
+    path: string,
+    init: RequestInit & { body?: never; json?: unknown } = {},
+    timeoutMs?: number,
+  ): Promise<T> {
+    const { json, ...rest } = init;
+    const req: RequestInit = { ...rest };
+    if (json !== undefined) {
+      req.method ??= 'POST';
+      req.body = JSON.stringify(json);
+      req.headers = {
+        ...(rest.headers as Record<string, string> | undefined),
+        'content-type': 'application/json',
+      };
+    }
+    const res = await this.fetch(path, req, timeoutMs);
+    return (await res.json()) as T;
+  }
+
+  /**
+   * Read a Server-Sent Events stream. Reconnects (with Last-Event-ID) when the
+   * connection drops, up to `retries` times in a row; stops after an `end` event or
+   * when `signal` aborts.
+   */
+  async *events(
+    path: string,
+    opts: { lastEventId?: string; signal?: AbortSignal; retries?: number } = {},
+  ): AsyncGenerator<SseEvent> {
+    let last = opts.lastEventId;
+    let failures = 0;
+    for (;;) {
+      if (opts.signal?.aborted) return;
+      let res: Response;
+      try {
+        res = await this.fetch(
+          path,
+          {
+            headers: {
+              accept: 'text/event-stream',
+              ...(last !== undefined ? { 'last-event-id': last } : {}),
+            },
+            ...(opts.signal ? { signal: opts.signal } : {}),
+          },
+          0,
+        );
+      } catch (err) {
+        if (err instanceof ClientError && !err.unreachable) throw err;
+        if (opts.signal?.aborted) return;
+        if (++failures > (opts.retries ?? 5)) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** failures, 5000)));
+        continue;
+      }
+      failures = 0;
+      try {
+        for await (const ev of parseSse(res.body)) {
+          if (ev.id !== undefined) last = ev.id;
+          yield ev;
+          if (ev.event === 'end' || ev.event === 'error') return;
+        }
+      } catch (err) {
+        if (opts.signal?.aborted) return;
+        if (++failures > (opts.retries ?? 5))
+          throw new ClientError(`stream broke: ${(err as Error).message}`, 0);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+/** Parse an SSE byte stream into events (the WHATWG event-stream format). */
+export async function* parseSse(body: ReadableStream<Uint8Array> | null): AsyncGenerator<SseEvent> {
+  if (!body) return;
+  const decoder = new TextDecoder();
+  let buf = '';
+  let event = '';
+  let id: string | undefined;
+  let data: string[] = [];
+  for await (const part of body as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(part, { stream: true });
+    let nl = buf.search(/\r\n|\r|\n/);
+    while (nl >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + (buf[nl] === '\r' && buf[nl + 1] === '\n' ? 2 : 1));
+      if (line === '') {
+        if (data.length > 0 || event) {
+          const ev: SseEvent = { event: event || 'message', data: data.join('\n') };
+          if (id !== undefined) ev.id = id;
+          yield ev;
+        }
+        event = '';
+        data = [];
+      } else if (!line.startsWith(':')) {
+        const c = line.indexOf(':');
+        const field = c < 0 ? line : line.slice(0, c);
+        let value = c < 0 ? '' : line.slice(c + 1);
+        if (value.startsWith(' ')) value = value.slice(1);
+        if (field === 'event') event = value;
+        else if (field === 'data') data.push(value);
+        else if (field === 'id' && !value.includes('\0')) id = value;
+      }
+      nl = buf.search(/\r\n|\r|\n/);
+    }
+  }
+}
