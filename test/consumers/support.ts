@@ -12,6 +12,7 @@ import { topicNames } from '../../src/shared/config.js';
 import { createConsumer, createProducer, type IHeaders } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { isolation, keysWithPrefix, redisClient, testKafka, unique, waitFor } from '../helpers/index.js';
+import { BROKER_DEFAULTS } from './broker-defaults.js';
 
 export const quietLogger = () => createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
@@ -95,11 +96,3 @@ export async function brokerWorld(prefix: string, defaults: Partial<BrokerDefaul
   });
   return { redis, broker };
 }
-
-export const BROKER_DEFAULTS: BrokerDefaults = {
-  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-  retentionSeconds: 3600,
-  lateLogGraceSeconds: 300,
-  logChunkMaxBytes: 512 * 1024,
-  logMaxBytes: 64 * 1024 * 1024,
-};
