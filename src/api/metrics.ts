@@ -67,7 +67,8 @@ export interface MetricSources {
     /** Outbox entries not yet published (Redis), read at scrape time. */
     outboxPending?(): Promise<number>;
   };
-  consumers?: { instrumentation: Listenable };
+  /** The events consumer and the outbox drainer (they may share one emitter). */
+  consumers?: { instrumentation: Listenable } | { instrumentation: Listenable }[];
   webhooks?: { instrumentation: Listenable };
   /** Whether the process is ready (the same verdict as /readyz), read at scrape time. */
   ready?: () => Promise<boolean>;
@@ -100,7 +101,16 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   const timeoutMs = sources.collectTimeoutMs ?? 2000;
   const r = [registry];
   const unsubscribe: (() => void)[] = [];
-  const listen = <P>(source: Listenable | undefined, name: string, fn: (payload: P) => void) => {
+  const listen = <P>(
+    from: Listenable | Listenable[] | undefined,
+    name: string,
+    fn: (payload: P) => void,
+  ): void => {
+    if (Array.isArray(from)) {
+      for (const one of new Set(from)) listen(one, name, fn);
+      return;
+    }
+    const source = from;
     if (!source) return;
     const safe = (payload: P) => {
       try {
@@ -238,7 +248,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
 
   // --- Kafka side ---
-  const consumers = sources.consumers?.instrumentation;
+  const consumers = [sources.consumers ?? []].flat().map((c) => c.instrumentation);
   const dlq = new Counter({
     name: 'extjob_dlq_total',
     help: 'Messages written to the dead-letter topic, by reason.',

@@ -185,6 +185,21 @@ describe('instrumentMetrics', () => {
     expect(await sample(registry, 'extjob_jobs_created_total{executor="late"}')).toBeUndefined();
   });
 
+  it('listens to the events consumer and the outbox drainer, once per shared emitter', async () => {
+    const registry = new Registry();
+    const consumer = createInstrumentation();
+    const drainer = createInstrumentation();
+    instrumentMetrics(registry, {
+      consumers: [{ instrumentation: consumer }, { instrumentation: drainer }, { instrumentation: drainer }],
+    });
+    consumer.emit('dlq', { reason: 'invalid' });
+    drainer.emit('published', { topic: 'changes', count: 3 });
+    drainer.emit('outbox_pending', { count: 4 });
+    expect(await sample(registry, 'extjob_dlq_total{reason="invalid"}')).toBe(1);
+    expect(await sample(registry, 'extjob_outbox_published_total{topic="changes"}')).toBe(3);
+    expect(await sample(registry, 'extjob_outbox_pending')).toBe(4);
+  });
+
   it('a listener that throws on a bad payload does not break the emitter', () => {
     const { broker } = setup();
     expect(() => broker.emit('job_transition', null)).not.toThrow();
