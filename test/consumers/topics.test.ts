@@ -1,0 +1,67 @@
+/** Topic provisioning on the real Kafka broker. */
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { provisionTopics, topicSpecs } from '../../src/consumers/topics.js';
+import { topicNames } from '../../src/shared/config.js';
+import { isolation, testKafka } from '../helpers/index.js';
+
+async function admin() {
+  const a = testKafka().admin();
+  await a.connect();
+  onTestFinished(() => a.disconnect());
+  return a;
+}
+
+describe('topic provisioning', () => {
+  it('creates the four topics once, with the configured partitions', async () => {
+    const a = await admin();
+    const { topicPrefix: prefix } = isolation();
+    const names = Object.values(topicNames(prefix));
+    onTestFinished(() => a.deleteTopics({ topics: names }).catch(() => {}));
+    const first = await provisionTopics(a, { prefix, partitions: 4, replication: 1 });
+    expect(first.created.sort()).toEqual([...names].sort());
+    expect(first.problems).toEqual([]);
+    const meta = await a.fetchTopicMetadata({ topics: names });
+    expect(meta.topics.map((t) => t.partitions.length)).toEqual([4, 4, 4, 4]);
+    const again = await provisionTopics(a, { prefix, partitions: 4, replication: 1 });
+    expect(again).toEqual({ created: [], problems: [] });
+  });
+
+  it('reports an existing compacted events topic and too few partitions', async () => {
+    const a = await admin();
+    const { topicPrefix: prefix } = isolation();
+    const t = topicNames(prefix);
+    onTestFinished(() => a.deleteTopics({ topics: Object.values(t) }).catch(() => {}));
+    await a.createTopics({
+      waitForLeaders: true,
+      topics: [
+        {
+          topic: t.events,
+          numPartitions: 1,
+          replicationFactor: 1,
+          configEntries: [{ name: 'cleanup.policy', value: 'compact' }],
+        },
+      ],
+    });
+    const r = await provisionTopics(a, { prefix, partitions: 3, replication: 1 });
+    expect(r.created.sort()).toEqual([t.changes, t.commands, t.dlq].sort());
+    expect(r.problems).toEqual([
+      expect.objectContaining({
+        topic: t.events,
+        severity: 'warning',
+        problem: expect.stringMatching(/1 partitions/),
+      }),
+      expect.objectContaining({
+        topic: t.events,
+        severity: 'error',
+        problem: expect.stringMatching(/cleanup.policy=compact/),
+      }),
+    ]);
+  });
+
+  it('gives the DLQ room for the largest event plus headers', () => {
+    const dlq = topicSpecs({ prefix: 'p', partitions: 1, replication: -1 }).find(
+      (s) => s.topic === 'p.events.dlq',
+    );
+    expect(Number(dlq?.config?.['max.message.bytes'])).toBeGreaterThan(2 * 1024 * 1024);
+  });
+});
