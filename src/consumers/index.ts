@@ -1,0 +1,104 @@
+/**
+ * The Kafka side of a service process: topics provisioned and checked, one idempotent
+ * producer (DLQ and outbox), the events consumer (role "consume") and the outbox
+ * drainer, all reporting on one instrumentation emitter, and stopped in order.
+ */
+import type { Redis } from 'ioredis';
+import { type Config, topicNames } from '../shared/config.js';
+import { createKafka, createProducer, kafkaSettings } from '../shared/kafka.js';
+import type { Logger } from '../shared/logger.js';
+import { type EventSink, processBatch } from './event-batch.js';
+import { EventsConsumer } from './events-consumer.js';
+import { DEFAULT_LIMITS, type FormatLimits } from './formats/result.js';
+import { createInstrumentation, type Instrumentation } from './instrumentation.js';
+import { OutboxDrainer, type OutboxSource } from './outbox-drainer.js';
+import { provisionTopics } from './topics.js';
+
+export { DLQ_HEADERS } from './dlq.js';
+export type { ConsumerInstrumentation, Instrumentation } from './instrumentation.js';
+export type { EventSink, OutboxSource };
+export { EventsConsumer, OutboxDrainer, processBatch, provisionTopics, topicNames };
+
+export interface KafkaSideOptions {
+  config: Config;
+  broker: EventSink & OutboxSource;
+  /** Used to make the subscriber connection that wakes the drainer. */
+  redis: Redis;
+  /** The broker's notification channel (JobBroker.keys.notify). */
+  notifyChannel: string;
+  logger: Logger;
+  consume: boolean;
+  drain: boolean;
+}
+
+export interface KafkaSide {
+  instrumentation: Instrumentation;
+  /** The consumer joined its group (true when this process does not consume). */
+  isReady(): boolean;
+  stop(): Promise<void>;
+}
+
+/** Format limits that follow the configured log chunk limit. */
+export function formatLimits(config: Pick<Config, 'logChunkMaxBytes'>): FormatLimits {
+  const chunkAsBase64 = Math.ceil(config.logChunkMaxBytes / 3) * 4;
+  return {
+    ...DEFAULT_LIMITS,
+    maxChunkBytes: config.logChunkMaxBytes,
+    maxValueBytes: Math.max(DEFAULT_LIMITS.maxValueBytes, chunkAsBase64 + 64 * 1024),
+  };
+}
+
+export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
+  const { config, logger } = o;
+  const instrumentation = createInstrumentation();
+  const kafka = createKafka(kafkaSettings(config), logger);
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await provisionTopics(admin, {
+      prefix: config.topicPrefix,
+      partitions: config.topicPartitions,
+      replication: config.topicReplication,
+      logger,
+    });
+  } finally {
+    await admin.disconnect();
+  }
+  const producer = createProducer(kafka);
+  await producer.connect();
+  const consumer = o.consume
+    ? new EventsConsumer({
+        kafka,
+        producer,
+        sink: o.broker,
+        topicPrefix: config.topicPrefix,
+        groupId: config.consumerGroup,
+        logger: logger.child({ component: 'events-consumer' }),
+        limits: formatLimits(config),
+        instrumentation,
+      })
+    : undefined;
+  const subscriber = o.drain ? o.redis.duplicate() : undefined;
+  const drainer = subscriber
+    ? new OutboxDrainer({
+        source: o.broker,
+        producer,
+        topicPrefix: config.topicPrefix,
+        logger: logger.child({ component: 'outbox-drainer' }),
+        instrumentation,
+        wakeup: { subscriber, channel: o.notifyChannel },
+      })
+    : undefined;
+  await consumer?.start();
+  await drainer?.start();
+  return {
+    instrumentation,
+    isReady: () => consumer?.isReady() ?? true,
+    stop: async () => {
+      await consumer?.stop();
+      await drainer?.stop();
+      await producer.disconnect();
+      await subscriber?.quit().catch(() => subscriber.disconnect());
+    },
+  };
+}
