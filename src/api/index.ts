@@ -23,7 +23,10 @@ export async function startApi(
   const subscriber = opts.redis.duplicate();
   subscriber.on('error', (err) => opts.logger.warn({ err: err.message }, 'notification subscriber error'));
   const hub = new NotifyHub(subscriber, `${opts.prefix}:notify`, opts.logger);
-  await hub.start();
+  // Not awaited: with Redis down at start the API still answers (503 where Redis is needed).
+  hub
+    .start()
+    .catch((err) => opts.logger.error({ err: (err as Error).message }, 'cannot subscribe to notifications'));
   const router = createApiRouter({ ...opts, hub, redisReady: () => opts.redis.status === 'ready' });
   return { router, hub, close: () => hub.close() };
 }

@@ -40,6 +40,7 @@ export function parseNotification(text: string): Notification | undefined {
 export class NotifyHub {
   private readonly listeners = new Map<string, Set<Listener>>();
   private wasReady = false;
+  private subscribed = false;
   private closed = false;
 
   /** `subscriber` is a connection of its own: it is put in subscriber mode. */
@@ -62,8 +63,10 @@ export class NotifyHub {
     });
   }
 
+  /** Subscribe; resolves once subscribed (ioredis re-subscribes by itself after reconnects). */
   async start(): Promise<void> {
     await this.subscriber.subscribe(this.channel);
+    this.subscribed = true;
   }
 
   /** Call `listener` for every notification about job `id` until the returned function is called. */
@@ -91,14 +94,16 @@ export class NotifyHub {
 
   /** Subscriber connection state: waiting is only reliable while it is ready. */
   get ready(): boolean {
-    return this.subscriber.status === 'ready' && !this.closed;
+    return this.subscribed && this.subscriber.status === 'ready' && !this.closed;
   }
 
   async close(): Promise<void> {
     this.closed = true;
     for (const id of [...this.listeners.keys()]) this.dispatch(id, 'resync');
     this.listeners.clear();
-    await this.subscriber.quit().catch(() => this.subscriber.disconnect());
+    if (this.subscriber.status === 'ready')
+      await this.subscriber.quit().catch(() => this.subscriber.disconnect());
+    else this.subscriber.disconnect();
   }
 
   private dispatch(id: string, n: Notification | 'resync'): void {

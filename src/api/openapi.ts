@@ -27,8 +27,10 @@ export function buildOpenApi(version = '0.1.0'): Json {
     const defs = (out.$defs ?? {}) as Record<string, Json>;
     delete out.$defs;
     delete out.$schema;
-    for (const [name, def] of Object.entries(defs)) components[name] ??= def;
-    return JSON.parse(JSON.stringify(out).replaceAll('"#/$defs/', '"#/components/schemas/')) as Json;
+    const relink = (v: unknown): Json =>
+      JSON.parse(JSON.stringify(v).replaceAll('"#/$defs/', '"#/components/schemas/')) as Json;
+    for (const [name, def] of Object.entries(defs)) components[name] ??= relink(def);
+    return relink(out);
   };
 
   for (const r of ROUTES) {
@@ -108,7 +110,7 @@ export function buildOpenApi(version = '0.1.0'): Json {
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     paths: {
       ...paths,
-      '/healthz': probe('healthz: the process is alive.'),
+      '/healthz': probe('healthz', 'The process is alive.'),
       '/readyz': {
         get: {
           operationId: 'readyz',
@@ -117,8 +119,8 @@ export function buildOpenApi(version = '0.1.0'): Json {
           responses: { 200: { description: 'Ready.' }, 503: { description: 'Not ready.' } },
         },
       },
-      '/metrics': probe('metrics: Prometheus text format.'),
-      '/openapi.json': probe('openapi: this document.'),
+      '/metrics': probe('metrics', 'Prometheus text format.'),
+      '/openapi.json': probe('openapi', 'This document.'),
     },
     components: {
       schemas: components,

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { jobSchema } from '../../src/api/schemas.js';
 import { ev } from '../broker/harness.js';
 import { startTestApi, TOKENS } from './support.js';
 
@@ -116,7 +117,10 @@ describe('reading jobs', () => {
     await api.req('/v1/jobs', { json: { id: 'j1', name: 'one' } });
     const r = await api.req('/v1/jobs/j1');
     expect(r.status).toBe(200);
-    expect(await r.json()).toMatchObject({ id: 'j1', name: 'one', state: 'pending', attempt: 1 });
+    const job = await r.json();
+    expect(job).toMatchObject({ id: 'j1', name: 'one', state: 'pending', attempt: 1 });
+    // the documented Job schema is exactly what the server sends (no undocumented fields)
+    expect(jobSchema.strict().safeParse(job).error).toBeUndefined();
     const missing = await api.req('/v1/jobs/nope');
     expect(missing.status).toBe(404);
     expect((await problem(missing)).code).toBe('EXTJOB_JOB_NOT_FOUND');
@@ -218,5 +222,54 @@ describe('reading jobs', () => {
     const term = await api.req('/v1/jobs/done/cancel', { method: 'POST' });
     expect(term.status).toBe(409);
     expect((await problem(term)).code).toBe('EXTJOB_JOB_TERMINAL');
+  });
+});
+
+describe('Redis away', () => {
+  it('answers 503 (retriable) quickly instead of hanging', async () => {
+    const { Redis } = await import('ioredis');
+    const { JobBroker } = await import('../../src/broker/index.js');
+    const { startApi } = await import('../../src/api/index.js');
+    const { createApp } = await import('../../src/api/app.js');
+    const { createRegistry } = await import('../../src/api/metrics.js');
+    const { Readiness } = await import('../../src/api/readiness.js');
+    const { createLogger } = await import('../../src/shared/logger.js');
+    const { DEFAULTS } = await import('../broker/harness.js');
+    const redis = new Redis('redis://127.0.0.1:1', { maxRetriesPerRequest: null, lazyConnect: false });
+    redis.on('error', () => {});
+    const logger = createLogger({ level: 'silent' });
+    const broker = new JobBroker({ redis, prefix: 't-away', defaults: DEFAULTS });
+    const api = await startApi({ broker, redis, prefix: 't-away', tokens: [], insecure: true, logger });
+    const app = createApp({
+      readiness: new Readiness(),
+      registry: createRegistry(),
+      logger,
+      routers: [api.router],
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    try {
+      for (const [method, path, body] of [
+        ['GET', '/v1/jobs/x', undefined],
+        ['GET', '/v1/jobs', undefined],
+        ['POST', '/v1/jobs', '{"name":"x"}'],
+        ['GET', '/v1/jobs/x/wait?timeoutSeconds=5', undefined],
+        ['GET', '/v1/jobs/x/log/stream', undefined],
+      ] as const) {
+        const r = await fetch(`${url}${path}`, {
+          method,
+          ...(body ? { body, headers: { 'content-type': 'application/json' } } : {}),
+          signal: AbortSignal.timeout(10_000),
+        });
+        expect(r.status, `${method} ${path}`).toBe(503);
+        expect(await r.json()).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE', retriable: true });
+      }
+    } finally {
+      server.closeAllConnections();
+      server.close();
+      await api.close();
+      redis.disconnect();
+    }
   });
 });

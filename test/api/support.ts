@@ -6,15 +6,19 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { onTestFinished } from 'vitest';
 import { createApp } from '../../src/api/app.js';
+import { KafkaEventGateway } from '../../src/api/event-gateway.js';
 import { startApi } from '../../src/api/index.js';
 import { createRegistry } from '../../src/api/metrics.js';
 import type { NotifyHub } from '../../src/api/notify-hub.js';
 import type { DeliveryLog, EventGateway } from '../../src/api/ports.js';
 import { Readiness } from '../../src/api/readiness.js';
 import type { JobBroker } from '../../src/broker/index.js';
+import { encodeStructured, parseHttpEvent } from '../../src/consumers/formats/index.js';
 import { sha256Hex } from '../../src/shared/config.js';
+import { createKafka } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { harness } from '../broker/harness.js';
+import { kafkaBrokers, testKafka, unique } from '../helpers/index.js';
 
 export const TOKENS = { admin: 'admin-token-1', read: 'read-token-1', write: 'write-token-1' } as const;
 
@@ -85,4 +89,34 @@ export async function startTestApi(
       return fetch(`${url}${path}`, { ...rest, headers });
     },
   };
+}
+
+/** The real HTTP-events gateway on the run's Kafka, producing to a topic of this test's own. */
+export async function kafkaGateway(opts: { brokers?: string[]; timeoutMs?: number } = {}): Promise<{
+  gateway: KafkaEventGateway;
+  topic: string;
+}> {
+  const topic = `${unique('events')}`;
+  const admin = testKafka().admin();
+  await admin.connect();
+  await admin.createTopics({
+    topics: [{ topic, numPartitions: 2, replicationFactor: 1 }],
+    waitForLeaders: true,
+  });
+  await admin.disconnect();
+  const kafka = createKafka({
+    brokers: opts.brokers ?? kafkaBrokers(),
+    clientId: unique('http-events'),
+    retries: 1,
+    connectionTimeoutMs: 1000,
+  });
+  const gateway = new KafkaEventGateway({
+    kafka,
+    topic,
+    parse: (body, id) => parseHttpEvent(body, id),
+    encode: encodeStructured,
+    timeoutMs: opts.timeoutMs ?? 5000,
+  });
+  onTestFinished(() => gateway.close());
+  return { gateway, topic };
 }

@@ -1,0 +1,139 @@
+/**
+ * POST /v1/jobs/{id}/events: event-token auth, validation by the consumers' parser,
+ * produced to the events topic keyed by job id, 202 after Kafka acknowledged, 503
+ * when Kafka is away.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseMessage } from '../../src/consumers/formats/index.js';
+import { testKafka, unique, waitFor } from '../helpers/index.js';
+import { kafkaGateway, startTestApi, TOKENS } from './support.js';
+
+const accepted = (jobId: string) => ({
+  specversion: '1.0',
+  id: unique('ce'),
+  source: '/test/executor',
+  type: 'dev.extjob.accepted.v1',
+  subject: jobId,
+  data: { detailsUrl: 'https://argocd.example/app/web' },
+});
+
+async function consumeAll(topic: string, n: number) {
+  const consumer = testKafka().consumer({ groupId: unique('g') });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  const got: { key: string; value: Buffer; headers: Record<string, unknown> }[] = [];
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      got.push({ key: String(message.key), value: message.value!, headers: message.headers ?? {} });
+    },
+  });
+  await waitFor(() => got.length >= n, { timeoutMs: 20_000, what: `${n} messages on ${topic}` });
+  await consumer.disconnect();
+  return got;
+}
+
+describe('POST /v1/jobs/{id}/events', () => {
+  it('accepts an event with the job event token and produces it keyed by job id', async () => {
+    const { gateway, topic } = await kafkaGateway();
+    const api = await startTestApi({ events: gateway });
+    const { eventToken } = (await (await api.req('/v1/jobs', { json: { id: 'e1', name: 'n' } })).json()) as {
+      eventToken: string;
+    };
+    const body = accepted('e1');
+    const r = await api.req('/v1/jobs/e1/events', { token: eventToken, json: body });
+    expect(r.status).toBe(202);
+    expect(await r.json()).toMatchObject({ accepted: true, jobId: 'e1', eventId: body.id });
+
+    // without subject (the path names the job), as a CloudEvents content type, and a bare CDEvent
+    const { subject: _s, ...noSubject } = accepted('e1');
+    const r2 = await api.req('/v1/jobs/e1/events', {
+      token: eventToken,
+      method: 'POST',
+      body: JSON.stringify({ ...noSubject, type: 'dev.extjob.log.v1', data: { seq: 0, text: 'hi' } }),
+      headers: { 'content-type': 'application/cloudevents+json' },
+    });
+    expect(r2.status).toBe(202);
+    const msgs = await consumeAll(topic, 2);
+    expect(msgs.map((m) => m.key)).toEqual(['e1', 'e1']);
+    const parsed = msgs.map((m) => parseMessage({ key: m.key, value: m.value, headers: m.headers as never }));
+    expect(parsed.map((p) => p.ok && p.event.kind)).toEqual(['accepted', 'log']);
+    expect(parsed[0]?.ok && parsed[0].event.detailsUrl).toBe('https://argocd.example/app/web');
+    expect(parsed[1]?.ok && parsed[1].event.chunk?.toString()).toBe('hi');
+  });
+
+  it('401 without or with a wrong token, 404 for a missing job, 400 for invalid events, 413', async () => {
+    const { gateway } = await kafkaGateway();
+    const api = await startTestApi({ events: gateway });
+    const { eventToken } = (await (await api.req('/v1/jobs', { json: { id: 'e2', name: 'n' } })).json()) as {
+      eventToken: string;
+    };
+    await api.req('/v1/jobs', { json: { id: 'other', name: 'n' } });
+    expect((await api.req('/v1/jobs/e2/events', { token: null, json: accepted('e2') })).status).toBe(401);
+    expect(
+      (await api.req('/v1/jobs/e2/events', { token: 'x'.repeat(43), json: accepted('e2') })).status,
+    ).toBe(401);
+    // a job's token acts on that job only
+    expect(
+      (await api.req('/v1/jobs/other/events', { token: eventToken, json: accepted('other') })).status,
+    ).toBe(401);
+    // read/write API tokens are not event tokens; admin is
+    expect((await api.req('/v1/jobs/e2/events', { token: TOKENS.write, json: accepted('e2') })).status).toBe(
+      401,
+    );
+    expect((await api.req('/v1/jobs/e2/events', { token: TOKENS.admin, json: accepted('e2') })).status).toBe(
+      202,
+    );
+    expect(
+      (await api.req('/v1/jobs/nope/events', { token: eventToken, json: accepted('nope') })).status,
+    ).toBe(404);
+
+    const bad: [unknown, string][] = [
+      [{ ...accepted('e2'), type: 'com.example.other' }, 'unsupported_type'],
+      [{ ...accepted('e2'), subject: 'other' }, 'invalid'],
+      [{ ...accepted('e2'), type: 'dev.extjob.finished.v1', data: { exitCode: 'zero' } }, 'invalid'],
+      [{ ...accepted('e2'), specversion: '0.3' }, 'invalid'],
+      ['just a string', 'invalid'],
+    ];
+    for (const [body, reason] of bad) {
+      const r = await api.req('/v1/jobs/e2/events', { token: eventToken, json: body });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(await r.json()).toMatchObject({ code: 'EXTJOB_VALIDATION_FAILED', reason });
+    }
+    const big = {
+      ...accepted('e2'),
+      type: 'dev.extjob.log.v1',
+      data: { seq: 1, text: 'x'.repeat(600 * 1024) },
+    };
+    const r413 = await api.req('/v1/jobs/e2/events', { token: eventToken, json: big });
+    expect(r413.status).toBe(413);
+    const r415 = await api.req('/v1/jobs/e2/events', {
+      token: eventToken,
+      method: 'POST',
+      body: 'x',
+      headers: { 'content-type': 'text/plain' },
+    });
+    expect(r415.status).toBe(415);
+  });
+
+  it('insecure mode takes events without a token but still rejects a wrong one', async () => {
+    const { gateway } = await kafkaGateway();
+    const api = await startTestApi({ events: gateway, insecure: true });
+    await api.req('/v1/jobs', { token: null, json: { id: 'e3', name: 'n' } });
+    expect((await api.req('/v1/jobs/e3/events', { token: null, json: accepted('e3') })).status).toBe(202);
+    expect((await api.req('/v1/jobs/e3/events', { token: 'wrong-token', json: accepted('e3') })).status).toBe(
+      401,
+    );
+  });
+
+  it('answers 503 when Kafka is away', async () => {
+    const { gateway } = await kafkaGateway({ brokers: ['127.0.0.1:1'], timeoutMs: 3000 });
+    const api = await startTestApi({ events: gateway });
+    const { eventToken } = (await (await api.req('/v1/jobs', { json: { id: 'e4', name: 'n' } })).json()) as {
+      eventToken: string;
+    };
+    const r = await api.req('/v1/jobs/e4/events', { token: eventToken, json: accepted('e4') });
+    expect(r.status).toBe(503);
+    expect(r.headers.get('retry-after')).toBe('1');
+    expect(await r.json()).toMatchObject({ code: 'EXTJOB_KAFKA_UNAVAILABLE', retriable: true });
+  });
+});
