@@ -1,0 +1,87 @@
+/**
+ * What the ingest benchmarks share: a Kafka broker (EXTJOB_KAFKA_BROKERS, or a private
+ * local one started for the run), Redis (EXTJOB_REDIS_URL or 127.0.0.1:6379) under a
+ * key prefix of the run's own, topics of its own, and cleanup of all of it.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { JobBroker } from '../src/broker/index.js';
+import type { JobEvent } from '../src/broker/types.js';
+import { startKafka } from '../src/cli/local/kafka.js';
+import { provisionTopics } from '../src/consumers/topics.js';
+import { topicNames } from '../src/shared/config.js';
+import { createKafka } from '../src/shared/kafka.js';
+import { createLogger } from '../src/shared/logger.js';
+
+export const logger = createLogger({ level: process.env.BENCH_LOG_LEVEL ?? 'warn', name: 'bench' });
+
+export async function benchWorld(partitions = 6) {
+  const local = process.env.EXTJOB_KAFKA_BROKERS
+    ? undefined
+    : await startKafka({ log: (m) => console.error(`[kafka] ${m}`) });
+  const brokers = process.env.EXTJOB_KAFKA_BROKERS?.split(',') ?? local!.brokers;
+  const id = randomUUID().slice(0, 8);
+  const prefix = `bench-${id}`;
+  const kafka = createKafka({ brokers, clientId: `bench-${id}` }, logger);
+  const admin = kafka.admin();
+  await admin.connect();
+  await provisionTopics(admin, { prefix, partitions, replication: 1, logger });
+  const redis = new Redis(process.env.EXTJOB_REDIS_URL ?? 'redis://127.0.0.1:6379');
+  const broker = new JobBroker({
+    redis,
+    prefix,
+    defaults: {
+      timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
+      retentionSeconds: 3600,
+      lateLogGraceSeconds: 300,
+      logChunkMaxBytes: 512 * 1024,
+      logMaxBytes: 64 * 1024 * 1024,
+    },
+    logger,
+  });
+  const topics = topicNames(prefix);
+  return {
+    kafka,
+    brokers,
+    prefix,
+    topics,
+    redis,
+    broker,
+    async close() {
+      await broker.close().catch(() => {});
+      await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
+      await admin.disconnect();
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await redis.del(...keys);
+      } while (cursor !== '0');
+      await redis.quit();
+      await local?.stop();
+    },
+  };
+}
+
+/** Create `m` jobs and mark them running (so every later event is a plain effect). */
+export async function runningJobs(broker: JobBroker, m: number, tag: string): Promise<string[]> {
+  const ids = Array.from({ length: m }, (_, i) => `${tag}-${i}`);
+  for (let i = 0; i < ids.length; i += 100)
+    await Promise.all(ids.slice(i, i + 100).map((id) => broker.createJob({ id, name: id })));
+  const accepted: JobEvent[] = ids.map((id) => ({
+    kind: 'accepted',
+    jobId: id,
+    id: `${id}-acc`,
+    source: 'bench',
+    type: 'dev.extjob.accepted.v1',
+  }));
+  for (let i = 0; i < accepted.length; i += 500) await broker.applyEvents(accepted.slice(i, i + 500));
+  return ids;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export const fmt = (n: number, digits = 1) => n.toFixed(digits);
