@@ -1,0 +1,69 @@
+/**
+ * `extjob serve` as a child process for a whole describe block (started in beforeAll,
+ * stopped in afterAll), unlike test/helpers/serve.ts whose process lives for one test.
+ */
+
+import { isolation, kafkaBrokers, redisUrl, waitFor } from '../helpers/index.js';
+import { spawnCli } from '../helpers/serve.js';
+
+export interface Service {
+  url: string;
+  /** host:port, for a scrape target. */
+  host: string;
+  iso: ReturnType<typeof isolation>;
+  output(): string;
+  exited: Promise<number | null>;
+  signal(signal: NodeJS.Signals): void;
+  /** SIGKILL if still running; resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+export async function startService(
+  env: Record<string, string> = {},
+  iso = isolation(),
+  readyTimeoutMs = 60_000,
+): Promise<Service> {
+  const { child, output } = spawnCli(['serve'], {
+    EXTJOB_HTTP_PORT: '0',
+    EXTJOB_HTTP_HOST: '127.0.0.1',
+    EXTJOB_REDIS_URL: redisUrl(),
+    EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
+    EXTJOB_REDIS_PREFIX: iso.keyPrefix,
+    EXTJOB_TOPIC_PREFIX: iso.topicPrefix,
+    EXTJOB_CONSUMER_GROUP: iso.group,
+    EXTJOB_TOPIC_PARTITIONS: '3',
+    EXTJOB_INSECURE: 'true',
+    ...env,
+  });
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    return exited;
+  };
+  try {
+    const port = await waitFor(
+      () => {
+        if (child.exitCode !== null) throw new Error(`serve exited (${child.exitCode}): ${output()}`);
+        return /"port":(\d+)/.exec(output())?.[1];
+      },
+      { timeoutMs: readyTimeoutMs, what: 'serve to listen' },
+    );
+    const url = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, {
+      timeoutMs: readyTimeoutMs,
+      what: `${url}/readyz to answer 200`,
+    });
+    return {
+      url,
+      host: `127.0.0.1:${port}`,
+      iso,
+      output,
+      exited,
+      signal: (s) => child.kill(s),
+      stop,
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
