@@ -60,6 +60,10 @@ export interface WebhookEventPayloads {
   delivery: { result: string };
 }
 
+/** An emitter, or something that has one as `instrumentation`. */
+type Source = Listenable | { instrumentation: Listenable };
+const emitterOf = (s: Source): Listenable => ('instrumentation' in s ? s.instrumentation : s);
+
 export interface MetricSources {
   broker?: {
     instrumentation: Listenable;
@@ -67,8 +71,8 @@ export interface MetricSources {
     /** Outbox entries not yet published (Redis), read at scrape time. */
     outboxPending?(): Promise<number>;
   };
-  /** The events consumer and the outbox drainer (they may share one emitter). */
-  consumers?: { instrumentation: Listenable } | { instrumentation: Listenable }[];
+  /** The events consumer and the outbox drainer, or their emitters (they may share one). */
+  consumers?: Source | Source[];
   webhooks?: { instrumentation: Listenable };
   /** Whether the process is ready (the same verdict as /readyz), read at scrape time. */
   ready?: () => Promise<boolean>;
@@ -248,7 +252,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
 
   // --- Kafka side ---
-  const consumers = [sources.consumers ?? []].flat().map((c) => c.instrumentation);
+  const consumers = [sources.consumers ?? []].flat().map(emitterOf);
   const dlq = new Counter({
     name: 'extjob_dlq_total',
     help: 'Messages written to the dead-letter topic, by reason.',

@@ -190,7 +190,7 @@ describe('instrumentMetrics', () => {
     const consumer = createInstrumentation();
     const drainer = createInstrumentation();
     instrumentMetrics(registry, {
-      consumers: [{ instrumentation: consumer }, { instrumentation: drainer }, { instrumentation: drainer }],
+      consumers: [{ instrumentation: consumer }, { instrumentation: drainer }, drainer],
     });
     consumer.emit('dlq', { reason: 'invalid' });
     drainer.emit('published', { topic: 'changes', count: 3 });
