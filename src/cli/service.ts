@@ -2,21 +2,31 @@
  * The service process (`extjob serve`, and `extjob dev` after it started its local
  * stack): wires Redis, Kafka, the broker, the consumers and the HTTP API for the
  * roles this process runs, and takes them down again in order.
+ *
+ * Roles: `api` serves HTTP (/v1, wait and SSE); `consume` reads the events topic;
+ * `schedule` runs the BullMQ timer workers and the outbox drainer. Probes and
+ * /metrics are served by every process.
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { createApp } from '../api/app.js';
-import { createRegistry } from '../api/metrics.js';
+import { KafkaEventGateway } from '../api/event-gateway.js';
+import { type Api, startApi } from '../api/index.js';
+import { createRegistry, instrumentMetrics } from '../api/metrics.js';
 import { Readiness } from '../api/readiness.js';
+import { type BrokerDefaults, JobBroker } from '../broker/index.js';
+import { encodeStructured, parseHttpEvent } from '../consumers/formats/index.js';
+import { formatLimits, startKafkaSide } from '../consumers/index.js';
 import { type Config, topicNames } from '../shared/config.js';
-import { createKafka, ensureTopics, kafkaSettings } from '../shared/kafka.js';
+import { createKafka, kafkaSettings } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 
 export interface Service {
   url: string;
   port: number;
   readiness: Readiness;
+  broker: JobBroker;
   /** Graceful stop: not ready, stop taking work, finish in-flight work, close. */
   close(): Promise<void>;
 }
@@ -25,15 +35,37 @@ export function redisOptions(config: Config) {
   return {
     // Workers and blocking commands must wait for Redis rather than fail a request.
     maxRetriesPerRequest: null,
-    enableAutoPipelining: true,
     retryStrategy: (times: number) => Math.min(times * 100, 2000),
     ...(config.redisTlsCaFile ? { tls: {} } : {}),
   };
 }
 
+export function brokerDefaults(config: Config): BrokerDefaults {
+  return {
+    timeouts: {
+      acceptSeconds: config.acceptTimeoutSeconds,
+      heartbeatSeconds: config.heartbeatTimeoutSeconds,
+      runSeconds: config.runTimeoutSeconds,
+      cancelGraceSeconds: config.cancelGraceSeconds,
+    },
+    retentionSeconds: config.retentionSeconds,
+    lateLogGraceSeconds: config.lateLogGraceSeconds,
+    logChunkMaxBytes: config.logChunkMaxBytes,
+    logMaxBytes: config.logMaxBytes,
+  };
+}
+
 export async function startService(config: Config, logger: Logger): Promise<Service> {
+  const roles = new Set(config.roles);
   const redis = new Redis(config.redisUrl, redisOptions(config));
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  const broker = new JobBroker({
+    redis,
+    prefix: config.redisKeyPrefix,
+    defaults: brokerDefaults(config),
+    logger,
+  });
+
   // A separate client whose calls fail fast, for readiness probes.
   const probeKafka = createKafka({
     ...kafkaSettings(config),
@@ -55,26 +87,52 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       },
     });
 
-  const kafka = createKafka(kafkaSettings(config), logger);
-  const setupAdmin = kafka.admin();
-  await setupAdmin.connect();
-  try {
-    const topics = topicNames(config.topicPrefix);
-    const created = await ensureTopics(
-      setupAdmin,
-      Object.values(topics).map((topic) => ({
-        topic,
-        partitions: config.topicPartitions,
-        replication: config.topicReplication,
-      })),
-    );
-    if (created.length > 0) logger.info({ topics: created }, 'created topics');
-  } finally {
-    await setupAdmin.disconnect();
+  const kafkaSide = await startKafkaSide({
+    config,
+    broker,
+    redis,
+    notifyChannel: broker.keys.notify,
+    logger,
+    consume: roles.has('consume'),
+    drain: roles.has('schedule'),
+  });
+  if (roles.has('consume'))
+    readiness.add({
+      name: 'consumers',
+      run: async () => (kafkaSide.isReady() ? undefined : 'the events consumer has not joined its group'),
+    });
+  if (roles.has('schedule')) await broker.startTimers();
+
+  let api: Api | undefined;
+  let events: KafkaEventGateway | undefined;
+  if (roles.has('api')) {
+    const limits = formatLimits(config);
+    events = new KafkaEventGateway({
+      kafka: createKafka(kafkaSettings(config), logger),
+      topic: topicNames(config.topicPrefix).events,
+      parse: (body, jobId) => parseHttpEvent(body, jobId, limits),
+      encode: encodeStructured,
+      logger,
+    });
+    api = await startApi({
+      broker,
+      events,
+      tokens: config.apiTokens,
+      insecure: config.insecure,
+      logger,
+      redis,
+      prefix: config.redisKeyPrefix,
+    });
   }
 
   const registry = createRegistry();
-  const app = createApp({ readiness, registry, logger });
+  const stopMetrics = instrumentMetrics(registry, {
+    broker,
+    consumers: { instrumentation: kafkaSide.instrumentation },
+    ready: async () => (await readiness.report()).ready,
+    logger,
+  });
+  const app = createApp({ readiness, registry, logger, routers: api ? [api.router] : [] });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.httpPort, config.httpHost, (err?: Error) => (err ? reject(err) : resolve(s)));
   });
@@ -86,11 +144,19 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     url: `http://${host}:${port}`,
     port,
     readiness,
+    broker,
     close: async () => {
       readiness.markStopping();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const grace = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutSeconds * 1000);
+      // Finish the in-flight batch and commit before the broker's connections go.
+      await kafkaSide.stop();
+      await broker.close();
+      await api?.close();
+      await events?.close();
+      stopMetrics();
+      server.closeAllConnections();
       await closed;
       clearTimeout(grace);
       await admin.disconnect().catch(() => {});
