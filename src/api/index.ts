@@ -23,10 +23,19 @@ export async function startApi(
   const subscriber = opts.redis.duplicate();
   subscriber.on('error', (err) => opts.logger.warn({ err: err.message }, 'notification subscriber error'));
   const hub = new NotifyHub(subscriber, `${opts.prefix}:notify`, opts.logger);
-  // Not awaited: with Redis down at start the API still answers (503 where Redis is needed).
-  hub
-    .start()
-    .catch((err) => opts.logger.error({ err: (err as Error).message }, 'cannot subscribe to notifications'));
-  const router = createApiRouter({ ...opts, hub, redisReady: () => opts.redis.status === 'ready' });
+  // Waited for a little only: with Redis down at start the API still answers (503 where
+  // Redis is needed) and the subscription completes when Redis returns.
+  const subscribed = hub.start().then(
+    () => true,
+    (err) => {
+      opts.logger.error({ err: (err as Error).message }, 'cannot subscribe to notifications');
+      return false;
+    },
+  );
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([subscribed, new Promise((r) => (timer = setTimeout(r, 3000)))]);
+  clearTimeout(timer);
+  const down = new Set(['reconnecting', 'close', 'end']);
+  const router = createApiRouter({ ...opts, hub, redisReady: () => !down.has(opts.redis.status) });
   return { router, hub, close: () => hub.close() };
 }

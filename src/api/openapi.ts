@@ -91,13 +91,8 @@ export function buildOpenApi(version = '0.1.0'): Json {
     description,
     content: { 'application/problem+json': { schema: PROBLEM_REF } },
   });
-  const probe = (description: string) => ({
-    get: {
-      operationId: description.split(' ')[0],
-      summary: description,
-      security: [],
-      responses: { 200: { description: 'OK' } },
-    },
+  const probe = (operationId: string, summary: string) => ({
+    get: { operationId, summary, security: [], responses: { 200: { description: 'OK' } } },
   });
 
   return {
