@@ -246,6 +246,30 @@ export const OPTIONS = {
     doc: 'Largest log kept per job; further chunks are dropped with a truncation marker.',
     parse: int(1, 1024 * 1024 * 1024),
   },
+  webhookAttempts: {
+    env: 'EXTJOB_WEBHOOK_ATTEMPTS',
+    default: '8',
+    doc: 'Tries per webhook delivery (exponential backoff between them); failures after the last are kept.',
+    parse: int(1, 100),
+  },
+  webhookBackoffMs: {
+    env: 'EXTJOB_WEBHOOK_BACKOFF_MS',
+    default: '1000',
+    doc: 'Delay before the second webhook try; it doubles with each further try.',
+    parse: int(1, 3_600_000),
+  },
+  webhookTimeoutSeconds: {
+    env: 'EXTJOB_WEBHOOK_TIMEOUT_SECONDS',
+    default: '10',
+    doc: 'Longest one webhook request may take before it counts as failed.',
+    parse: int(1, 300),
+  },
+  webhookConcurrency: {
+    env: 'EXTJOB_WEBHOOK_CONCURRENCY',
+    default: '32',
+    doc: 'Webhook requests one process sends at the same time.',
+    parse: int(1, 1000),
+  },
   shutdownTimeoutSeconds: {
     env: 'EXTJOB_SHUTDOWN_TIMEOUT_SECONDS',
     default: '30',
