@@ -2,7 +2,7 @@
  * The HTTP application: probes, metrics and (mounted by the caller) the /v1 API.
  * Building the app does no I/O; the caller owns every connection it is given.
  */
-import express, { type Express, type Router } from 'express';
+import express, { type Express, type RequestHandler, type Router } from 'express';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../shared/logger.js';
 import { buildOpenApi } from './openapi.js';
@@ -17,12 +17,15 @@ export interface AppParts {
   routers?: Router[];
   /** Error handler installed last. */
   errorHandler?: express.ErrorRequestHandler;
+  /** Installed first: sees every request (request log and HTTP metrics). */
+  requestLog?: RequestHandler;
 }
 
 export function createApp(parts: AppParts): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  if (parts.requestLog) app.use(parts.requestLog);
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

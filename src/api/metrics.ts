@@ -12,9 +12,21 @@ import { JOB_STATES } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
 import { boundedLabel, eventTypeLabel, LabelLimiter } from './metrics-labels.js';
 
+/**
+ * Gauges of prom-client's defaults whose names end in _total, which Prometheus reserves
+ * for counters (`promtool check metrics` flags them). Each is the sum of a by-type gauge
+ * that stays (nodejs_active_handles{type} ...), so nothing is lost by dropping them.
+ */
+const MISNAMED_DEFAULTS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+];
+
 export function createRegistry(): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  for (const name of MISNAMED_DEFAULTS) registry.removeSingleMetric(name);
   return registry;
 }
 

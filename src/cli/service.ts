@@ -14,6 +14,7 @@ import { createApp } from '../api/app.js';
 import { KafkaEventGateway } from '../api/event-gateway.js';
 import { type Api, startApi } from '../api/index.js';
 import { createRegistry, instrumentMetrics } from '../api/metrics.js';
+import { httpObservability } from '../api/metrics-http.js';
 import { Readiness } from '../api/readiness.js';
 import { type BrokerDefaults, JobBroker } from '../broker/index.js';
 import { encodeStructured, parseHttpEvent } from '../consumers/formats/index.js';
@@ -132,7 +133,13 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     ready: async () => (await readiness.report()).ready,
     logger,
   });
-  const app = createApp({ readiness, registry, logger, routers: api ? [api.router] : [] });
+  const app = createApp({
+    readiness,
+    registry,
+    logger,
+    routers: api ? [api.router] : [],
+    requestLog: httpObservability(registry, logger),
+  });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.httpPort, config.httpHost, (err?: Error) => (err ? reject(err) : resolve(s)));
   });
