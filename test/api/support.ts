@@ -4,6 +4,7 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
 import { onTestFinished } from 'vitest';
 import { createApp } from '../../src/api/app.js';
 import { KafkaEventGateway } from '../../src/api/event-gateway.js';
@@ -26,6 +27,7 @@ export interface TestApi {
   url: string;
   broker: JobBroker;
   prefix: string;
+  redis: Redis;
   hub: NotifyHub;
   /** fetch relative to the API with a token (admin by default; null: none). */
   req(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
@@ -75,6 +77,7 @@ export async function startTestApi(
     url,
     broker: h.broker,
     prefix: h.prefix,
+    redis: h.redis,
     hub: api.hub,
     close,
     req: (path, init = {}) => {

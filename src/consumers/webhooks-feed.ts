@@ -1,0 +1,54 @@
+/**
+ * Feeds webhooks from the changes topic: a consumer group of its own reads
+ * `<prefix>.changes` and enqueues each change's deliveries (Webhooks.enqueueChange)
+ * before its offset is committed. Decoupled from the outbox drainer, so a change
+ * published once reaches its webhooks even if this process restarts in between
+ * (replays are deduplicated by delivery id).
+ */
+import type { createKafka } from '../shared/kafka.js';
+import { type Consumer, createConsumer } from '../shared/kafka.js';
+import type { Logger } from '../shared/logger.js';
+import type { Webhooks } from './webhooks.js';
+
+export interface WebhookFeedOptions {
+  kafka: ReturnType<typeof createKafka>;
+  topic: string;
+  groupId: string;
+  webhooks: Pick<Webhooks, 'enqueueChange'>;
+  logger?: Logger;
+  /** Start at the beginning of the topic when the group has no offsets (tests). Default: latest. */
+  fromBeginning?: boolean;
+}
+
+export class WebhookFeed {
+  private consumer: Consumer | undefined;
+
+  constructor(private readonly opts: WebhookFeedOptions) {}
+
+  async start(): Promise<void> {
+    const consumer = createConsumer(this.opts.kafka, { groupId: this.opts.groupId });
+    await consumer.connect();
+    await consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? false });
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        if (!message.value) return;
+        const body = message.value.toString('utf8');
+        let ce: unknown;
+        try {
+          ce = JSON.parse(body);
+        } catch {
+          this.opts.logger?.warn({ topic: this.opts.topic }, 'a change that is not JSON was skipped');
+          return;
+        }
+        if (ce && typeof ce === 'object')
+          await this.opts.webhooks.enqueueChange(body, ce as Record<string, unknown>);
+      },
+    });
+    this.consumer = consumer;
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer?.disconnect().catch(() => {});
+    this.consumer = undefined;
+  }
+}

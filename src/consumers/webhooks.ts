@@ -1,0 +1,254 @@
+/**
+ * Outbound webhooks (SPEC 6). Each state change of a job with `notify` targets becomes
+ * one BullMQ job per target on the queue `webhooks`, delivered by a worker of its own:
+ * a POST of the change's CloudEvent (the same JSON as on `<prefix>.changes`), signed
+ * (webhooks-sign.ts), with a request timeout, retried with exponential backoff. A job
+ * that fails its last try stays in BullMQ's failed set for inspection
+ * (GET /v1/jobs/{id}/deliveries). Slow receivers only occupy this worker, never the
+ * event consumers.
+ *
+ * Enqueueing is idempotent: the BullMQ job id is derived from (job id, version,
+ * target), so a change enqueued twice (a replayed Kafka message, a drainer retry) is
+ * delivered once while its record is kept.
+ */
+import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { type Job as BullJob, Queue, UnrecoverableError, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { JobState, NotifyTarget } from '../broker/types.js';
+import type { Logger } from '../shared/logger.js';
+import { OUTBOUND_TYPES, type OutboxRecord, outboundCloudEvent } from './formats/changes-v1.js';
+import { SIGNATURE_HEADER, sign, TIMESTAMP_HEADER } from './webhooks-sign.js';
+
+export const WEBHOOK_QUEUE = 'webhooks';
+const CHANGED = OUTBOUND_TYPES['job.changed'];
+
+export interface WebhookOptions {
+  /** Command connection (BullMQ needs maxRetriesPerRequest: null); the worker uses a duplicate. */
+  redis: Redis;
+  prefix: string;
+  /** The job's targets with their secrets (JobBroker.notifyTargets). */
+  targets(jobId: string): Promise<NotifyTarget[]>;
+  attempts?: number;
+  backoffMs?: number;
+  timeoutMs?: number;
+  concurrency?: number;
+  /** How long delivery records are kept (the job retention). */
+  keepSeconds?: number;
+  logger?: Logger;
+}
+
+/** One delivery as stored in BullMQ (the secret never leaves this module). */
+interface DeliveryData {
+  jobId: string;
+  version: number;
+  to?: string;
+  url: string;
+  secret?: string;
+  body: string;
+}
+
+export interface DeliveryView {
+  id: string;
+  url: string;
+  version: number;
+  to?: string;
+  state: string;
+  attempts: number;
+  status?: number;
+  error?: string;
+  createdAt: string;
+  finishedAt?: string;
+}
+
+/** Statuses a retry cannot fix: the delivery fails at once. */
+const PERMANENT = (status: number) => status >= 400 && status < 500 && ![408, 409, 425, 429].includes(status);
+
+export class Webhooks {
+  /** `delivery` {result: delivered | retried | failed} per attempt that ended. */
+  readonly instrumentation = new EventEmitter();
+  readonly queue: Queue;
+  private worker: Worker | undefined;
+  private workerConnection: Redis | undefined;
+
+  constructor(private readonly opts: WebhookOptions) {
+    this.queue = new Queue(WEBHOOK_QUEUE, {
+      connection: opts.redis,
+      prefix: opts.prefix,
+      streams: { events: { maxLen: 1000 } },
+    });
+  }
+
+  private indexKey(jobId: string): string {
+    return `${this.opts.prefix}:wh:{${jobId}}`;
+  }
+
+  /** Enqueue the webhooks of outbox entries (state changes only); returns how many deliveries. */
+  async enqueueWebhooks(entries: OutboxRecord | OutboxRecord[]): Promise<number> {
+    let n = 0;
+    for (const e of Array.isArray(entries) ? entries : [entries]) {
+      if (e.type !== 'job.changed' || !e.payload.job.notify?.length) continue;
+      const ce = outboundCloudEvent(e);
+      n += await this.enqueueChange(JSON.stringify(ce), ce);
+    }
+    return n;
+  }
+
+  /**
+   * Enqueue the webhooks of one change, given the CloudEvent's exact bytes (`body`)
+   * and its parsed form. Anything that is not a job.changed event is ignored.
+   */
+  async enqueueChange(body: string, ce: Record<string, unknown>): Promise<number> {
+    if (ce.type !== CHANGED) return 0;
+    const data = ce.data as
+      | { job?: { id?: string; notify?: unknown[]; version?: number }; to?: JobState }
+      | undefined;
+    const jobId = data?.job?.id;
+    if (typeof jobId !== 'string' || !Array.isArray(data?.job?.notify) || data.job.notify.length === 0)
+      return 0;
+    const version = Number(ce.extjobseq ?? data.job.version ?? 0);
+    const targets = await this.opts.targets(jobId);
+    const wanted = targets
+      .map((t, i) => ({ t, i }))
+      .filter(({ t }) => !t.events || (data.to !== undefined && t.events.includes(data.to)));
+    if (wanted.length === 0) return 0;
+    const keep = this.opts.keepSeconds ?? 7 * 86_400;
+    const jobs = wanted.map(({ t, i }) => {
+      const d: DeliveryData = { jobId, version, url: t.url, body };
+      if (data.to) d.to = data.to;
+      if (t.secret) d.secret = t.secret;
+      return {
+        name: 'deliver',
+        data: d,
+        opts: {
+          jobId: deliveryId(jobId, version, i, t.url),
+          attempts: this.opts.attempts ?? 8,
+          backoff: { type: 'exponential', delay: this.opts.backoffMs ?? 1000 },
+          removeOnComplete: { age: keep, count: 100_000 },
+          removeOnFail: { age: keep },
+        },
+      };
+    });
+    const now = Date.now();
+    const key = this.indexKey(jobId);
+    await this.opts.redis
+      .multi()
+      .zadd(key, ...jobs.flatMap((j) => [now, j.opts.jobId]))
+      .expire(key, keep + 86_400)
+      .exec();
+    await this.queue.addBulk(jobs);
+    return jobs.length;
+  }
+
+  /** Start delivering (the `schedule` role). */
+  async startWorker(): Promise<void> {
+    if (this.worker) return;
+    this.workerConnection = this.opts.redis.duplicate({ maxRetriesPerRequest: null });
+    this.workerConnection.on('error', (err) =>
+      this.opts.logger?.warn({ err: err.message }, 'webhook worker connection error'),
+    );
+    const attempts = this.opts.attempts ?? 8;
+    const worker = new Worker(WEBHOOK_QUEUE, (job: BullJob<DeliveryData>) => this.deliver(job), {
+      connection: this.workerConnection,
+      prefix: this.opts.prefix,
+      concurrency: this.opts.concurrency ?? 32,
+    });
+    worker.on('completed', () => this.instrumentation.emit('delivery', { result: 'delivered' }));
+    worker.on('failed', (job, err) => {
+      const final = !job || job.attemptsMade >= attempts || err?.name === 'UnrecoverableError';
+      this.instrumentation.emit('delivery', { result: final ? 'failed' : 'retried' });
+      if (final)
+        this.opts.logger?.warn(
+          { jobId: job?.data.jobId, url: job ? redactUrl(job.data.url) : undefined, err: err?.message },
+          'webhook delivery failed after its last try',
+        );
+    });
+    worker.on('error', (err) => this.opts.logger?.warn({ err: err.message }, 'webhook worker error'));
+    this.worker = worker;
+    await worker.waitUntilReady();
+  }
+
+  private async deliver(job: BullJob<DeliveryData>): Promise<{ status: number }> {
+    const d = job.data;
+    const ts = Math.floor(Date.now() / 1000);
+    const headers: Record<string, string> = {
+      'content-type': 'application/cloudevents+json; charset=utf-8',
+      'user-agent': 'extjob-webhooks/1',
+      [TIMESTAMP_HEADER]: String(ts),
+      'X-Extjob-Delivery': String(job.id),
+    };
+    if (d.secret) headers[SIGNATURE_HEADER] = sign(d.secret, ts, d.body);
+    let res: Response;
+    try {
+      res = await fetch(d.url, {
+        method: 'POST',
+        headers,
+        body: d.body,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000),
+      });
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string } };
+      throw new Error(
+        e.name === 'TimeoutError'
+          ? 'the receiver did not answer in time'
+          : `request failed: ${e.cause?.code ?? e.message}`,
+      );
+    }
+    await res.body?.cancel().catch(() => {});
+    if (res.status >= 200 && res.status < 300) return { status: res.status };
+    const msg = `HTTP ${res.status} from the receiver`;
+    throw PERMANENT(res.status) ? new UnrecoverableError(msg) : new Error(msg);
+  }
+
+  /** Deliveries of a job, newest first (at most `limit`). */
+  async list(jobId: string, limit = 100): Promise<DeliveryView[]> {
+    const ids = await this.opts.redis.zrevrange(this.indexKey(jobId), 0, limit - 1);
+    const jobs = await Promise.all(ids.map((id) => this.queue.getJob(id)));
+    const out: DeliveryView[] = [];
+    for (const j of jobs) {
+      if (!j) continue;
+      const state = await j.getState();
+      const v: DeliveryView = {
+        id: String(j.id),
+        url: j.data.url,
+        version: j.data.version,
+        state,
+        attempts: j.attemptsMade,
+        createdAt: new Date(j.timestamp).toISOString(),
+      };
+      if (j.data.to) v.to = j.data.to;
+      const rv = j.returnvalue as { status?: number } | null | undefined;
+      if (rv?.status) v.status = rv.status;
+      if (j.failedReason) {
+        v.error = j.failedReason;
+        const m = /^HTTP (\d{3})/.exec(j.failedReason);
+        if (m && !v.status) v.status = Number(m[1]);
+      }
+      if (j.finishedOn) v.finishedAt = new Date(j.finishedOn).toISOString();
+      out.push(v);
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.worker?.close().catch(() => {});
+    await this.queue.close().catch(() => {});
+    if (this.workerConnection)
+      await this.workerConnection.quit().catch(() => this.workerConnection?.disconnect());
+  }
+}
+
+function deliveryId(jobId: string, version: number, index: number, url: string): string {
+  return `wh-${createHash('sha256').update(`${jobId}\n${version}\n${index}\n${url}`).digest('hex').slice(0, 40)}`;
+}
+
+/** A URL for logs: no credentials or query (they may carry secrets). */
+function redactUrl(u: string): string {
+  try {
+    const url = new URL(u);
+    return `${url.protocol}//${url.host}${url.pathname}`;
+  } catch {
+    return '[invalid url]';
+  }
+}

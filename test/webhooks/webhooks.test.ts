@@ -1,0 +1,254 @@
+/**
+ * Webhooks against real HTTP receivers: signed deliveries, retry until success,
+ * failures kept and listed, a hanging receiver leaves event ingestion alone, and the
+ * changes topic feeding deliveries end to end.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import type { JobBroker } from '../../src/broker/index.js';
+import { OutboxDrainer } from '../../src/consumers/outbox-drainer.js';
+import { type DeliveryView, Webhooks } from '../../src/consumers/webhooks.js';
+import { WebhookFeed } from '../../src/consumers/webhooks-feed.js';
+import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verify } from '../../src/consumers/webhooks-sign.js';
+import { createProducer } from '../../src/shared/kafka.js';
+import { createLogger } from '../../src/shared/logger.js';
+import { startTestApi, TOKENS } from '../api/support.js';
+import { ev, harness } from '../broker/harness.js';
+import { testKafka, unique, waitFor } from '../helpers/index.js';
+
+interface Received {
+  headers: IncomingMessage['headers'];
+  body: string;
+}
+
+/** A receiver whose answer to the n-th request (0-based) is decided by `answer`. */
+async function receiver(answer: (n: number, res: ServerResponse) => void) {
+  const got: Received[] = [];
+  const open = new Set<ServerResponse>();
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => {
+      body += d;
+    });
+    req.on('end', () => {
+      got.push({ headers: req.headers, body });
+      open.add(res);
+      res.on('close', () => open.delete(res));
+      answer(got.length - 1, res);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  onTestFinished(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`, got, open };
+}
+
+async function setup(
+  opts: {
+    attempts?: number;
+    timeoutMs?: number;
+    concurrency?: number;
+    on?: { broker: JobBroker; redis: Redis; prefix: string };
+  } = {},
+) {
+  let h = opts.on;
+  if (!h) {
+    const hh = await harness();
+    onTestFinished(() => hh.cleanup());
+    h = hh;
+  }
+  const { broker } = h;
+  const webhooks = new Webhooks({
+    redis: h.redis,
+    prefix: h.prefix,
+    targets: (id) => broker.notifyTargets(id),
+    attempts: opts.attempts ?? 3,
+    backoffMs: 50,
+    timeoutMs: opts.timeoutMs ?? 2000,
+    concurrency: opts.concurrency ?? 4,
+  });
+  const results: string[] = [];
+  webhooks.instrumentation.on('delivery', (p: { result: string }) => results.push(p.result));
+  await webhooks.startWorker();
+  onTestFinished(() => webhooks.close());
+  return { broker, webhooks, results };
+}
+
+/** Enqueue what the outbox holds (as the drainer would), then acknowledge it. */
+async function drain(broker: JobBroker, webhooks: Webhooks): Promise<number> {
+  const entries = await broker.readOutbox('0', 1000);
+  const n = await webhooks.enqueueWebhooks(entries);
+  await broker.ackOutbox(entries.map((e) => e.id));
+  return n;
+}
+
+describe('webhooks', () => {
+  it('POSTs each change as a signed CloudEvent that the receiver can verify', async () => {
+    const { broker, webhooks } = await setup();
+    const rx = await receiver((_n, res) => res.writeHead(204).end());
+    await broker.createJob({ id: 'wh1', name: 'n', notify: [{ url: rx.url, secret: 's3cret-key' }] });
+    await broker.applyEvents([ev('accepted', 'wh1'), ev('finished', 'wh1', { exitCode: 0 })]);
+    expect(await drain(broker, webhooks)).toBe(3);
+    await waitFor(() => rx.got.length === 3, { what: '3 deliveries' });
+    for (const r of rx.got) {
+      const ok = verify(
+        's3cret-key',
+        {
+          signature: r.headers[SIGNATURE_HEADER.toLowerCase()] as string,
+          timestamp: r.headers[TIMESTAMP_HEADER.toLowerCase()] as string,
+        },
+        r.body,
+      );
+      expect(ok).toBe(true);
+      expect(
+        verify(
+          'other-key',
+          {
+            signature: r.headers[SIGNATURE_HEADER.toLowerCase()] as string,
+            timestamp: r.headers[TIMESTAMP_HEADER.toLowerCase()] as string,
+          },
+          r.body,
+        ),
+      ).toBe(false);
+      expect(r.headers['content-type']).toMatch(/^application\/cloudevents\+json/);
+    }
+    const events = rx.got.map((r) => JSON.parse(r.body));
+    expect(events.map((e) => e.type)).toEqual(Array(3).fill('dev.extjob.job.changed.v1'));
+    expect(events.map((e) => e.data.to).sort()).toEqual(['passed', 'pending', 'running']);
+    expect(JSON.stringify(events)).not.toContain('s3cret-key');
+
+    // enqueueing the same changes again delivers nothing twice
+    const again = await broker.readOutbox('0', 1000);
+    expect(again).toEqual([]);
+  });
+
+  it('filters by target state and skips jobs without notify', async () => {
+    const { broker, webhooks } = await setup();
+    const rx = await receiver((_n, res) => res.writeHead(200).end());
+    await broker.createJob({ id: 'f1', name: 'n', notify: [{ url: rx.url, events: ['passed', 'failed'] }] });
+    await broker.createJob({ id: 'f2', name: 'n' });
+    await broker.applyEvents([ev('finished', 'f1', { exitCode: 1 }), ev('finished', 'f2', { exitCode: 0 })]);
+    expect(await drain(broker, webhooks)).toBe(1);
+    await waitFor(() => rx.got.length === 1);
+    expect(JSON.parse(rx.got[0]!.body).data).toMatchObject({ to: 'failed', job: { id: 'f1', exitCode: 1 } });
+  });
+
+  it('retries a 500 until the receiver answers 200; keeps a delivery that never succeeds and lists both', async () => {
+    let hooks: Webhooks | undefined;
+    const api = await startTestApi({ deliveries: { list: (id) => hooks!.list(id) } });
+    const { broker, webhooks, results } = await setup({ attempts: 3, on: api });
+    hooks = webhooks;
+    const flaky = await receiver((n, res) => res.writeHead(n === 0 ? 500 : 200).end());
+    const broken = await receiver((_n, res) => res.writeHead(503).end());
+    await broker.createJob({
+      id: 'r1',
+      name: 'n',
+      notify: [
+        { url: flaky.url, events: ['passed'] },
+        { url: broken.url, events: ['passed'] },
+      ],
+    });
+    await broker.applyEvents([ev('finished', 'r1', { exitCode: 0 })]);
+    expect(await drain(broker, webhooks)).toBe(2);
+    await waitFor(() => flaky.got.length === 2 && broken.got.length === 3, { what: 'all tries' });
+    // an identical body on each try
+    expect(flaky.got[0]!.body).toBe(flaky.got[1]!.body);
+
+    const list = await waitFor(async () => {
+      const r = await api.req('/v1/jobs/r1/deliveries', { token: TOKENS.read });
+      const l = ((await r.json()) as { deliveries: DeliveryView[] }).deliveries;
+      return l.every((d) => d.state === 'completed' || d.state === 'failed') && l.length === 2
+        ? l
+        : undefined;
+    });
+    const byUrl = Object.fromEntries(list.map((d) => [d.url, d]));
+    expect(byUrl[flaky.url]).toMatchObject({ state: 'completed', attempts: 2, status: 200, to: 'passed' });
+    expect(byUrl[broken.url]).toMatchObject({ state: 'failed', attempts: 3, status: 503 });
+    expect(byUrl[broken.url]?.error).toMatch(/HTTP 503/);
+    expect(results.filter((r) => r === 'delivered')).toHaveLength(1);
+    expect(results.filter((r) => r === 'failed')).toHaveLength(1);
+    expect(results.filter((r) => r === 'retried')).toHaveLength(3);
+    expect(JSON.stringify(list)).not.toContain('secret');
+    expect((await api.req('/v1/jobs/nope/deliveries')).status).toBe(404);
+  });
+
+  it('a 4xx other than 408/409/425/429 is not retried', async () => {
+    const { broker, webhooks } = await setup({ attempts: 5 });
+    const rx = await receiver((_n, res) => res.writeHead(410).end());
+    await broker.createJob({ id: 'g1', name: 'n', notify: [{ url: rx.url, events: ['passed'] }] });
+    await broker.applyEvents([ev('finished', 'g1', { exitCode: 0 })]);
+    await drain(broker, webhooks);
+    const [d] = await waitFor(async () => {
+      const l = await webhooks.list('g1');
+      return l[0]?.state === 'failed' ? l : undefined;
+    });
+    expect(d).toMatchObject({ attempts: 1, status: 410 });
+    expect(rx.got).toHaveLength(1);
+  });
+
+  it('a hanging receiver does not hold up applying events', async () => {
+    const { broker, webhooks } = await setup({ timeoutMs: 20_000, concurrency: 2 });
+    const rx = await receiver(() => {}); // never answers
+    await broker.createJob({ id: 'slow', name: 'n', notify: [{ url: rx.url }] });
+    await broker.applyEvents([ev('accepted', 'slow')]);
+    await drain(broker, webhooks);
+    await waitFor(() => rx.open.size === 2, { what: 'both worker slots stuck on the receiver' });
+    // Ingestion goes on: 200 more jobs are created, run and finished meanwhile.
+    for (let i = 0; i < 200; i++) await broker.createJob({ id: `other-${i}`, name: 'n' });
+    const results = await broker.applyEvents(
+      Array.from({ length: 200 }, (_, i) => ev('finished', `other-${i}`, { exitCode: 0 })),
+    );
+    expect(results.every((r) => r === 'applied')).toBe(true);
+    expect((await broker.getJob('other-199'))?.state).toBe('passed');
+    // ... all while the receiver still holds both requests.
+    expect(rx.open.size).toBe(2);
+  });
+
+  it('delivers from the changes topic (outbox drainer -> Kafka -> feed -> webhook)', async () => {
+    const { broker, webhooks } = await setup();
+    const rx = await receiver((_n, res) => res.writeHead(200).end());
+    const topicPrefix = unique('t');
+    const kafka = testKafka();
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({
+      topics: ['changes', 'commands'].map((t) => ({
+        topic: `${topicPrefix}.${t}`,
+        numPartitions: 2,
+        replicationFactor: 1,
+      })),
+      waitForLeaders: true,
+    });
+    await admin.disconnect();
+    const producer = createProducer(kafka);
+    await producer.connect();
+    const logger = createLogger({ level: 'silent' });
+    const drainer = new OutboxDrainer({ source: broker, producer, topicPrefix, logger, idleMs: 50 });
+    const feed = new WebhookFeed({
+      kafka,
+      topic: `${topicPrefix}.changes`,
+      groupId: unique('wh'),
+      webhooks,
+      fromBeginning: true,
+    });
+    await feed.start();
+    await drainer.start();
+    onTestFinished(async () => {
+      await drainer.stop();
+      await feed.stop();
+      await producer.disconnect();
+    });
+    await broker.createJob({ id: 'k1', name: 'n', notify: [{ url: rx.url, events: ['failed'] }] });
+    await broker.applyEvents([ev('finished', 'k1', { exitCode: 7 })]);
+    await waitFor(() => rx.got.length === 1, { timeoutMs: 30_000, what: 'the delivery via Kafka' });
+    expect(JSON.parse(rx.got[0]!.body)).toMatchObject({
+      type: 'dev.extjob.job.changed.v1',
+      subject: 'k1',
+      data: { to: 'failed', job: { exitCode: 7 } },
+    });
+  });
+});
