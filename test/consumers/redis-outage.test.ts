@@ -1,0 +1,104 @@
+/**
+ * Redis goes away while events arrive: the consumer must wait and retry, never
+ * dead-letter the good events, and apply them once Redis is back. The broker talks to
+ * the real Redis through a TCP relay that the test cuts and restores.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { Redis } from 'ioredis';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { JobBroker } from '../../src/broker/index.js';
+import { encodeStructured } from '../../src/consumers/formats/index.js';
+import { redisUrl, waitFor } from '../helpers/index.js';
+import { BROKER_DEFAULTS } from './broker-defaults.js';
+import { kafkaWorld } from './support.js';
+
+/** A TCP relay to Redis that can be cut (listener closed, connections destroyed) and restored. */
+async function relay() {
+  const target = new URL(redisUrl());
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  let port = 0;
+  const open = () =>
+    new Promise<void>((resolve) => {
+      server = createServer((client) => {
+        const upstream = connect(Number(target.port || 6379), target.hostname);
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on('close', () => sockets.delete(s));
+          s.on('error', () => s.destroy());
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      server.listen(port, '127.0.0.1', () => {
+        port = (server!.address() as { port: number }).port;
+        resolve();
+      });
+    });
+  const cut = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server!.close(() => resolve());
+    });
+  await open();
+  onTestFinished(() => cut().catch(() => {}));
+  return { url: () => `redis://127.0.0.1:${port}`, cut, restore: open };
+}
+
+describe('Redis outage', () => {
+  it('pauses and retries instead of dead-lettering, then applies everything', async () => {
+    const w = await kafkaWorld(1);
+    const r = await relay();
+    const redis = new Redis(r.url(), { maxRetriesPerRequest: 1, retryStrategy: () => 100 });
+    redis.on('error', () => {});
+    onTestFinished(() => redis.disconnect());
+    const broker = new JobBroker({ redis, prefix: w.names.keyPrefix, defaults: BROKER_DEFAULTS });
+    const direct = new Redis(redisUrl());
+    onTestFinished(async () => {
+      const keys = await direct.keys(`${w.names.keyPrefix}:*`);
+      if (keys.length) await direct.del(...keys);
+      direct.disconnect();
+    });
+    await broker.createJob({ id: 'outage', name: 'outage' });
+    const consumer = await w.startConsumer(broker, { retryInitialMs: 50, retryMaxMs: 300 });
+    const retries: string[] = [];
+    consumer.instrumentation.on('retry', (x) => retries.push(x.operation));
+
+    await r.cut();
+    await w.produce([
+      encodeStructured({
+        kind: 'accepted',
+        jobId: 'outage',
+        id: 'a',
+        source: 's',
+        type: 'dev.extjob.accepted.v1',
+      }),
+      encodeStructured({
+        kind: 'log',
+        jobId: 'outage',
+        id: 'l',
+        source: 's',
+        type: 'dev.extjob.log.v1',
+        seq: 0,
+        chunk: Buffer.from('x'),
+      }),
+      encodeStructured({
+        kind: 'finished',
+        jobId: 'outage',
+        id: 'f',
+        source: 's',
+        type: 'dev.extjob.finished.v1',
+        exitCode: 0,
+      }),
+    ]);
+    await waitFor(() => retries.length >= 3, { timeoutMs: 20_000, what: 'retries while Redis is away' });
+    expect(retries.every((op) => op === 'apply')).toBe(true);
+    await r.restore();
+    await waitFor(async () => (await broker.getJob('outage').catch(() => undefined))?.state === 'passed', {
+      timeoutMs: 45_000,
+      what: `the job passed after Redis came back (retries: ${retries.length})`,
+    });
+    const dlq = await w.admin.fetchTopicOffsets(w.topics.dlq);
+    expect(dlq.map((p) => p.high)).toEqual(['0']);
+    expect((await broker.readLog('outage', {}))!.chunks).toHaveLength(1);
+  });
+});
