@@ -1,0 +1,71 @@
+/**
+ * Drill 1: the whole service process SIGKILLed in the middle of a batch while events
+ * stream in, then started again. Every effect (transitions, log chunks with their
+ * bytes, heartbeats) must be in Redis exactly once, and every transition must reach
+ * the changes topic.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  audit,
+  auditBroker,
+  auditChanges,
+  createJobs,
+  drillLine,
+  expectedEffects,
+  isolation,
+  type Plan,
+  planMessages,
+  serve,
+  serveEnv,
+  startLoad,
+  topicNames,
+  waitAllPassed,
+  waitFor,
+} from './helpers.js';
+
+describe('drill: serve SIGKILLed under load', () => {
+  it('restarts with nothing lost and nothing doubled', async () => {
+    const names = isolation();
+    const env = serveEnv(names);
+    const first = await serve(env);
+    const { broker, redis } = auditBroker(names);
+    const plan: Plan = {
+      jobs: await createJobs(
+        first.url,
+        Array.from({ length: 40 }, (_, i) => `kill-${i}`),
+      ),
+      heartbeats: 5,
+      chunks: 20,
+    };
+    const messages = planMessages(plan);
+    const load = startLoad(topicNames(names.topicPrefix).events, messages, { perSecond: 250 });
+
+    // Mid-load: some chunks stored, most of the load still to come.
+    await waitFor(async () => (await broker.readLog(plan.jobs[0]!, { limit: 1000 }))!.chunks.length >= 3, {
+      timeoutMs: 30_000,
+      what: 'the first effects',
+    });
+    expect(load.sent()).toBeLessThan(messages.length);
+    await first.kill('SIGKILL');
+    const sentAtKill = load.sent();
+
+    const second = await serve(env);
+    await load.done;
+    await waitAllPassed(broker, plan.jobs, 90_000);
+    const t = await audit(broker, redis, plan, messages.length);
+    const changes = await auditChanges(broker, names, plan.jobs);
+    const line = drillLine(
+      'serve-sigkill',
+      t,
+      `killed after ${sentAtKill} sent, ${t.replays} replays recognized; changes ${changes.expected} expected, missing ${changes.missing}, republished ${changes.duplicates}`,
+    );
+    expect(t.problems, line).toEqual([]);
+    expect({ lost: t.lost, doubled: t.doubled, applied: t.applied }).toEqual({
+      lost: 0,
+      doubled: 0,
+      applied: expectedEffects(plan),
+    });
+    expect(changes.missing, line).toBe(0);
+    expect(second.child.exitCode).toBeNull();
+  }, 180_000);
+});
