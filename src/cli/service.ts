@@ -19,6 +19,8 @@ import { Readiness } from '../api/readiness.js';
 import { type BrokerDefaults, JobBroker } from '../broker/index.js';
 import { encodeStructured, parseHttpEvent } from '../consumers/formats/index.js';
 import { formatLimits, startKafkaSide } from '../consumers/index.js';
+import { Webhooks } from '../consumers/webhooks.js';
+import { WebhookFeed } from '../consumers/webhooks-feed.js';
 import { type Config, topicNames } from '../shared/config.js';
 import { createKafka, kafkaSettings } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
@@ -104,6 +106,32 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     });
   if (roles.has('schedule')) await broker.startTimers();
 
+  // Webhooks: deliveries are BullMQ jobs. The schedule role feeds them from the changes
+  // topic and delivers them; the api role lists them (GET /v1/jobs/{id}/deliveries).
+  const webhooks = new Webhooks({
+    redis,
+    prefix: config.redisKeyPrefix,
+    targets: (id) => broker.notifyTargets(id),
+    attempts: config.webhookAttempts,
+    backoffMs: config.webhookBackoffMs,
+    timeoutMs: config.webhookTimeoutSeconds * 1000,
+    concurrency: config.webhookConcurrency,
+    keepSeconds: config.retentionSeconds,
+    logger,
+  });
+  let webhookFeed: WebhookFeed | undefined;
+  if (roles.has('schedule')) {
+    await webhooks.startWorker();
+    webhookFeed = new WebhookFeed({
+      kafka: createKafka(kafkaSettings(config), logger),
+      topic: topicNames(config.topicPrefix).changes,
+      groupId: `${config.consumerGroup}.webhooks`,
+      webhooks,
+      logger,
+    });
+    await webhookFeed.start();
+  }
+
   let api: Api | undefined;
   let events: KafkaEventGateway | undefined;
   if (roles.has('api')) {
@@ -118,6 +146,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     api = await startApi({
       broker,
       events,
+      deliveries: webhooks,
       tokens: config.apiTokens,
       insecure: config.insecure,
       logger,
@@ -130,6 +159,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
   const stopMetrics = instrumentMetrics(registry, {
     broker,
     consumers: { instrumentation: kafkaSide.instrumentation },
+    webhooks,
     ready: async () => (await readiness.report()).ready,
     logger,
   });
@@ -159,6 +189,8 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       const grace = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutSeconds * 1000);
       // Finish the in-flight batch and commit before the broker's connections go.
       await kafkaSide.stop();
+      await webhookFeed?.stop();
+      await webhooks.close();
       await broker.close();
       await api?.close();
       await events?.close();

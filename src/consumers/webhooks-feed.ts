@@ -16,8 +16,12 @@ export interface WebhookFeedOptions {
   groupId: string;
   webhooks: Pick<Webhooks, 'enqueueChange'>;
   logger?: Logger;
-  /** Start at the beginning of the topic when the group has no offsets (tests). Default: latest. */
-  fromBeginning?: boolean;
+  /**
+   * Changes older than this when first seen are skipped (a new consumer group starts at
+   * the beginning of the topic, so the first start must not replay old changes as
+   * webhooks). Default 24 hours.
+   */
+  maxAgeSeconds?: number;
 }
 
 export class WebhookFeed {
@@ -28,7 +32,10 @@ export class WebhookFeed {
   async start(): Promise<void> {
     const consumer = createConsumer(this.opts.kafka, { groupId: this.opts.groupId });
     await consumer.connect();
-    await consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? false });
+    // From the beginning: a group that has not committed yet must not miss the changes
+    // published while it joined. Old changes are skipped by age below.
+    await consumer.subscribe({ topic: this.opts.topic, fromBeginning: true });
+    const maxAgeMs = (this.opts.maxAgeSeconds ?? 86_400) * 1000;
     await consumer.run({
       eachMessage: async ({ message }) => {
         if (!message.value) return;
@@ -40,8 +47,10 @@ export class WebhookFeed {
           this.opts.logger?.warn({ topic: this.opts.topic }, 'a change that is not JSON was skipped');
           return;
         }
-        if (ce && typeof ce === 'object')
-          await this.opts.webhooks.enqueueChange(body, ce as Record<string, unknown>);
+        if (!ce || typeof ce !== 'object') return;
+        const time = Date.parse(String((ce as { time?: unknown }).time));
+        if (Number.isFinite(time) && Date.now() - time > maxAgeMs) return;
+        await this.opts.webhooks.enqueueChange(body, ce as Record<string, unknown>);
       },
     });
     this.consumer = consumer;

@@ -233,7 +233,6 @@ describe('webhooks', () => {
       topic: `${topicPrefix}.changes`,
       groupId: unique('wh'),
       webhooks,
-      fromBeginning: true,
     });
     await feed.start();
     await drainer.start();
