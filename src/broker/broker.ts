@@ -7,7 +7,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
-import { decodeHistoryEntry, decodeJob, encodeCause, pairs } from './codec.js';
+import { decodeHistoryEntry, decodeJob, encodeCause, historyLines, pairs, specLine } from './codec.js';
 import { applyArgs, checkEvent } from './event-args.js';
 import {
   type BrokerEventMap,
@@ -167,17 +167,17 @@ export class JobBroker {
   ): Promise<{ job: Job; created: boolean; eventToken?: string }> {
     const p = prepareSpec(spec, this.defaults.timeouts);
     const token = randomBytes(32).toString('base64url');
-    const t = p.stored.t;
+    const [acceptSeconds, heartbeatSeconds, runSeconds, cancelGraceSeconds] = p.stored.t;
     const specJson = JSON.stringify(p.stored);
     const out = await this.run('create', p.id, [
       ...this.common(p.id, encodeCause(cause)),
       p.hash,
       specJson,
-      sha256(token),
-      Math.round(t.acceptSeconds * 1000),
-      Math.round(t.heartbeatSeconds * 1000),
-      Math.round(t.runSeconds * 1000),
-      Math.round(t.cancelGraceSeconds * 1000),
+      tokenDigest(token),
+      Math.round(acceptSeconds * 1000),
+      Math.round(heartbeatSeconds * 1000),
+      Math.round(runSeconds * 1000),
+      Math.round(cancelGraceSeconds * 1000),
     ]);
     const err = scriptError(out.r, p.id);
     if (err) throw err;
@@ -192,7 +192,7 @@ export class JobBroker {
   async verifyEventToken(jobId: string, token: string): Promise<boolean> {
     if (!JOB_ID_PATTERN.test(jobId) || typeof token !== 'string' || token.length > 512) return false;
     const stored = await this.redis.hget(this.keys.job(jobId), 'tk');
-    const presented = Buffer.from(sha256(token));
+    const presented = Buffer.from(tokenDigest(token));
     const expected = Buffer.from(stored ?? '');
     return expected.length === presented.length && timingSafeEqual(expected, presented);
   }
@@ -312,7 +312,7 @@ export class JobBroker {
   /** Webhook targets of a job, with their secrets (never exposed by the API). */
   async notifyTargets(id: string): Promise<NotifyTarget[]> {
     if (!JOB_ID_PATTERN.test(id)) return [];
-    const s = await this.redis.get(this.keys.spec(id));
+    const s = specLine(await this.redis.get(this.keys.spec(id)));
     return s ? ((JSON.parse(s) as { o?: NotifyTarget[] }).o ?? []) : [];
   }
 
@@ -327,13 +327,13 @@ export class JobBroker {
 
   async history(id: string): Promise<HistoryEntry[] | undefined> {
     if (!JOB_ID_PATTERN.test(id)) return undefined;
-    const [[, exists], [, entries]] = (await this.redis
+    const [[, createdAt], [, raw]] = (await this.redis
       .pipeline()
-      .exists(this.keys.job(id))
-      .lrange(this.keys.history(id), 0, -1)
-      .exec()) as [[Error | null, number], [Error | null, string[]]];
-    if (!exists) return undefined;
-    return entries.map(decodeHistoryEntry);
+      .hget(this.keys.job(id), 'c')
+      .get(this.keys.spec(id))
+      .exec()) as [[Error | null, string | null], [Error | null, string | null]];
+    if (createdAt == null || raw == null) return undefined;
+    return historyLines(raw).map((line) => decodeHistoryEntry(line, Number(createdAt)));
   }
 
   async countsByState(): Promise<Record<JobState, number>> {
@@ -420,6 +420,7 @@ export class JobBroker {
   }
 }
 
-function sha256(s: string): string {
-  return createHash('sha256').update(s).digest('base64url');
+/** Stored form of an event token: SHA-256 truncated to 128 bits (base64url, 22 chars). */
+function tokenDigest(token: string): string {
+  return createHash('sha256').update(token).digest('base64url').slice(0, 22);
 }

@@ -5,11 +5,16 @@
 import type { StoredSpec } from './spec.js';
 import type { Cause, HistoryEntry, Job, JobState } from './types.js';
 
+const OUR_TYPES = 'dev.extjob.';
+/** Our own event types are stored as "~<rest>" (they appear in every history entry). */
+const shortType = (t: string) => (t.startsWith(OUR_TYPES) ? `~${t.slice(OUR_TYPES.length)}` : t);
+const longType = (t: string) => (t.startsWith('~') ? `${OUR_TYPES}${t.slice(1)}` : t);
+
 /** Compact cause as stored in history and outbox records. */
 export function encodeCause(c: Cause): string {
   switch (c.kind) {
     case 'event':
-      return JSON.stringify(['e', c.eventId, c.source, c.type]);
+      return JSON.stringify(['e', c.eventId, c.source, shortType(c.type)]);
     case 'timer':
       return JSON.stringify(['t', c.timer]);
     case 'api':
@@ -21,7 +26,7 @@ export function decodeCause(raw: unknown): Cause {
   const a = Array.isArray(raw) ? raw.map(String) : [];
   switch (a[0]) {
     case 'e':
-      return { kind: 'event', eventId: a[1] ?? '', source: a[2] ?? '', type: a[3] ?? '' };
+      return { kind: 'event', eventId: a[1] ?? '', source: a[2] ?? '', type: longType(a[3] ?? '') };
     case 't':
       return { kind: 'timer', timer: (a[1] ?? 'accept') as Extract<Cause, { kind: 'timer' }>['timer'] };
     default:
@@ -50,19 +55,36 @@ function parseJson<T>(s: string | undefined): T | undefined {
   }
 }
 
+/** The spec line of the `<job>:s` string (history lines follow it). */
+export function specLine(raw: string | null | undefined): string | undefined {
+  if (!raw) return undefined;
+  const nl = raw.indexOf('\n');
+  return nl < 0 ? raw : raw.slice(0, nl);
+}
+
+/** The history lines of the `<job>:s` string. */
+export function historyLines(raw: string | null | undefined): string[] {
+  if (!raw) return [];
+  return raw.split('\n').slice(1);
+}
+
 export function decodeJob(
   id: string,
   h: Record<string, string>,
   specJson: string | null | undefined,
-  x: Record<string, string>,
+  long: Record<string, string>,
 ): Job | undefined {
-  if (h.s === undefined || !specJson) return undefined;
-  const spec = JSON.parse(specJson) as StoredSpec;
+  const line = specLine(specJson);
+  if (h.s === undefined || !line) return undefined;
+  const spec = JSON.parse(line) as StoredSpec;
+  // short text fields live in the job hash, long ones in <job>:x
+  const x = { ...h, ...long };
+  const [acceptSeconds, heartbeatSeconds, runSeconds, cancelGraceSeconds] = spec.t;
   const job: Job = {
     id,
     name: spec.n,
     labels: spec.l ?? {},
-    timeouts: spec.t,
+    timeouts: { acceptSeconds, heartbeatSeconds, runSeconds, cancelGraceSeconds },
     state: h.s as JobState,
     attempt: Number(h.a ?? 1),
     createdAt: iso(h.c) ?? new Date(0).toISOString(),
@@ -88,8 +110,8 @@ export function decodeJob(
 
 const HISTORY_KINDS = { t: 'transition', a: 'applied', d: 'duplicate', s: 'stale', l: 'late' } as const;
 
-/** One compact history entry: [atMs, kind, from, to, attempt, cause, detail?]. */
-export function decodeHistoryEntry(raw: string): HistoryEntry {
+/** One compact history entry: [ms since createdAt, kind, from, to, attempt, cause, detail?]. */
+export function decodeHistoryEntry(raw: string, createdAtMs: number): HistoryEntry {
   const [at, kind, from, to, attempt, cause, detail] = JSON.parse(raw) as [
     number,
     keyof typeof HISTORY_KINDS,
@@ -100,7 +122,7 @@ export function decodeHistoryEntry(raw: string): HistoryEntry {
     Record<string, unknown> | undefined,
   ];
   const e: HistoryEntry = {
-    at: new Date(at).toISOString(),
+    at: new Date(createdAtMs + at).toISOString(),
     kind: HISTORY_KINDS[kind] ?? 'applied',
     attempt,
     cause: decodeCause(cause),

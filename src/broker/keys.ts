@@ -13,14 +13,10 @@ export function brokerKeys(prefix: string) {
     prefix,
     /** Hash: state, version, attempt, timestamps, deadlines, counters (short fields). */
     job,
-    /** String: the spec as JSON (name, labels, executor, timeouts, retry, notify). */
+    /** String: the spec as one JSON line, then one compact history entry per line. */
     spec: (id: string) => `${job(id)}:s`,
-    /** Hash: long mutable fields (error, progress, summary, detailsUrl, executor from accepted). */
+    /** Hash: mutable text fields longer than 64 bytes (shorter ones stay in the job hash). */
     extra: (id: string) => `${job(id)}:x`,
-    /** List: compact history entries. */
-    history: (id: string) => `${job(id)}:h`,
-    /** ZSET: dedupe keys of applied events, capped. */
-    dedupe: (id: string) => `${job(id)}:d`,
     /** Hash seq -> bytes of one attempt's log. */
     log: (id: string, attempt: number) => `${job(id)}:l${attempt}`,
     /** ZSET of one attempt's log seqs (member "<seq>" or "<seq>:L" when late). */

@@ -73,7 +73,8 @@ export interface StoredSpec {
   n: string;
   l: Record<string, string>;
   e?: string;
-  t: Timeouts;
+  /** Timeouts in seconds: accept, heartbeat, run, cancel grace. */
+  t: [number, number, number, number];
   r?: RetryPolicy;
   o?: NonNullable<JobSpec['notify']>;
 }
@@ -111,14 +112,15 @@ export function prepareSpec(input: unknown, defaults: Timeouts): PreparedSpec {
     });
   const s = parsed.data;
   const { id, ...rest } = s;
+  const t: Timeouts = { ...defaults, ...s.timeouts };
   const stored: StoredSpec = {
     n: s.name,
     l: s.labels ?? {},
-    t: { ...defaults, ...s.timeouts },
+    t: [t.acceptSeconds, t.heartbeatSeconds, t.runSeconds, t.cancelGraceSeconds],
   };
   if (s.executor !== undefined) stored.e = s.executor;
   if (s.retry !== undefined) stored.r = s.retry;
   if (s.notify !== undefined) stored.o = s.notify;
-  const hash = createHash('sha256').update(canonicalJson(rest)).digest('base64url').slice(0, 22);
+  const hash = createHash('sha256').update(canonicalJson(rest)).digest('base64url').slice(0, 16);
   return { id: id ?? `j-${randomUUID()}`, clientId: id !== undefined, stored, hash };
 }

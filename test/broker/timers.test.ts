@@ -181,9 +181,10 @@ describe('retention', () => {
     await waitFor(async () => (await h?.broker.getJob(job.id)) === undefined, 5000, 'removal');
     const after = await h.keys();
     expect(after.filter((k) => k.includes('{old:1}'))).toEqual([]);
-    for (const k of after.filter((k) => k.includes(':idx:') || k.endsWith(':retain'))) {
+    for (const k of after.filter((k) => k.includes(':idx:') || k.includes(':retain'))) {
       const type = await h.redis.type(k);
       if (type === 'zset') expect(await h.redis.zscore(k, job.id)).toBeNull();
+      if (type === 'list') expect(await h.redis.lpos(k, job.id)).toBeNull();
     }
     expect(await h.broker.countsByState()).toMatchObject({ passed: 0, pending: 1 });
     expect(await h.broker.getJob(keep.job.id)).toBeDefined();

@@ -33,15 +33,20 @@ if ATT < S.a then
 end
 if ATT > S.a then return result('invalid', { why = 'attempt ' .. ATT .. ' does not exist yet' }) end
 
-if KIND ~= 'log' and redis.call('ZSCORE', KD, DK) then
-  record('d', ATT)
-  return result('duplicate')
+local SLOTS = {}
+for i = 0, DEDUPE_SLOTS - 1 do SLOTS[#SLOTS + 1] = 'd' .. i end
+if KIND ~= 'log' then
+  for _, seen in ipairs(redis.call('HMGET', KJ, unpack(SLOTS))) do
+    if seen == DK then
+      record('d', ATT)
+      return result('duplicate')
+    end
+  end
 end
 
 local function remember()
-  redis.call('ZADD', KD, NOW, DK)
-  local n = redis.call('ZCARD', KD)
-  if n > DEDUPE_CAP then redis.call('ZREMRANGEBYRANK', KD, 0, n - DEDUPE_CAP - 1) end
+  local n = redis.call('HINCRBY', KJ, 'dn', 1)
+  redis.call('HSET', KJ, 'd' .. ((n - 1) % DEDUPE_SLOTS), DK)
 end
 
 local function touch()
@@ -91,10 +96,10 @@ end
 -- finished, log or heartbeat on a pending job implies accepted (SPEC 5.4)
 if S.s == 'pending' and (KIND == 'accepted' or KIND == 'heartbeat' or KIND == 'log' or KIND == 'finished') then
   S.ac = NOW
-  redis.call('HSET', KJ, 'ac', NOW, 'hb', NOW)
+  redis.call('HSET', KJ, 'ac', NOW)
   if KIND == 'accepted' then
-    if ARGV[10] ~= '' then redis.call('HSET', KX, 'ax', ARGV[10]) end
-    if ARGV[11] ~= '' then redis.call('HSET', KX, 'du', ARGV[11]) end
+    if ARGV[10] ~= '' then set_text('ax', ARGV[10]) end
+    if ARGV[11] ~= '' then set_text('du', ARGV[11]) end
     transition('running')
   else
     transition('running', '{"implied":true}')
@@ -109,13 +114,12 @@ end
 local extra = nil
 if KIND == 'accepted' then
   -- already running or canceling: nothing changes but links
-  if ARGV[11] ~= '' then redis.call('HSET', KX, 'du', ARGV[11]) end
+  if ARGV[11] ~= '' then set_text('du', ARGV[11]) end
   record('a', ATT, '{"noop":"accepted"}')
 elseif KIND == 'heartbeat' then
   touch()
-  redis.call('HINCRBY', KJ, 'nh', 1)
   if ARGV[10] ~= '' then
-    redis.call('HSET', KX, 'pg', ARGV[10])
+    set_text('pg', ARGV[10])
     notify('progress')
   end
 elseif KIND == 'log' then
@@ -129,8 +133,8 @@ elseif KIND == 'log' then
 elseif KIND == 'finished' then
   local code = tonumber(ARGV[10])
   redis.call('HSET', KJ, 'x', code)
-  if ARGV[11] ~= '' then redis.call('HSET', KX, 'er', ARGV[11]) end
-  if ARGV[12] ~= '' then redis.call('HSET', KX, 'sm', ARGV[12]) end
+  if ARGV[11] ~= '' then set_text('er', ARGV[11]) end
+  if ARGV[12] ~= '' then set_text('sm', ARGV[12]) end
   if ARGV[13] ~= '' then redis.call('HSET', KJ, 'lm', ARGV[13]) end
   if S.s == 'canceling' then
     transition('canceled', '{"exitCode":' .. code .. '}')
@@ -144,7 +148,7 @@ elseif KIND == 'canceled' then
     transition('canceled')
   else
     -- running: the executor gave up without being asked; not retried
-    redis.call('HSET', KX, 'er', cjson.encode({ type = 'canceled_by_executor', message = ARGV[10] }))
+    set_text('er', cjson.encode({ type = 'canceled_by_executor', message = ARGV[10] }))
     transition('failed', '{"canceledByExecutor":true}')
   end
 else

@@ -2,7 +2,8 @@
   retention: remove terminal jobs whose retention passed, with every key and
   index entry they own.
 
-  KEYS[1]  <prefix>:retain (ZSET id -> due ms)
+  KEYS[1]  <prefix>:retain (ZSET bucket -> bucket end ms); each bucket is a
+           LIST <prefix>:retain:<start>:<width> of job ids due in it
   ARGV[1]  prefix
   ARGV[2]  now in ms ('' = Redis TIME)
   ARGV[3]  at most this many jobs per call
@@ -17,25 +18,40 @@ if not NOW then
 end
 --@include indexes
 
-local ids = redis.call('ZRANGE', KEYS[1], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
+local LIMIT = tonumber(ARGV[3])
+local removed = 0
+
+local function remove(id)
   local kj = P .. ':job:{' .. id .. '}'
   local f = redis.call('HMGET', kj, 's', 'a')
   local state = f[1]
-  if state then
-    local spec = redis.call('GET', kj .. ':s')
-    if spec then
-      for _, k in ipairs(index_keys(cjson.decode(spec))) do redis.call('ZREM', k, id) end
-    end
-    redis.call('ZREM', P .. ':idx:st:' .. state, id)
-    redis.call('HINCRBY', P .. ':counts', state, -1)
-    local keys = { kj, kj .. ':s', kj .. ':x', kj .. ':h', kj .. ':d' }
-    for a = 1, tonumber(f[2]) or 1 do
-      keys[#keys + 1] = kj .. ':l' .. a
-      keys[#keys + 1] = kj .. ':q' .. a
-    end
-    redis.call('UNLINK', unpack(keys))
+  if not state then return end
+  local spec = redis.call('GET', kj .. ':s')
+  if spec then
+    local nl = string.find(spec, '\n', 1, true)
+    if nl then spec = string.sub(spec, 1, nl - 1) end
+    for _, k in ipairs(index_keys(cjson.decode(spec))) do redis.call('ZREM', k, id) end
   end
-  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', P .. ':idx:st:' .. state, id)
+  redis.call('HINCRBY', P .. ':counts', state, -1)
+  local keys = { kj, kj .. ':s', kj .. ':x' }
+  for a = 1, tonumber(f[2]) or 1 do
+    keys[#keys + 1] = kj .. ':l' .. a
+    keys[#keys + 1] = kj .. ':q' .. a
+  end
+  redis.call('UNLINK', unpack(keys))
 end
-return #ids
+
+local buckets = redis.call('ZRANGE', KEYS[1], '-inf', NOW, 'BYSCORE', 'LIMIT', 0, 100)
+for _, bucket in ipairs(buckets) do
+  local bk = KEYS[1] .. ':' .. bucket
+  while removed < LIMIT do
+    local id = redis.call('LPOP', bk)
+    if not id then break end
+    remove(id)
+    removed = removed + 1
+  end
+  if redis.call('EXISTS', bk) == 0 then redis.call('ZREM', KEYS[1], bucket) end
+  if removed >= LIMIT then break end
+end
+return removed

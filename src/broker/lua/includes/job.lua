@@ -19,10 +19,8 @@ local LATE_GRACE_MS = tonumber(ARGV[5])
 local CAUSE = ARGV[6]
 
 local KJ = KEYS[1]
-local KS = KJ .. ':s'
-local KX = KJ .. ':x'
-local KH = KJ .. ':h'
-local KD = KJ .. ':d'
+local KS = KJ .. ':s' -- spec JSON line, then one history entry per line
+local KX = KJ .. ':x' -- mutable values longer than fit a listpack hash (> 64 bytes)
 local function klog(a) return KJ .. ':l' .. a end
 local function kseq(a) return KJ .. ':q' .. a end
 local KCOUNTS = P .. ':counts'
@@ -37,7 +35,9 @@ local TERMINAL = { passed = true, failed = true, canceled = true, timed_out = tr
 -- At most this many duplicate/stale/late/no-op entries per kind are written to
 -- history; the rest are only counted in the job hash.
 local HIST_CAP = 16
-local DEDUPE_CAP = 128
+-- Dedupe window: the last DEDUPE_SLOTS applied events (not log chunks, which
+-- dedupe by seq) in a ring of job hash fields d0..d<n-1>.
+local DEDUPE_SLOTS = 32
 
 -- Hot fields of the job hash (short names; see docs/design.md).
 local S = {}
@@ -67,12 +67,43 @@ local function load_job()
   return true
 end
 
--- History entry: [atMs, kind, from, to, attempt, cause(, detail)]
+-- History entry, one line appended to KS:
+--   [ms since createdAt, kind, from, to, attempt, cause(, detail)]
 local function q(s) if s then return '"' .. s .. '"' end return 'null' end
 local function hist(kind, from, to, attempt, cause, detail)
-  local e = '[' .. NOW .. ',"' .. kind .. '",' .. q(from) .. ',' .. q(to) .. ',' .. attempt .. ',' .. cause
+  local e = '\n[' .. (NOW - S.c) .. ',"' .. kind .. '",' .. q(from) .. ',' .. q(to) .. ',' .. attempt .. ',' .. cause
   if detail then e = e .. ',' .. detail end
-  redis.call('RPUSH', KH, e .. ']')
+  -- GET + SET rather than APPEND: APPEND over-allocates (doubling) and history
+  -- strings are small and mostly final
+  redis.call('SET', KS, redis.call('GET', KS) .. e .. ']')
+end
+
+-- The spec: the first line of KS.
+local SPEC_LINE = nil
+local function spec_line()
+  if not SPEC_LINE then
+    local s = redis.call('GET', KS)
+    if not s then return nil end
+    local nl = string.find(s, '\n', 1, true)
+    if nl then SPEC_LINE = string.sub(s, 1, nl - 1) else SPEC_LINE = s end
+  end
+  return SPEC_LINE
+end
+
+-- Mutable text fields (error, progress, summary, detailsUrl, executor): in the
+-- job hash when short enough to keep it a listpack, else in KX.
+local function set_text(field, value)
+  if #value <= 64 then
+    redis.call('HSET', KJ, field, value)
+    redis.call('HDEL', KX, field)
+  else
+    redis.call('HSET', KX, field, value)
+    redis.call('HDEL', KJ, field)
+  end
+end
+local function clear_text(...)
+  redis.call('HDEL', KJ, ...)
+  redis.call('HDEL', KX, ...)
 end
 
 -- Duplicate ('d'), stale ('s'), late ('l') or no-op applied ('a') event: counted,
@@ -91,7 +122,7 @@ end
 -- Outbox record: the job snapshot as it is now (after this change).
 local function outbox(typ, from, to, cause)
   local args = { 'XADD', KOUTBOX, '*', 'j', ID, 'v', S.v, 't', typ, 'a', S.a,
-    'h', cjson.encode(redis.call('HGETALL', KJ)), 's', redis.call('GET', KS) }
+    'h', cjson.encode(redis.call('HGETALL', KJ)), 's', spec_line() }
   local x = redis.call('HGETALL', KX)
   if #x > 0 then
     args[#args + 1] = 'x'
@@ -184,7 +215,13 @@ local function transition(to, detail, next_attempt)
     S.f = NOW
     redis.call('HSET', KJ, 'f', NOW)
     redis.call('HDEL', KJ, 'ta', 'th', 'tr', 'tc')
-    redis.call('ZADD', KRETAIN, NOW + RETENTION_MS, ID)
+    -- retention: a list per time bucket (~25 bytes a job instead of a ZSET
+    -- entry's ~100); <prefix>:retain scores each bucket by its end
+    local width = math.max(10, math.min(60000, math.floor(RETENTION_MS / 100)))
+    local start = math.floor((NOW + RETENTION_MS) / width) * width
+    local bucket = start .. ':' .. width
+    redis.call('RPUSH', KRETAIN .. ':' .. bucket, ID)
+    redis.call('ZADD', KRETAIN, start + width, bucket)
   end
   if from ~= 'none' then hist('t', from, to, attempt, CAUSE, detail) else hist('t', nil, to, attempt, CAUSE, detail) end
   if from ~= 'none' then
@@ -206,8 +243,7 @@ end
 
 -- The retry policy (SPEC 3) if it allows another attempt, else nil.
 local function retry_policy(exit_code, is_timeout)
-  local spec = cjson.decode(redis.call('GET', KS))
-  local r = spec.r
+  local r = cjson.decode(spec_line()).r
   if type(r) ~= 'table' then return nil end
   if S.a >= 1 + (tonumber(r.limit) or 0) then return nil end
   if type(r.onExitCodes) == 'table' then
@@ -234,7 +270,7 @@ local function end_attempt(to, detail, exit_code, is_timeout)
   retry_detail = retry_detail .. '}'
   -- per-attempt fields start afresh; the finished attempt stays in history
   redis.call('HDEL', KJ, 'ac', 'x', 'hb', 'lB', 'lT', 'lTB', 'lm', 'fo')
-  redis.call('DEL', KX)
+  clear_text('er', 'pg', 'sm', 'du')
   S.ac = nil
   S.lB = 0
   transition('pending', retry_detail, S.a + 1)
@@ -249,7 +285,7 @@ local function end_attempt(to, detail, exit_code, is_timeout)
 end
 
 local function executor_of()
-  local s = redis.call('GET', KS)
+  local s = spec_line()
   if not s then return nil end
   local e = cjson.decode(s).e
   if type(e) == 'string' then return e end
