@@ -39,7 +39,9 @@ it('finished events and run timeouts colliding on 1,000 jobs: one terminal state
   for (let i = 0; i < N; i += 20) {
     const batch = shuffled.slice(i, i + 20);
     const r = await b.applyEvents(batch.map((id) => ev('finished', id, { exitCode: 0 })));
-    batch.forEach((id, k) => results.set(id, r[k] as ApplyResult));
+    batch.forEach((id, k) => {
+      results.set(id, r[k] as ApplyResult);
+    });
     await new Promise((r) => setTimeout(r, 8));
   }
   await waitFor(async () => {

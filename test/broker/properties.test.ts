@@ -125,7 +125,7 @@ describe('state machine properties', () => {
               } else {
                 if (batch && pending.length) {
                   const p = [...pending];
-                  (await flush()).forEach((r, i) => record(p[i] as JobEvent, r));
+                  for (const [i, r] of (await flush()).entries()) record(p[i] as JobEvent, r);
                 }
                 if (a.t === 'timer') {
                   clock += a.advance;
@@ -143,7 +143,7 @@ describe('state machine properties', () => {
             }
             if (pending.length) {
               const p = [...pending];
-              (await flush()).forEach((r, i) => record(p[i] as JobEvent, r));
+              for (const [i, r] of (await flush()).entries()) record(p[i] as JobEvent, r);
             }
 
             // each (source, id) took effect at most once (log chunks are deduped by seq instead)
