@@ -23,7 +23,19 @@ export async function serve(args: { role?: string[] }): Promise<number> {
   if (config.insecure) logger.warn('INSECURE MODE: the API accepts requests without a token');
   const service = await startService(config, logger);
   const signal = await untilSignal();
-  logger.info({ signal }, 'shutting down');
-  await service.close();
-  return 0;
+  logger.info({ signal, timeoutSeconds: config.shutdownTimeoutSeconds }, 'shutting down');
+  // Bounded: whatever does not finish within the shutdown timeout is abandoned (exit 1).
+  let timer: NodeJS.Timeout | undefined;
+  const finished = await Promise.race([
+    service.close().then(() => true),
+    new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), config.shutdownTimeoutSeconds * 1000);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  if (finished) return 0;
+  logger.error(
+    { timeoutSeconds: config.shutdownTimeoutSeconds },
+    'graceful shutdown did not finish in time; exiting with work abandoned (it is replayed)',
+  );
+  return 1;
 }
