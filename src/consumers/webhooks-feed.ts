@@ -30,7 +30,8 @@ export class WebhookFeed {
   constructor(private readonly opts: WebhookFeedOptions) {}
 
   async start(): Promise<void> {
-    const consumer = createConsumer(this.opts.kafka, { groupId: this.opts.groupId });
+    // A short fetch wait: stopping waits for the in-flight fetch to return.
+    const consumer = createConsumer(this.opts.kafka, { groupId: this.opts.groupId, maxWaitTimeInMs: 500 });
     await consumer.connect();
     // From the beginning: a group that has not committed yet must not miss the changes
     // published while it joined. Old changes are skipped by age below.
