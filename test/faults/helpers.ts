@@ -311,9 +311,9 @@ const EXPECTED_TRANSITIONS: JobState[] = ['pending', 'running', 'passed'];
 /**
  * Count the plan's effects in Redis. Per job the expected effects are the two
  * transitions the events cause (running, passed), one stored chunk per seq with the
- * exact bytes, and one heartbeat count per heartbeat. Missing or corrupted: lost.
- * Present more than once (a transition repeated, the heartbeat counter above the
- * heartbeats sent): doubled.
+ * exact bytes, and one application per heartbeat. Missing or corrupted: lost.
+ * Present more than once (a transition repeated, more non-log events applied than
+ * sent): doubled.
  */
 export async function audit(
   broker: JobBroker,
@@ -363,17 +363,20 @@ export async function audit(
       }
       if (got.length > 1) t.doubled += got.length - 1;
     }
-    // Counters of the job hash: nh heartbeats applied, nd duplicates recognized.
-    const [hb, dups] = await redis.hmget(broker.keys.job(id), 'nh', 'nd');
-    const heartbeats = Number(hb ?? 0);
-    t.replays += Number(dups ?? 0);
-    t.applied += Math.min(heartbeats, plan.heartbeats);
-    t.lost += Math.max(0, plan.heartbeats - heartbeats);
-    if (heartbeats > plan.heartbeats) {
-      t.doubled += heartbeats - plan.heartbeats;
-      t.problems.push(`${id}: ${heartbeats} heartbeats counted, ${plan.heartbeats} sent`);
-    } else if (heartbeats < plan.heartbeats)
-      t.problems.push(`${id}: ${heartbeats}/${plan.heartbeats} heartbeats`);
+    // Counters of the job hash (internal layout, see the broker's Lua): dn counts the
+    // non-log events applied (each enters the dedupe ring once), nd the duplicates
+    // recognized. The plan's non-log events are accepted, the heartbeats, finished.
+    const [dn, nd] = await redis.hmget(broker.keys.job(id), 'dn', 'nd');
+    const nonLog = Number(dn ?? 0);
+    const want = plan.heartbeats + 2;
+    t.replays += Number(nd ?? 0);
+    // the transitions already counted accepted and finished; here the heartbeats
+    t.applied += Math.max(0, Math.min(nonLog, want) - 2);
+    t.lost += Math.max(0, want - nonLog);
+    if (nonLog > want) {
+      t.doubled += nonLog - want;
+      t.problems.push(`${id}: ${nonLog} non-log events applied, ${want} sent`);
+    } else if (nonLog < want) t.problems.push(`${id}: ${nonLog}/${want} non-log events applied`);
   }
   return t;
 }
