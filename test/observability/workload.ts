@@ -5,6 +5,8 @@
  * input that must be dead-lettered. Used by the Prometheus proof and the shutdown test.
  */
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { JobState } from '../../src/broker/types.js';
 import { createProducer, type Producer } from '../../src/shared/kafka.js';
 import { testKafka, waitFor } from '../helpers/index.js';
@@ -213,4 +215,46 @@ export async function mixedWorkload(c: Client, tag = randomUUID().slice(0, 8)): 
 
   for (const [id, state] of expected) await waitForState(c, id, state);
   return { expected };
+}
+
+/**
+ * Webhook deliveries of every outcome: a receiver that answers 200, one that fails
+ * once with 500 (retried, then delivered) and one that answers 400 (a failure no retry
+ * can fix: given up at once). Resolves once each receiver saw its requests.
+ */
+export async function webhookWorkload(
+  c: Client,
+  expected: Map<string, JobState>,
+  tag = randomUUID().slice(0, 8),
+): Promise<void> {
+  const hits = { ok: 0, flaky: 0, reject: 0 };
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      const path = (req.url ?? '').slice(1) as keyof typeof hits;
+      if (path in hits) hits[path]++;
+      const status = path === 'reject' ? 400 : path === 'flaky' && hits.flaky === 1 ? 500 : 200;
+      res.writeHead(status).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    for (const path of Object.keys(hits)) {
+      const j = await createJob(c, {
+        id: `hook-${path}-${tag}`,
+        name: 'notify',
+        notify: [{ url: `${base}/${path}`, events: ['passed'], secret: 'hook-secret-0123456789' }],
+      });
+      expected.set(j.id, 'passed');
+      await produce(c, [event(j.id, 'finished', { exitCode: 0 })]);
+    }
+    for (const id of expected.keys()) if (id.startsWith('hook-')) await waitForState(c, id, 'passed');
+    await waitFor(() => hits.ok >= 1 && hits.flaky >= 2 && hits.reject >= 1, {
+      timeoutMs: 30_000,
+      what: `webhook receivers to be called (${JSON.stringify(hits)})`,
+    });
+  } finally {
+    server.close();
+  }
 }
