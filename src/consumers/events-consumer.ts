@@ -28,6 +28,8 @@ export interface EventsConsumerOptions {
   concurrency?: number;
   sessionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
+  /** Longest a fetch waits on the broker for new messages (and so a stop waits). Default 1 s. */
+  maxWaitTimeMs?: number;
   /** Largest fetch per partition, in bytes (bounds one batch). Default 1 MiB. */
   maxBytesPerPartition?: number;
   /** Backoff bounds while Redis or Kafka is unavailable. */
@@ -51,6 +53,7 @@ export class EventsConsumer {
       sessionTimeout: opts.sessionTimeoutMs ?? 30_000,
       heartbeatInterval: opts.heartbeatIntervalMs ?? 3_000,
       maxBytesPerPartition: opts.maxBytesPerPartition ?? 1024 * 1024,
+      maxWaitTimeInMs: opts.maxWaitTimeMs ?? 1000,
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
     });
     const { events } = this.consumer;

@@ -50,12 +50,48 @@ export async function provisionTopics(
   o: ProvisionOptions,
 ): Promise<{ created: string[]; problems: TopicProblem[] }> {
   const specs = topicSpecs(o);
-  const created = await ensureTopics(admin, specs);
+  // Creating waits for leaders; a new topic's metadata can lag behind (UNKNOWN_TOPIC_OR_PARTITION,
+  // retriable). Trying again is safe: only topics still missing are created.
+  const created: string[] = [];
+  for (let attempt = 1; ; attempt++) {
+    try {
+      created.push(...(await ensureTopics(admin, specs)));
+      break;
+    } catch (err) {
+      if (attempt >= 8 || (err as { retriable?: unknown }).retriable !== true) throw err;
+      o.logger?.debug({ err, attempt }, 'topic creation not confirmed yet; checking again');
+      await new Promise((r) => setTimeout(r, 100 * 2 ** Math.min(attempt, 4)));
+    }
+  }
   if (created.length > 0) o.logger?.info({ topics: created }, 'created topics');
-  const problems = await checkTopics(admin, specs);
+  const problems = await checkWithRetry(admin, specs, o.logger);
   for (const p of problems)
     o.logger?.[p.severity === 'error' ? 'error' : 'warn']({ topic: p.topic }, p.problem);
   return { created, problems };
+}
+
+/**
+ * Right after creation a topic's metadata may not have reached every broker yet; the
+ * checks are advice, so they are retried briefly and then given up with a warning.
+ */
+async function checkWithRetry(admin: Admin, specs: TopicSpec[], logger?: Logger): Promise<TopicProblem[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await checkTopics(admin, specs);
+    } catch (err) {
+      if (attempt >= 8 || (err as { retriable?: unknown }).retriable === false) {
+        logger?.warn({ err }, 'could not check the topics’ settings');
+        return [
+          {
+            topic: '*',
+            severity: 'warning',
+            problem: `topic settings not checked: ${(err as Error).message}`,
+          },
+        ];
+      }
+      await new Promise((r) => setTimeout(r, 100 * 2 ** Math.min(attempt, 4)));
+    }
+  }
 }
 
 export async function checkTopics(admin: Admin, specs: TopicSpec[]): Promise<TopicProblem[]> {

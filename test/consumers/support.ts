@@ -57,7 +57,7 @@ export async function kafkaWorld(partitions = 3) {
   /** Every record in the DLQ, read from the start until `count` arrived. */
   async function readDlq(count: number, timeoutMs = 20_000) {
     const got: { key: string | null; value: Buffer | null; headers: Record<string, string | Buffer> }[] = [];
-    const c = createConsumer(kafka, { groupId: unique('dlq-reader') });
+    const c = createConsumer(kafka, { groupId: unique('dlq-reader'), maxWaitTimeInMs: 100 });
     await c.connect();
     await c.subscribe({ topics: [topics.dlq], fromBeginning: true });
     await c.run({

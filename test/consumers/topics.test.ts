@@ -2,7 +2,7 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { provisionTopics, topicSpecs } from '../../src/consumers/topics.js';
 import { topicNames } from '../../src/shared/config.js';
-import { isolation, testKafka } from '../helpers/index.js';
+import { isolation, testKafka, waitFor } from '../helpers/index.js';
 
 async function admin() {
   const a = testKafka().admin();
@@ -32,7 +32,7 @@ describe('topic provisioning', () => {
     const t = topicNames(prefix);
     onTestFinished(() => a.deleteTopics({ topics: Object.values(t) }).catch(() => {}));
     await a.createTopics({
-      waitForLeaders: true,
+      waitForLeaders: false,
       topics: [
         {
           topic: t.events,
@@ -42,6 +42,12 @@ describe('topic provisioning', () => {
         },
       ],
     });
+    await waitFor(
+      async () => (await a.fetchTopicMetadata({ topics: [t.events] })).topics[0]?.partitions.length,
+      {
+        what: 'the compacted topic',
+      },
+    );
     const r = await provisionTopics(a, { prefix, partitions: 3, replication: 1 });
     expect(r.created.sort()).toEqual([t.changes, t.commands, t.dlq].sort());
     expect(r.problems).toEqual([
