@@ -188,3 +188,49 @@ export async function* parseSse(body: ReadableStream<Uint8Array> | null): AsyncG
     }
   }
 }
+
+/** Options every client command takes. */
+export const CLIENT_OPTIONS = {
+  url: { type: 'string' },
+  token: { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+export const CLIENT_HELP = `Common options:
+  --url URL      extjob server (default $EXTJOB_URL or http://127.0.0.1:8080)
+  --token T      API token (default $EXTJOB_TOKEN)
+  --json         machine-readable JSON output
+  -h, --help     this help`;
+
+/** The client for `--url`/`--token` or EXTJOB_URL/EXTJOB_TOKEN. */
+export function clientFrom(values: { url?: unknown; token?: unknown }, env = process.env): ApiClient {
+  const url = (typeof values.url === 'string' && values.url) || env.EXTJOB_URL || 'http://127.0.0.1:8080';
+  const token = (typeof values.token === 'string' && values.token) || env.EXTJOB_TOKEN || undefined;
+  return new ApiClient({ url, token });
+}
+
+/** Exit codes of the client commands (SPEC 7). */
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  unreachable: 69,
+  /** --timeout passed before the job finished (the job goes on). */
+  waitTimeout: 75,
+  expired: 125,
+  timedOut: 124,
+  canceled: 130,
+} as const;
+
+/** Print a client error on stderr; its exit code (69 when the server is unreachable). */
+export function reportError(
+  command: string,
+  err: unknown,
+  stderr: NodeJS.WritableStream = process.stderr,
+): number {
+  if (err instanceof ClientError) {
+    stderr.write(`extjob ${command}: ${err.message}\n`);
+    return err.unreachable ? EXIT.unreachable : EXIT.failure;
+  }
+  throw err;
+}

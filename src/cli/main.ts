@@ -5,14 +5,28 @@
  */
 import { parseArgs } from 'node:util';
 import { isExtjobError } from '../shared/errors.js';
+import { cancel, cancelHelp, cancelOptions } from './commands/cancel.js';
+import { create, createHelp, createOptions } from './commands/create.js';
 import { dev, devHelp } from './commands/dev.js';
+import { emit, emitHelp, emitOptions } from './commands/emit.js';
+import { get, getHelp, getOptions } from './commands/get.js';
+import { list, listHelp, listOptions } from './commands/list.js';
+import { logs, logsHelp, logsOptions } from './commands/logs.js';
 import { serve, serveHelp } from './commands/serve.js';
+import { wait, waitHelp, waitOptions } from './commands/wait.js';
 
 const usage = `Usage: extjob <command> [options]
 
 Commands:
   dev       start Kafka, Redis and the service locally (development)
   serve     run the service against configured Kafka and Redis
+  create    create a job (--wait: and follow it to its end)
+  wait      follow a job and exit with its exit code
+  emit      report on a job as its executor (accepted, heartbeat, log, finished, canceled)
+  get       show a job
+  logs      print a job's log (-f: follow it)
+  cancel    cancel a job
+  list      list jobs
 
 Run 'extjob <command> --help' for a command's options.`;
 
@@ -29,6 +43,13 @@ export const commands: Record<string, Command> = {
     options: { role: { type: 'string', multiple: true } },
     run: (v) => serve(v as { role?: string[] }),
   },
+  create: { help: createHelp, options: createOptions, run: create },
+  wait: { help: waitHelp, options: waitOptions, run: wait },
+  emit: { help: emitHelp, options: emitOptions, run: emit },
+  get: { help: getHelp, options: getOptions, run: get },
+  logs: { help: logsHelp, options: logsOptions, run: logs },
+  cancel: { help: cancelHelp, options: cancelOptions, run: cancel },
+  list: { help: listHelp, options: listOptions, run: list },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,109 @@
+/**
+ * `extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]`.
+ */
+import { writeFileSync } from 'node:fs';
+import type { Job, JobSpec } from '../../broker/types.js';
+import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, reportError } from '../client.js';
+import { follow } from './wait.js';
+
+export const createHelp = `Usage: extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]
+
+Creates an external job and prints its id (with --json: {job, eventToken}). Creating
+the same id with the same options again is a no-op; different options fail (409).
+
+Options:
+  --name N               what the job does (required)
+  --id ID                job id (1-128 of [A-Za-z0-9._:-]); default: generated
+  --label k=v            a label; repeat for more (pipeline, build, step, repo, commit...)
+  --executor E           who is expected to run it
+  --accept-timeout S     seconds the job may stay pending (default: server's)
+  --run-timeout S        seconds the job may run once accepted
+  --heartbeat-timeout S  seconds a running job may stay silent (0: off)
+  --notify URL           webhook for every state change; repeat for more
+  --event-token-file F   write the job's event token to file F (mode 0600)
+  --wait                 then follow the job and exit with its exit code (see extjob wait)
+  --timeout S            with --wait: stop waiting after S seconds (exit 75)
+${CLIENT_HELP}`;
+
+export const createOptions = {
+  ...CLIENT_OPTIONS,
+  name: { type: 'string' },
+  id: { type: 'string' },
+  label: { type: 'string', multiple: true },
+  executor: { type: 'string' },
+  'accept-timeout': { type: 'string' },
+  'run-timeout': { type: 'string' },
+  'heartbeat-timeout': { type: 'string' },
+  notify: { type: 'string', multiple: true },
+  'event-token-file': { type: 'string' },
+  wait: { type: 'boolean' },
+  timeout: { type: 'string' },
+} as const;
+
+const usage = (msg: string) => {
+  process.stderr.write(`extjob create: ${msg}\n\n${createHelp}\n`);
+  return EXIT.usage;
+};
+
+const seconds = (v: unknown): number | undefined | null => {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 ? n : null;
+};
+
+export async function create(values: Record<string, unknown>, positionals: string[]): Promise<number> {
+  if (positionals.length > 0) return usage(`unexpected argument "${positionals[0]}"`);
+  if (typeof values.name !== 'string' || !values.name) return usage('--name is required');
+  const spec: JobSpec = { name: values.name };
+  if (typeof values.id === 'string') spec.id = values.id;
+  if (typeof values.executor === 'string') spec.executor = values.executor;
+  const labels = (values.label as string[] | undefined) ?? [];
+  if (labels.length > 0) {
+    spec.labels = {};
+    for (const l of labels) {
+      const eq = l.indexOf('=');
+      if (eq <= 0) return usage(`--label "${l}" is not k=v`);
+      spec.labels[l.slice(0, eq)] = l.slice(eq + 1);
+    }
+  }
+  const timeouts: NonNullable<JobSpec['timeouts']> = {};
+  for (const [flag, key] of [
+    ['accept-timeout', 'acceptSeconds'],
+    ['run-timeout', 'runSeconds'],
+    ['heartbeat-timeout', 'heartbeatSeconds'],
+  ] as const) {
+    const s = seconds(values[flag]);
+    if (s === null) return usage(`--${flag} takes whole seconds`);
+    if (s !== undefined) timeouts[key] = s;
+  }
+  if (Object.keys(timeouts).length > 0) spec.timeouts = timeouts;
+  const notify = (values.notify as string[] | undefined) ?? [];
+  if (notify.length > 0) spec.notify = notify.map((url) => ({ url }));
+  let timeoutMs: number | undefined;
+  if (values.timeout !== undefined) {
+    const s = Number(values.timeout);
+    if (!Number.isFinite(s) || s < 0) return usage('--timeout takes a number of seconds');
+    timeoutMs = s * 1000;
+  }
+
+  const client = clientFrom(values);
+  let job: Job;
+  try {
+    const r = await client.json<{ job: Job; eventToken?: string }>('/v1/jobs', { json: spec });
+    job = r.job;
+    if (typeof values['event-token-file'] === 'string' && r.eventToken)
+      writeFileSync(values['event-token-file'], `${r.eventToken}\n`, { mode: 0o600 });
+    if (values.json && !values.wait) process.stdout.write(`${JSON.stringify(r)}\n`);
+    else if (!values.json) {
+      process.stdout.write(`${job.id}\n`);
+      if (process.stderr.isTTY) process.stderr.write(`extjob: created ${job.id} (${job.state})\n`);
+    }
+  } catch (err) {
+    return reportError('create', err);
+  }
+  if (!values.wait) return EXIT.ok;
+  return follow(client, job.id, {
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+    json: Boolean(values.json),
+  });
+}

@@ -1,0 +1,59 @@
+/** `extjob logs ID [-f]`: the job's log on stdout. */
+import { CLIENT_HELP, CLIENT_OPTIONS, ClientError, clientFrom, EXIT, reportError } from '../client.js';
+
+export const logsHelp = `Usage: extjob logs ID [-f] [--json]
+
+Prints the job's log. With -f, keeps following it until the job finishes.
+With --json, one JSON object per chunk ({seq, text | base64, late?}).
+
+Options:
+  -f, --follow   follow the log live (resumes after connection drops)
+${CLIENT_HELP}`;
+
+export const logsOptions = { ...CLIENT_OPTIONS, follow: { type: 'boolean', short: 'f' } } as const;
+
+interface Chunk {
+  seq: number;
+  text?: string;
+  base64?: string;
+}
+
+export async function logs(values: Record<string, unknown>, positionals: string[]): Promise<number> {
+  const [id, ...extra] = positionals;
+  if (!id || extra.length > 0) {
+    process.stderr.write(`extjob logs: expected one job id\n\n${logsHelp}\n`);
+    return EXIT.usage;
+  }
+  const client = clientFrom(values);
+  const path = `/v1/jobs/${encodeURIComponent(id)}/log`;
+  const write = (c: Chunk) =>
+    process.stdout.write(
+      values.json
+        ? `${JSON.stringify(c)}\n`
+        : c.text !== undefined
+          ? c.text
+          : Buffer.from(c.base64 ?? '', 'base64'),
+    );
+  try {
+    if (values.follow) {
+      await client.json(`/v1/jobs/${encodeURIComponent(id)}`);
+      for await (const e of client.events(`${path}/stream`)) {
+        if (e.event === 'chunk') write(JSON.parse(e.data) as Chunk);
+        else if (e.event === 'error') throw new ClientError(JSON.parse(e.data).detail ?? 'stream error', 500);
+      }
+      return EXIT.ok;
+    }
+    let fromSeq = 0;
+    for (;;) {
+      const page = await client.json<{ chunks: Chunk[]; nextSeq: number }>(
+        `${path}?fromSeq=${fromSeq}&limit=1000`,
+      );
+      for (const c of page.chunks) write(c);
+      if (page.chunks.length === 0 || page.nextSeq <= fromSeq) break;
+      fromSeq = page.nextSeq;
+    }
+    return EXIT.ok;
+  } catch (err) {
+    return reportError('logs', err);
+  }
+}
