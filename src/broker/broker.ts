@@ -51,7 +51,7 @@ export interface JobBrokerOptions {
   defaults: BrokerDefaults;
   logger?: Logger;
   /** Timer worker tuning (defaults suit production). */
-  timers?: { concurrency?: number; retentionSweepMs?: number; recoverEveryMs?: number };
+  timers?: { concurrency?: number; retentionSweepMs?: number; scanEveryMs?: number };
   /** Clock for the scripts in ms; default: Redis TIME. Tests only. */
   now?: () => number;
 }
@@ -68,7 +68,6 @@ interface ScriptOutput {
   r: ScriptResult;
   tr?: [JobState | 'none', JobState][] | Record<string, never>;
   arm?: string[] | Record<string, never>;
-  dis?: string[] | Record<string, never>;
   c?: number;
   ac?: number;
   f?: number;
@@ -147,17 +146,13 @@ export class JobBroker {
 
   private async applyTimers(outs: [string, ScriptOutput][]): Promise<void> {
     const arm: TimerData[] = [];
-    const dis: TimerData[] = [];
-    for (const [id, out] of outs) {
-      for (const t of list(out.arm)) arm.push(parseTimer(id, t));
-      for (const t of list(out.dis)) dis.push(parseTimer(id, t));
-    }
-    if (arm.length === 0 && dis.length === 0) return;
+    for (const [id, out] of outs) for (const t of list(out.arm)) arm.push(parseTimer(id, t));
+    if (arm.length === 0) return;
     try {
-      await this.timers.apply(arm, dis);
+      await this.timers.apply(arm);
     } catch (err) {
-      // the intents stay in Redis; recovery arms them
-      this.logger?.warn({ err }, 'arming timers failed; recovery will retry');
+      // the deadlines stay in Redis; the periodic scan arms them
+      this.logger?.warn({ err }, 'arming timers failed; the scan will arm them');
     }
   }
 
@@ -405,14 +400,14 @@ export class JobBroker {
       {
         concurrency: this.opts.timers?.concurrency ?? 64,
         retentionSweepMs: this.opts.timers?.retentionSweepMs ?? 30_000,
-        recoverEveryMs: this.opts.timers?.recoverEveryMs ?? 5_000,
+        scanEveryMs: this.opts.timers?.scanEveryMs ?? 5_000,
       },
     );
   }
 
-  /** Arm timer intents left behind by a process that died (also done by startTimers). */
-  recoverTimers(minAgeMs = 5000): Promise<number> {
-    return this.timers.recover(minAgeMs);
+  /** Arm deadlines due within the arm window (startTimers does this every few seconds). */
+  armDueTimers(): Promise<number> {
+    return this.timers.armDue();
   }
 
   async close(): Promise<void> {

@@ -25,7 +25,8 @@ export function brokerKeys(prefix: string) {
     outbox: `${prefix}:outbox`,
     outboxLease: `${prefix}:outbox:lease`,
     retain: `${prefix}:retain`,
-    arm: `${prefix}:arm`,
+    /** ZSET "kind|attempt|due|id" by due ms: deadlines not yet armed in BullMQ. */
+    due: `${prefix}:due`,
     notify: `${prefix}:notify`,
     state: (s: JobState) => `${prefix}:idx:st:${s}`,
     executor: (e: string) => `${prefix}:idx:ex:${e}`,

@@ -1,18 +1,25 @@
 /**
  * Timers as BullMQ delayed jobs (queue "timers", BullMQ prefix = our prefix).
  *
- * The scripts record each timer to arm as an intent in <prefix>:arm atomically
- * with the state change; arm() turns intents into delayed jobs with
- * deterministic ids and then removes the intents. If the process dies between
- * the two, recover() (run at start and every few seconds) arms what is left.
- * Firing is idempotent: the fire script checks state, attempt and the deadline
- * kept in the job hash, so a duplicate or stale timer is a no-op.
+ * The scripts write every deadline into <prefix>:due (ZSET by due time)
+ * atomically with the state change, and return the ones due within the arm
+ * window (60 s). apply() turns those into delayed jobs with deterministic ids
+ * and removes them from <prefix>:due; armDue(), run at start and every few
+ * seconds, does the same for deadlines that came within the window (and for
+ * any whose writer died before arming). So a far deadline costs one ZSET entry
+ * and no BullMQ operation until it is near, a disarmed timer costs nothing,
+ * and no timer is lost. Firing is idempotent: the fire script checks state,
+ * attempt and the deadline kept in the job hash, so a duplicate, stale or
+ * disarmed timer is a no-op.
  */
 import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
 import type { TimerKind } from './instrumentation.js';
 import type { BrokerKeys } from './keys.js';
+
+/** Same as ARM_WINDOW_MS in lua/includes/job.lua. */
+export const ARM_WINDOW_MS = 60_000;
 
 export const TIMER_QUEUE = 'timers';
 const RETENTION_JOB = 'retention';
@@ -58,19 +65,9 @@ export class TimerService {
     });
   }
 
-  /** Arm timers (and drop their intents) and best-effort remove obsolete ones. */
-  async apply(toArm: TimerData[], toDisarm: TimerData[]): Promise<void> {
-    const dis = new Set(toDisarm.map(timerJobId));
-    const arm = toArm.filter((t) => !dis.has(timerJobId(t)));
-    const armed = new Set(toArm.map(timerJobId));
-    const work: Promise<unknown>[] = [];
-    if (arm.length > 0) work.push(this.add(arm));
-    else if (toArm.length > 0) work.push(this.dropIntents(toArm));
-    for (const t of toDisarm) {
-      if (armed.has(timerJobId(t))) continue;
-      work.push(this.queue.remove(timerJobId(t)).catch(() => 0));
-    }
-    await Promise.all(work);
+  /** Arm timers the scripts returned (due within the arm window). */
+  async apply(toArm: TimerData[]): Promise<void> {
+    if (toArm.length > 0) await this.add(toArm);
   }
 
   private async add(timers: TimerData[]): Promise<void> {
@@ -89,24 +86,20 @@ export class TimerService {
         },
       })),
     );
-    await this.dropIntents(timers);
+    await this.redis.zrem(this.keys.due, ...timers.map((t) => `${t.kind}|${t.attempt}|${t.due}|${t.id}`));
   }
 
-  private dropIntents(timers: TimerData[]): Promise<number> {
-    return this.redis.zrem(this.keys.arm, ...timers.map((t) => `${t.kind}|${t.attempt}|${t.due}|${t.id}`));
-  }
-
-  /** Arm intents older than `minAgeMs` (their writer died or is slow). Returns how many. */
-  async recover(minAgeMs = 5000): Promise<number> {
+  /** Arm every deadline due within `windowMs` from now. Returns how many. */
+  async armDue(windowMs = ARM_WINDOW_MS): Promise<number> {
     let total = 0;
     for (;;) {
       const members = await this.redis.zrangebyscore(
-        this.keys.arm,
+        this.keys.due,
         '-inf',
-        Date.now() - minAgeMs,
+        Date.now() + windowMs,
         'LIMIT',
         0,
-        500,
+        1000,
       );
       if (members.length === 0) return total;
       const timers = members.map((m) => {
@@ -115,13 +108,13 @@ export class TimerService {
       });
       await this.add(timers);
       total += timers.length;
-      if (members.length < 500) return total;
+      if (members.length < 1000) return total;
     }
   }
 
   async start(
     handlers: TimerHandlers,
-    opts: { concurrency: number; retentionSweepMs: number; recoverEveryMs: number },
+    opts: { concurrency: number; retentionSweepMs: number; scanEveryMs: number },
   ): Promise<void> {
     if (this.worker) return;
     this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
@@ -149,10 +142,10 @@ export class TimerService {
       { name: RETENTION_JOB, opts: { removeOnComplete: true, removeOnFail: 100 } },
     );
     await this.worker.waitUntilReady();
-    await this.recover(0);
+    await this.armDue();
     this.recoverTimer = setInterval(() => {
-      this.recover().catch((err) => this.logger?.warn({ err }, 'timer recovery failed'));
-    }, opts.recoverEveryMs);
+      this.armDue().catch((err) => this.logger?.warn({ err }, 'arming due timers failed'));
+    }, opts.scanEveryMs);
     this.recoverTimer.unref();
   }
 

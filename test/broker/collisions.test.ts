@@ -13,7 +13,7 @@ afterEach(async () => {
 });
 
 it('finished events and run timeouts colliding on 1,000 jobs: one terminal state each', async () => {
-  h = await harness({ timers: { concurrency: 64, retentionSweepMs: 60_000, recoverEveryMs: 5000 } });
+  h = await harness({ timers: { concurrency: 64, retentionSweepMs: 60_000, scanEveryMs: 5000 } });
   const b = h.broker;
   const N = 1000;
   const ids = Array.from({ length: N }, (_, i) => `c-${i}`);

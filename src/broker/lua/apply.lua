@@ -13,7 +13,7 @@
   canceled:  ARGV[10] reason
 
   Returns a JSON object: r = applied | duplicate | stale | late | unknown_job | invalid,
-  tr (transitions made), arm / dis (timers to arm / disarm), log (stored |
+  tr (transitions made), arm (timers due within the arm window), log (stored |
   truncated | duplicate for log events).
   Emits: transitions (see transition()), notify kind=log for stored chunks and
   kind=progress for progress, dedupe entry, history/counters for

@@ -5,7 +5,7 @@
   ARGV 1-6 common (see includes/job.lua); ARGV[6] is the API cause
   ARGV[7]  reason ('' = none)
 
-  Returns a JSON object: r = canceled | canceling | unchanged | not_found, tr, arm, dis.
+  Returns a JSON object: r = canceled | canceling | unchanged | not_found, tr, arm.
   pending -> canceled at once; running -> canceling, outbox
   job.cancel_requested and the cancel grace timer (grace 0: canceled at once,
   forced); canceling or terminal: unchanged.

@@ -10,7 +10,7 @@
   ARGV[8]  attempt the timer was armed for
   ARGV[9]  due time (ms) the timer was armed for
 
-  Returns a JSON object: r = fired | rearmed | noop | gone, tr, arm, dis,
+  Returns a JSON object: r = fired | rearmed | noop | gone, tr, arm,
   timeout (kind, when the timer timed the job out, expired it or forced a cancel).
   Emits: transitions (see transition()), timer intents.
 ]]

@@ -26,7 +26,7 @@ local function kseq(a) return KJ .. ':q' .. a end
 local KCOUNTS = P .. ':counts'
 local KOUTBOX = P .. ':outbox'
 local KRETAIN = P .. ':retain'
-local KARM = P .. ':arm'
+local KDUE = P .. ':due'
 local CHANNEL = P .. ':notify'
 local function kstate(s) return P .. ':idx:st:' .. s end
 
@@ -41,7 +41,7 @@ local DEDUPE_SLOTS = 32
 
 -- Hot fields of the job hash (short names; see docs/design.md).
 local S = {}
-local OUT = { tr = {}, arm = {}, dis = {} }
+local OUT = { tr = {}, arm = {} }
 
 local function load_job()
   local f = redis.call('HMGET', KJ, 's', 'a', 'v', 'c', 'ac', 'f', 'ta', 'th', 'tr', 'tc',
@@ -143,15 +143,19 @@ local function outbox(typ, from, to, cause)
   redis.call(unpack(args))
 end
 
--- Timers: an intent in <prefix>:arm (written atomically with the change) that
--- the caller turns into a BullMQ delayed job with a deterministic id, then removes.
+-- Timers: every deadline is a member "kind|attempt|due|id" of <prefix>:due
+-- (ZSET by due time), written atomically with the change. Deadlines within
+-- ARM_WINDOW_MS are returned so the caller arms them as BullMQ delayed jobs at
+-- once; the rest are armed by the periodic scan when they come that close.
+-- Disarming only removes the member: a timer already in BullMQ fires as a no-op.
+local ARM_WINDOW_MS = 60000
 local function arm(kind, due)
   local m = kind .. '|' .. S.a .. '|' .. due
-  redis.call('ZADD', KARM, NOW, m .. '|' .. ID)
-  OUT.arm[#OUT.arm + 1] = m
+  redis.call('ZADD', KDUE, due, m .. '|' .. ID)
+  if due - NOW <= ARM_WINDOW_MS then OUT.arm[#OUT.arm + 1] = m end
 end
 local function disarm(kind, due)
-  if due then OUT.dis[#OUT.dis + 1] = kind .. '|' .. S.a .. '|' .. due end
+  if due then redis.call('ZREM', KDUE, kind .. '|' .. S.a .. '|' .. due .. '|' .. ID) end
 end
 
 local function leave_timers(from)

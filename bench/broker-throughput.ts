@@ -1,0 +1,90 @@
+/**
+ * Transitions per second through the real scripts (create, accepted, finished:
+ * three transitions a job, events applied in pipelined batches, timers armed
+ * and disarmed in BullMQ), against BullMQ's own throughput processing no-op
+ * jobs, in the same run on the same private Redis. Target: >= 1.0x.
+ * Run: npx tsx bench/broker-throughput.ts [jobs]
+ */
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import { JobBroker, type JobEvent } from '../src/broker/index.js';
+import { inWindows, privateRedis } from './broker-redis.js';
+
+const N = Number(process.argv[2] ?? 20_000);
+const defaults = {
+  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
+  retentionSeconds: 604_800,
+  lateLogGraceSeconds: 300,
+  logChunkMaxBytes: 512 * 1024,
+  logMaxBytes: 64 * 1024 * 1024,
+};
+
+async function broker(redis: Redis): Promise<{ transitions: number; seconds: number }> {
+  const b = new JobBroker({ redis, prefix: 'tp', defaults });
+  let transitions = 0;
+  b.instrumentation.on('job_transition', () => transitions++);
+  const ids = Array.from({ length: N }, (_, i) => `job-${i}`);
+  const ev = (kind: JobEvent['kind'], jobId: string, extra: Partial<JobEvent> = {}): JobEvent => ({
+    kind,
+    jobId,
+    id: `${kind}-${jobId}`,
+    source: 'bench',
+    type: `dev.extjob.${kind}.v1`,
+    ...extra,
+  });
+  const t0 = performance.now();
+  await inWindows(ids, 500, (batch) =>
+    Promise.all(batch.map((id) => b.createJob({ id, name: 'n', executor: 'x' }))),
+  );
+  await inWindows(ids, 500, (batch) => b.applyEvents(batch.map((id) => ev('accepted', id))));
+  await inWindows(ids, 500, (batch) => b.applyEvents(batch.map((id) => ev('finished', id, { exitCode: 0 }))));
+  const seconds = (performance.now() - t0) / 1000;
+  await b.close();
+  return { transitions, seconds };
+}
+
+async function bullmq(redis: Redis): Promise<{ added: number; processed: number }> {
+  const queue = new Queue('noop', { connection: redis, prefix: 'tpb' });
+  const connection = redis.duplicate({ maxRetriesPerRequest: null });
+  const ids = Array.from({ length: N }, (_, i) => i);
+  const t0 = performance.now();
+  await inWindows(ids, 500, (b) => queue.addBulk(b.map((i) => ({ name: 'noop', data: { i } }))));
+  const t1 = performance.now();
+  let done = 0;
+  const finished = new Promise<void>((resolve) => {
+    const worker = new Worker('noop', async () => 0, {
+      connection,
+      prefix: 'tpb',
+      concurrency: 100,
+      autorun: false,
+    });
+    worker.on('completed', () => {
+      if (++done === N) void worker.close().then(() => resolve());
+    });
+    void worker.run();
+  });
+  await finished;
+  const t2 = performance.now();
+  await queue.close();
+  connection.disconnect();
+  return { added: N / ((t1 - t0) / 1000), processed: N / ((t2 - t1) / 1000) };
+}
+
+const server = await privateRedis();
+const redis = new Redis(server.url, { maxRetriesPerRequest: null });
+try {
+  console.log(`broker-throughput: ${N} jobs, private redis ${server.url}`);
+  const base = await bullmq(redis);
+  const r = await broker(redis);
+  const tps = r.transitions / r.seconds;
+  console.log(
+    `  baseline: BullMQ no-op jobs processed ${base.processed.toFixed(0)}/s (addBulk ${base.added.toFixed(0)}/s)`,
+  );
+  console.log(
+    `  result:   ${r.transitions} transitions in ${r.seconds.toFixed(2)} s = ${tps.toFixed(0)} transitions/s ` +
+      `(${(tps / base.processed).toFixed(2)}x BullMQ processing; target >= 1.0x)`,
+  );
+} finally {
+  redis.disconnect();
+  await server.stop();
+}
