@@ -7,6 +7,7 @@
  * not sum()). Every label is bounded: never a job id, event id or free text as is.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { legalTransitions } from '../broker/transitions.js';
 import type { JobState } from '../broker/types.js';
 import { JOB_STATES } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
@@ -101,7 +102,10 @@ const RESULTS = new Set(['applied', 'duplicate', 'stale', 'late', 'invalid', 'un
 const TIMEOUT_KINDS = new Set(['accept', 'heartbeat', 'run', 'cancel_grace']);
 const TIMER_KINDS = new Set([...TIMEOUT_KINDS, 'retry']);
 const DLQ_REASONS = new Set(['malformed', 'invalid', 'unsupported_type', 'too_large', 'unknown_job']);
-const WEBHOOK_RESULTS = new Set(['delivered', 'failed', 'retried', 'gave_up']);
+const WEBHOOK_RESULTS = new Set(['delivered', 'failed', 'retried']);
+const KEY_PROBLEMS = new Set(['missing', 'mismatch']);
+const RETRY_OPERATIONS = new Set(['apply', 'dlq', 'publish']);
+const OUTBOX_TOPICS = new Set(['changes', 'commands']);
 
 /** Buckets: job phases last seconds to hours; event handling lasts milliseconds. */
 const LATENCY_BUCKETS = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600];
@@ -331,16 +335,16 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   listen<unknown>(consumers, 'joined', () => lag.reset());
   listen<unknown>(consumers, 'stopped', () => lag.reset());
   listen<ConsumerEventPayloads['key_problem']>(consumers, 'key_problem', (p) => {
-    keyProblems.inc({ problem: boundedLabel(p.problem, new Set(['missing', 'mismatch'])) });
+    keyProblems.inc({ problem: boundedLabel(p.problem, KEY_PROBLEMS) });
   });
   listen<ConsumerEventPayloads['batch']>(consumers, 'batch', (p) => {
     if (isSeconds(p.seconds)) batchSeconds.observe(p.seconds);
   });
   listen<ConsumerEventPayloads['retry']>(consumers, 'retry', (p) => {
-    retries.inc({ operation: boundedLabel(p.operation, new Set(['apply', 'dlq', 'publish'])) });
+    retries.inc({ operation: boundedLabel(p.operation, RETRY_OPERATIONS) });
   });
   listen<ConsumerEventPayloads['published']>(consumers, 'published', (p) => {
-    published.inc({ topic: boundedLabel(p.topic, new Set(['changes', 'commands'])) }, p.count);
+    published.inc({ topic: boundedLabel(p.topic, OUTBOX_TOPICS) }, p.count);
   });
   listen<ConsumerEventPayloads['outbox_pending']>(consumers, 'outbox_pending', (p) => {
     pendingFromDrainer = p.count;
@@ -369,6 +373,20 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
       this.set(ok ? 1 : 0);
     },
   });
+
+  // Every bounded label set exists from the start at 0: rate() and increase() see the
+  // first increment, and "no failures" reads as 0 rather than as no data.
+  const zero = <L extends string>(c: Counter<L>, label: L, values: Iterable<string>) => {
+    for (const v of values) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
+  };
+  zero(collectErrors, 'gauge', ['extjob_jobs', 'extjob_outbox_pending']);
+  zero(timeouts, 'kind', TIMEOUT_KINDS);
+  zero(dlq, 'reason', DLQ_REASONS);
+  zero(keyProblems, 'problem', KEY_PROBLEMS);
+  zero(retries, 'operation', RETRY_OPERATIONS);
+  zero(published, 'topic', OUTBOX_TOPICS);
+  zero(webhooks, 'result', ['delivered', 'retried', 'failed']);
+  for (const [from, to] of legalTransitions()) transitions.inc({ from, to }, 0);
 
   return () => {
     for (const off of unsubscribe) off();

@@ -200,6 +200,19 @@ describe('instrumentMetrics', () => {
     expect(await sample(registry, 'extjob_outbox_pending')).toBe(4);
   });
 
+  it('starts every bounded counter at 0, so the first increment and "no failures" are visible', async () => {
+    const { registry } = setup();
+    expect(await sample(registry, 'extjob_timeouts_total{kind="cancel_grace"}')).toBe(0);
+    expect(await sample(registry, 'extjob_dlq_total{reason="too_large"}')).toBe(0);
+    expect(await sample(registry, 'extjob_webhook_deliveries_total{result="failed"}')).toBe(0);
+    expect(await sample(registry, 'extjob_consumer_retries_total{operation="apply"}')).toBe(0);
+    expect(await sample(registry, 'extjob_job_transitions_total{from="none",to="pending"}')).toBe(0);
+    // Only legal transitions are pre-created.
+    expect(
+      await sample(registry, 'extjob_job_transitions_total{from="passed",to="running"}'),
+    ).toBeUndefined();
+  });
+
   it('a listener that throws on a bad payload does not break the emitter', () => {
     const { broker } = setup();
     expect(() => broker.emit('job_transition', null)).not.toThrow();
