@@ -86,7 +86,16 @@ export async function privateKafka(): Promise<{
       current = undefined;
     },
     restart: async () => {
-      current = await startKafka({ port, controllerPort, dataDir, heap: '384m' });
+      // The start probe can trip over a partition whose leader is not elected yet
+      // (a retriable error right after a restart); try again rather than fail the drill.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          current = await startKafka({ port, controllerPort, dataDir, heap: '384m' });
+          return;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+        }
+      }
     },
   };
 }
@@ -263,11 +272,13 @@ export function startLoad(
   let producer: Producer = createProducer(kafka);
   let sent = 0;
   let retries = 0;
+  let stopped = false;
   const started = Date.now();
   const done = (async () => {
     await producer.connect();
     try {
       while (sent < messages.length) {
+        if (stopped) throw new Error('load stopped');
         const due = Math.min(
           messages.length,
           Math.floor(((Date.now() - started) / 1000) * perSecond) + batch,
@@ -284,7 +295,7 @@ export function startLoad(
             break;
           } catch (err) {
             retries++;
-            if (Date.now() > deadline) throw err;
+            if (stopped || Date.now() > deadline) throw err;
             await new Promise((r) => setTimeout(r, 250));
             // A producer whose broker vanished can stay wedged; start over with a fresh one.
             await producer.disconnect().catch(() => {});
@@ -299,7 +310,10 @@ export function startLoad(
     }
   })();
   done.catch(() => {});
-  onTestFinished(() => done.catch(() => {}));
+  onTestFinished(() => {
+    stopped = true;
+    return done.catch(() => {});
+  });
   return { sent: () => sent, done, retries: () => retries };
 }
 
@@ -489,7 +503,7 @@ export function sampler(url: string, everyMs = 200) {
     while (running) {
       let status = 0;
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+        const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
         status = res.status;
         await res.arrayBuffer();
       } catch {}
