@@ -38,6 +38,7 @@ export async function privateRedis(): Promise<{ url: string; stop(): Promise<voi
   const deadline = Date.now() + 10_000;
   for (;;) {
     const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => {});
     try {
       await r.connect();
       await r.ping();

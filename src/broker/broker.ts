@@ -52,7 +52,7 @@ export interface JobBrokerOptions {
   logger?: Logger;
   /** Timer worker tuning (defaults suit production). */
   timers?: { concurrency?: number; retentionSweepMs?: number; scanEveryMs?: number };
-  /** Clock for the scripts in ms; default: Redis TIME. Tests only. */
+  /** Clock for the scripts in ms (default Date.now; hosts must keep clocks in sync, e.g. NTP). Tests only. */
   now?: () => number;
 }
 
@@ -105,7 +105,7 @@ export class JobBroker {
     return [
       this.keys.prefix,
       id,
-      this.opts.now ? this.opts.now() : '',
+      this.opts.now ? this.opts.now() : Date.now(),
       Math.round(this.defaults.retentionSeconds * 1000),
       Math.round(this.defaults.lateLogGraceSeconds * 1000),
       cause,
@@ -173,6 +173,8 @@ export class JobBroker {
       Math.round(heartbeatSeconds * 1000),
       Math.round(runSeconds * 1000),
       Math.round(cancelGraceSeconds * 1000),
+      ...(p.stored.e !== undefined ? [this.keys.executor(p.stored.e)] : []),
+      ...Object.entries(p.stored.l).map(([k, v]) => this.keys.label(k, v)),
     ]);
     const err = scriptError(out.r, p.id);
     if (err) throw err;

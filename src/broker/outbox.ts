@@ -5,7 +5,7 @@
  * at a time: take the lease first (acquireOutboxLease).
  */
 import type { Redis } from 'ioredis';
-import { decodeCause, decodeJob, pairs } from './codec.js';
+import { decodeCause, decodeJob } from './codec.js';
 import type { BrokerKeys } from './keys.js';
 import type { Cause, Job, JobState } from './types.js';
 
@@ -24,23 +24,23 @@ export interface OutboxEntry {
 }
 
 function decodeEntry(id: string, fields: string[]): OutboxEntry | undefined {
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
-  if (!f.j || !f.t || !f.h) return undefined;
-  const job = decodeJob(f.j, pairs(JSON.parse(f.h)), f.s, f.x ? pairs(JSON.parse(f.x)) : {});
+  const meta: Record<string, string> = {};
+  const h: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    const k = fields[i] as string;
+    if (k.startsWith('_')) meta[k] = fields[i + 1] as string;
+    else h[k] = fields[i + 1] as string;
+  }
+  const jobId = meta._j;
+  const type = meta._t as OutboxType | undefined;
+  if (!jobId || !type) return undefined;
+  const job = decodeJob(jobId, h, meta._s, {});
   if (!job) return undefined;
   const payload: OutboxEntry['payload'] = { job };
-  if (f.t === 'job.changed') payload.from = (f.f as JobState | undefined) ?? null;
-  if (f.o) payload.to = f.o as JobState;
-  if (f.c) payload.cause = decodeCause(JSON.parse(f.c));
-  return {
-    id,
-    jobId: f.j,
-    version: Number(f.v),
-    attempt: Number(f.a),
-    type: f.t as OutboxType,
-    payload,
-  };
+  if (type === 'job.changed') payload.from = (meta._f as JobState | undefined) ?? null;
+  if (meta._o) payload.to = meta._o as JobState;
+  if (meta._c) payload.cause = decodeCause(JSON.parse(meta._c));
+  return { id, jobId, version: job.version, attempt: job.attempt, type, payload };
 }
 
 export async function readOutbox(

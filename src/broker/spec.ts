@@ -113,12 +113,13 @@ export function prepareSpec(input: unknown, defaults: Timeouts): PreparedSpec {
   const s = parsed.data;
   const { id, ...rest } = s;
   const t: Timeouts = { ...defaults, ...s.timeouts };
+  // executor first: the scripts read it from the start of the JSON line
   const stored: StoredSpec = {
+    ...(s.executor !== undefined ? { e: s.executor } : {}),
     n: s.name,
     l: s.labels ?? {},
     t: [t.acceptSeconds, t.heartbeatSeconds, t.runSeconds, t.cancelGraceSeconds],
   };
-  if (s.executor !== undefined) stored.e = s.executor;
   if (s.retry !== undefined) stored.r = s.retry;
   if (s.notify !== undefined) stored.o = s.notify;
   const hash = createHash('sha256').update(canonicalJson(rest)).digest('base64url').slice(0, 16);

@@ -7,6 +7,8 @@
   ARGV[8]  spec JSON (stored as <job>:s)
   ARGV[9]  event token sha256 (base64url)
   ARGV[10..13] timeouts in ms: accept, heartbeat (0 = off), run, cancel grace
+  ARGV[14..] executor and label index keys (the same names retention.lua derives
+           from the spec with includes/indexes.lua)
 
   Returns a JSON object: r = "created" | "exists" | "conflict", plus the job hash
   (h) on created/exists, and the timers to arm (arm).
@@ -15,7 +17,6 @@
   executor and label index entries.
 ]]
 --@include job
---@include indexes
 
 if redis.call('EXISTS', KJ) == 1 then
   local sh = redis.call('HGET', KJ, 'sh')
@@ -35,8 +36,8 @@ S.tc = tonumber(ARGV[13])
 redis.call('HSET', KJ, 'sh', ARGV[7], 'tk', ARGV[9], 'c', NOW, 'a', 1, 'v', 0,
   'ta', S.ta, 'th', S.th, 'tr', S.tr, 'tc', S.tc)
 redis.call('SET', KS, ARGV[8])
-for _, k in ipairs(index_keys(cjson.decode(ARGV[8]))) do
-  redis.call('ZADD', k, NOW, ID)
+for i = 14, #ARGV do
+  redis.call('ZADD', ARGV[i], NOW, ID)
 end
 transition('pending')
 announce_attempt()

@@ -119,27 +119,25 @@ local function notify(kind, seq)
   redis.call('PUBLISH', CHANNEL, m .. '}')
 end
 
--- Outbox record: the job snapshot as it is now (after this change).
+-- Outbox record: meta fields (_j id, _t type, _s spec, _f from, _o to, _c
+-- cause), then the job hash and its long fields as they are now (after this
+-- change) as plain stream fields: no JSON encoding inside Redis.
 local function outbox(typ, from, to, cause)
-  local args = { 'XADD', KOUTBOX, '*', 'j', ID, 'v', S.v, 't', typ, 'a', S.a,
-    'h', cjson.encode(redis.call('HGETALL', KJ)), 's', spec_line() }
-  local x = redis.call('HGETALL', KX)
-  if #x > 0 then
-    args[#args + 1] = 'x'
-    args[#args + 1] = cjson.encode(x)
-  end
+  local args = { 'XADD', KOUTBOX, '*', '_j', ID, '_t', typ, '_s', spec_line() }
   if from then
-    args[#args + 1] = 'f'
+    args[#args + 1] = '_f'
     args[#args + 1] = from
   end
   if to then
-    args[#args + 1] = 'o'
+    args[#args + 1] = '_o'
     args[#args + 1] = to
   end
   if cause then
-    args[#args + 1] = 'c'
+    args[#args + 1] = '_c'
     args[#args + 1] = cause
   end
+  for _, v in ipairs(redis.call('HGETALL', KJ)) do args[#args + 1] = v end
+  for _, v in ipairs(redis.call('HGETALL', KX)) do args[#args + 1] = v end
   redis.call(unpack(args))
 end
 
@@ -291,6 +289,10 @@ end
 local function executor_of()
   local s = spec_line()
   if not s then return nil end
+  -- the spec JSON starts with the executor when there is one (see spec.ts)
+  if string.sub(s, 1, 6) ~= '{"e":"' then return nil end
+  local plain = string.match(s, '^{"e":"([^"\\]*)"')
+  if plain then return plain end
   local e = cjson.decode(s).e
   if type(e) == 'string' then return e end
   return nil
