@@ -1,0 +1,175 @@
+/**
+ * The CLI as users run it: real processes against a running service (real Redis and
+ * Kafka), exit codes as SPEC 7 says, logs streamed from stdin reading back identical.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../helpers/index.js';
+import { cli, startStack } from './support.js';
+
+const json = <T>(s: string): T => JSON.parse(s) as T;
+
+// Each CLI run is a fresh Node process: these tests take longer than unit tests.
+describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
+  it('create --wait exits with the job exit code; emit over HTTP with the event token', async () => {
+    const stack = await startStack();
+    const created = await cli(
+      ['create', '--name', 'deploy', '--id', 'c1', '--label', 'pipeline=web', '--json'],
+      stack.env,
+    );
+    expect(created.code, created.stderr).toBe(0);
+    const { job, eventToken } = json<{ job: { id: string; labels: object }; eventToken: string }>(
+      created.stdout,
+    );
+    expect(job).toMatchObject({ id: 'c1', labels: { pipeline: 'web' } });
+
+    const waiting = cli(['wait', 'c1'], stack.env);
+    const executor = { ...stack.env, EXTJOB_EVENT_TOKEN: eventToken, EXTJOB_TOKEN: '' };
+    expect(
+      (await cli(['emit', 'c1', 'accepted', '--details-url', 'https://ci.example/1'], executor)).code,
+    ).toBe(0);
+    expect((await cli(['emit', 'c1', 'log', '--text', 'step one\n', '--seq', '0'], executor)).code).toBe(0);
+    expect(
+      (await cli(['emit', 'c1', 'heartbeat', '--percent', '50', '--phase', 'sync'], executor)).code,
+    ).toBe(0);
+    const fin = await cli(
+      ['emit', 'c1', 'finished', '--exit-code', '3', '--text', 'boom', '--last-seq', '0'],
+      executor,
+    );
+    expect(fin.code, fin.stderr).toBe(0);
+    const w = await waiting;
+    expect(w.code, w.stderr).toBe(3);
+    expect(w.stdout).toBe('step one\n');
+    expect(w.stderr).toMatch(/c1 running/);
+    expect(w.stderr).toMatch(/c1 failed/);
+
+    // create --wait on a job that another process finishes
+    const cw = cli(
+      ['create', '--name', 'n', '--id', 'c2', '--event-token-file', '/dev/null', '--wait'],
+      stack.env,
+    );
+    await waitFor(
+      async () =>
+        (
+          await fetch(`${stack.url}/v1/jobs/c2`, {
+            headers: { authorization: `Bearer ${stack.env.EXTJOB_TOKEN}` },
+          })
+        ).status === 200,
+    );
+    expect((await cli(['emit', 'c2', 'finished', '--exit-code', '0'], stack.env)).code).toBe(0);
+    const r = await cw;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.split('\n')[0]).toBe('c2');
+  });
+
+  it('emit log --stdin (HTTP and Kafka) produces a log that reads back identical', async () => {
+    const stack = await startStack();
+    // text with many lines and a multi-byte character straddling chunk cuts
+    const lines = Array.from(
+      { length: 4000 },
+      (_, i) => `line ${i} ${'é'.repeat(i % 40)} ${randomBytes(8).toString('hex')}`,
+    );
+    const input = `${lines.join('\n')}\nno newline at the end`;
+    for (const via of ['http', 'kafka'] as const) {
+      const id = `log-${via}`;
+      const created = await cli(['create', '--name', 'n', '--id', id, '--json'], stack.env);
+      const { eventToken } = json<{ eventToken: string }>(created.stdout);
+      const env = {
+        ...stack.env,
+        EXTJOB_EVENT_TOKEN: eventToken,
+        EXTJOB_KAFKA_BROKERS: (await import('../helpers/index.js')).kafkaBrokers().join(','),
+      };
+      const sent = await cli(['emit', id, 'log', '--stdin', '--via', via, '--json'], env, { stdin: input });
+      expect(sent.code, sent.stderr).toBe(0);
+      const chunks = sent.stdout.trim().split('\n').length;
+      expect(chunks).toBeGreaterThan(1);
+      await cli(
+        ['emit', id, 'finished', '--exit-code', '0', '--last-seq', String(chunks - 1), '--via', via],
+        env,
+      );
+      await waitFor(async () => (await cli(['get', id, '--json'], stack.env)).stdout.includes('"passed"'), {
+        timeoutMs: 20_000,
+      });
+      const back = await cli(['logs', id], stack.env);
+      expect(back.code).toBe(0);
+      expect(back.stdout.length).toBe(input.length);
+      expect(back.stdout).toBe(input);
+      const text = await fetch(`${stack.url}/v1/jobs/${id}/log?limit=1000`, {
+        headers: { authorization: `Bearer ${stack.env.EXTJOB_TOKEN}`, accept: 'application/json' },
+      });
+      expect(((await text.json()) as { complete: boolean }).complete).toBe(true);
+    }
+  });
+
+  it('wait exits 130 for canceled, 124 for timed out, 125 for expired, 75 on --timeout, 69 when unreachable', async () => {
+    const stack = await startStack();
+    const env = stack.env;
+    await cli(['create', '--name', 'n', '--id', 'x-cancel'], env);
+    expect((await cli(['cancel', 'x-cancel', '--reason', 'not needed'], env)).stdout).toMatch(
+      /x-cancel canceled/,
+    );
+    expect((await cli(['wait', 'x-cancel'], env)).code).toBe(130);
+
+    await cli(['create', '--name', 'n', '--id', 'x-exp', '--accept-timeout', '1'], env);
+    expect((await cli(['wait', 'x-exp'], env)).code).toBe(125);
+
+    await cli(['create', '--name', 'n', '--id', 'x-run', '--run-timeout', '1'], env);
+    await cli(['emit', 'x-run', 'accepted'], env);
+    const runWait = await cli(['wait', 'x-run', '--json'], env);
+    expect(runWait.code).toBe(124);
+    expect(json<{ state: string }>(runWait.stdout).state).toBe('timed_out');
+
+    await cli(['create', '--name', 'n', '--id', 'x-slow'], env);
+    const gaveUp = await cli(['wait', 'x-slow', '--timeout', '1'], env);
+    expect(gaveUp.code).toBe(75);
+
+    const down = await cli(['wait', 'x-slow'], { ...env, EXTJOB_URL: 'http://127.0.0.1:9' });
+    expect(down.code).toBe(69);
+    const down2 = await cli(['create', '--name', 'n'], { ...env, EXTJOB_URL: 'http://127.0.0.1:9' });
+    expect(down2.code).toBe(69);
+  });
+
+  it('get, list, logs -f, errors and usage', async () => {
+    const stack = await startStack();
+    const env = stack.env;
+    for (const i of [1, 2, 3])
+      await cli(
+        ['create', '--name', `job ${i}`, '--id', `g${i}`, '--executor', i === 2 ? 'argo' : 'tekton'],
+        env,
+      );
+    const got = await cli(['get', 'g2'], env);
+    expect(got.stdout).toMatch(/^id\s+g2$/m);
+    expect(got.stdout).toMatch(/^executor\s+argo$/m);
+    const listed = await cli(['list', '--json', '--executor', 'tekton'], env);
+    expect(
+      listed.stdout
+        .trim()
+        .split('\n')
+        .map((l) => json<{ id: string }>(l).id),
+    ).toEqual(['g3', 'g1']);
+    const all = await cli(['list', '--all', '--limit', '1'], env);
+    expect(all.stdout.trim().split('\n')).toHaveLength(3);
+
+    const follow = cli(['logs', 'g1', '-f'], env);
+    await cli(['emit', 'g1', 'log', '--text', 'a', '--seq', '0'], env);
+    await cli(['emit', 'g1', 'log', '--text', 'b', '--seq', '1'], env);
+    await cli(['emit', 'g1', 'finished', '--exit-code', '0'], env);
+    const f = await follow;
+    expect(f.code).toBe(0);
+    expect(f.stdout).toBe('ab');
+
+    const missing = await cli(['get', 'nope'], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/EXTJOB_JOB_NOT_FOUND/);
+    const noAuth = await cli(['get', 'g1'], { ...env, EXTJOB_TOKEN: 'wrong-token' });
+    expect(noAuth.code).toBe(1);
+    expect(noAuth.stderr).toMatch(/EXTJOB_UNAUTHORIZED/);
+    expect((await cli(['create'], env)).code).toBe(2);
+    expect((await cli(['emit', 'g1', 'exploded'], env)).code).toBe(2);
+    expect((await cli(['wait'], env)).code).toBe(2);
+    expect((await cli(['list', '--bogus'], env)).code).toBe(2);
+    const emitNoToken = await cli(['emit', 'g3', 'accepted'], { ...env, EXTJOB_TOKEN: '' });
+    expect(emitNoToken.code).toBe(1);
+    expect(emitNoToken.stderr).toMatch(/EXTJOB_UNAUTHORIZED/);
+  });
+});
