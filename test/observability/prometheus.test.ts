@@ -48,6 +48,7 @@ describe.runIf(hasPrometheus())('metrics against a real Prometheus', () => {
   let prom: PromServer;
   let metricsText = '';
   let expected: Map<string, JobState>;
+  let eventTokens: string[] = [];
 
   beforeAll(async () => {
     serve = await startService();
@@ -58,7 +59,7 @@ describe.runIf(hasPrometheus())('metrics against a real Prometheus', () => {
     });
     const client = await connectClient(serve.url, topicNames(serve.iso.topicPrefix).events);
     try {
-      expected = (await mixedWorkload(client)).expected;
+      ({ expected, eventTokens } = await mixedWorkload(client));
       await webhookWorkload(client, expected);
     } finally {
       await client.close();
@@ -148,6 +149,30 @@ describe.runIf(hasPrometheus())('metrics against a real Prometheus', () => {
     const loaded = res.data.groups.flatMap((g) => g.rules);
     expect(loaded).toHaveLength(rules().length);
     expect(loaded.filter((r) => r.health !== 'ok')).toEqual([]);
+  });
+
+  it('logs JSON lines, requests with their job and event ids, and never a token or secret', () => {
+    const lines = serve
+      .output()
+      .split('\n')
+      .filter((l) => l.trim());
+    const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const requests = parsed.filter((l) => l.msg === 'request') as {
+      jobId?: string;
+      eventId?: string;
+      http: { route: string; status: string };
+    }[];
+    expect(requests.some((r) => r.http.route === '/v1/jobs' && r.http.status === '201')).toBe(true);
+    const posted = requests.filter((r) => r.http.route === '/v1/jobs/:id/events');
+    expect(posted.length).toBeGreaterThan(0);
+    for (const r of posted) {
+      expect(r.jobId).toMatch(/^viahttp-/);
+      expect(r.eventId).toBeDefined();
+    }
+    const text = lines.join('\n');
+    expect(eventTokens.length).toBeGreaterThan(5);
+    for (const token of eventTokens) expect(text).not.toContain(token);
+    expect(text).not.toContain('hook-secret-0123456789');
   });
 
   it('serves /metrics that promtool check metrics accepts', () => {

@@ -97,14 +97,18 @@ export async function produce(
 export interface WorkloadResult {
   /** Every job the workload created, with the state it ended in. */
   expected: Map<string, JobState>;
+  /** The event tokens the API returned (secrets that must never reach a log). */
+  eventTokens: string[];
 }
 
 /** The full mixed workload; resolves once every job reached its expected state. */
 export async function mixedWorkload(c: Client, tag = randomUUID().slice(0, 8)): Promise<WorkloadResult> {
   const expected = new Map<string, JobState>();
+  const eventTokens: string[] = [];
   const make = async (name: string, extra: Record<string, unknown>, end: JobState) => {
     const j = await createJob(c, { id: `${name}-${tag}`, name, ...extra });
     expected.set(j.id, end);
+    eventTokens.push(j.eventToken);
     return j;
   };
 
@@ -214,7 +218,7 @@ export async function mixedWorkload(c: Client, tag = randomUUID().slice(0, 8)): 
   await produce(c, [event(passing[0]!.id, 'heartbeat')]);
 
   for (const [id, state] of expected) await waitForState(c, id, state);
-  return { expected };
+  return { expected, eventTokens };
 }
 
 /**
