@@ -90,6 +90,11 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       },
     });
 
+  // Timers first: they need only Redis, and starting the Kafka side waits for the
+  // consumer to join its group, which after a crash takes up to the session timeout;
+  // timers that fell due while extjob was down must not wait for that.
+  if (roles.has('schedule')) await broker.startTimers();
+
   const kafkaSide = await startKafkaSide({
     config,
     broker,
@@ -104,7 +109,6 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       name: 'consumers',
       run: async () => (kafkaSide.isReady() ? undefined : 'the events consumer has not joined its group'),
     });
-  if (roles.has('schedule')) await broker.startTimers();
 
   // Webhooks: deliveries are BullMQ jobs. The schedule role feeds them from the changes
   // topic and delivers them; the api role lists them (GET /v1/jobs/{id}/deliveries).
