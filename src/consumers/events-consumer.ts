@@ -1,8 +1,10 @@
 /**
  * The events consumer: a consumer group on `<prefix>.events` whose batches go through
  * processBatch. Offsets are resolved only after a batch's Redis effects and DLQ
- * records are acknowledged, and committed right after (so a crash replays, and replays
- * are duplicates). stop() finishes the in-flight batch, commits and leaves the group.
+ * records are acknowledged, and committed at most every commitIntervalMs (a crash
+ * replays what was not committed yet, and replays are duplicates), so a commit round
+ * trip is not paid on every batch. stop() commits what was applied, finishes the
+ * in-flight batches, commits them and leaves the group; a rebalance commits too.
  */
 import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
@@ -24,7 +26,7 @@ export interface EventsConsumerOptions {
   logger: Logger;
   limits?: FormatLimits;
   instrumentation?: Instrumentation;
-  /** Partitions processed at the same time by this process (one batch each). Default 4. */
+  /** Partitions processed at the same time by this process (one batch each). Default 16. */
   concurrency?: number;
   sessionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
@@ -32,6 +34,8 @@ export interface EventsConsumerOptions {
   maxWaitTimeMs?: number;
   /** Largest fetch per partition, in bytes (bounds one batch). Default 1 MiB. */
   maxBytesPerPartition?: number;
+  /** Longest time between offset commits while running. Default 250 ms. */
+  commitIntervalMs?: number;
   /** Backoff bounds while Redis or Kafka is unavailable. */
   retryInitialMs?: number;
   retryMaxMs?: number;
@@ -44,6 +48,8 @@ export class EventsConsumer {
   private joined = false;
   private stopping = false;
   private crashed: Error | undefined;
+  /** Applied but maybe not yet committed: partition -> next offset. */
+  private readonly pending = new Map<number, string>();
 
   constructor(private readonly opts: EventsConsumerOptions) {
     this.instrumentation = opts.instrumentation ?? createInstrumentation();
@@ -80,6 +86,8 @@ export class EventsConsumer {
     });
     this.consumer.on(events.REBALANCING, () => {
       this.joined = false;
+      // Best effort: what was applied is committed before the partitions move on.
+      this.flush().catch((err) => opts.logger.debug({ err }, 'commit before rebalance failed'));
     });
   }
 
@@ -93,9 +101,10 @@ export class EventsConsumer {
     // A new group starts at the earliest offset: events sent before the service first ran count too.
     await this.consumer.subscribe({ topics: [this.topics.events], fromBeginning: true });
     await this.consumer.run({
-      autoCommit: true,
+      autoCommit: false,
+      autoCommitInterval: this.opts.commitIntervalMs ?? 250,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.opts.concurrency ?? 4,
+      partitionsConsumedConcurrently: this.opts.concurrency ?? 16,
       eachBatch: (payload) => this.onBatch(payload),
     });
   }
@@ -105,6 +114,7 @@ export class EventsConsumer {
     if (this.stopping) return;
     this.stopping = true;
     this.joined = false;
+    await this.flush().catch((err) => this.opts.logger.warn({ err }, 'commit at stop failed'));
     await this.consumer.disconnect();
     this.instrumentation.emit('stopped', { groupId: this.opts.groupId, reason: 'stop' });
   }
@@ -139,12 +149,18 @@ export class EventsConsumer {
     );
     if (!report.done) return;
     const last = batch.messages[batch.messages.length - 1]!;
+    const next = nextOffset(last.offset);
     p.resolveOffset(last.offset);
-    await p.commitOffsetsIfNecessary({
-      topics: [
-        { topic: batch.topic, partitions: [{ partition: batch.partition, offset: nextOffset(last.offset) }] },
-      ],
-    });
+    this.pending.set(batch.partition, next);
+    if (this.stopping || !p.isRunning()) {
+      // Stopping: this batch's offsets are committed before the group is left.
+      await p.commitOffsetsIfNecessary({
+        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
+      });
+      if (this.pending.get(batch.partition) === next) this.pending.delete(batch.partition);
+    } else {
+      await p.commitOffsetsIfNecessary(); // commits what is resolved once per commit interval
+    }
     this.instrumentation.emit('batch', {
       topic: batch.topic,
       partition: batch.partition,
@@ -157,6 +173,17 @@ export class EventsConsumer {
       partition: batch.partition,
       lag: Math.max(0, lag),
     });
+  }
+
+  /** Commit every applied offset not known to be committed. */
+  private async flush(): Promise<void> {
+    const entries = [...this.pending];
+    if (entries.length === 0) return;
+    await this.consumer.commitOffsets(
+      entries.map(([partition, offset]) => ({ topic: this.topics.events, partition, offset })),
+    );
+    for (const [partition, offset] of entries)
+      if (this.pending.get(partition) === offset) this.pending.delete(partition);
   }
 
   private async sendDlq(messages: OutgoingMessage[]): Promise<void> {
