@@ -1,13 +1,15 @@
 /**
  * What the ingest benchmarks share: a Kafka broker (EXTJOB_KAFKA_BROKERS, or a private
- * local one started for the run), Redis (EXTJOB_REDIS_URL or 127.0.0.1:6379) under a
- * key prefix of the run's own, topics of its own, and cleanup of all of it.
+ * local one started for the run), Redis (EXTJOB_REDIS_URL, or a private redis-server so
+ * nobody else's commands queue in front of ours) under a key prefix of the run's own,
+ * topics of its own, and cleanup of all of it.
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { JobBroker } from '../src/broker/index.js';
 import type { JobEvent } from '../src/broker/types.js';
 import { startKafka } from '../src/cli/local/kafka.js';
+import { startRedis } from '../src/cli/local/redis.js';
 import { provisionTopics } from '../src/consumers/topics.js';
 import { topicNames } from '../src/shared/config.js';
 import { createKafka } from '../src/shared/kafka.js';
@@ -26,7 +28,8 @@ export async function benchWorld(partitions = 6) {
   const admin = kafka.admin();
   await admin.connect();
   await provisionTopics(admin, { prefix, partitions, replication: 1, logger });
-  const redis = new Redis(process.env.EXTJOB_REDIS_URL ?? 'redis://127.0.0.1:6379');
+  const localRedis = process.env.EXTJOB_REDIS_URL ? undefined : await startRedis();
+  const redis = new Redis(process.env.EXTJOB_REDIS_URL ?? localRedis!.url);
   const broker = new JobBroker({
     redis,
     prefix,
@@ -58,6 +61,7 @@ export async function benchWorld(partitions = 6) {
         if (keys.length) await redis.del(...keys);
       } while (cursor !== '0');
       await redis.quit();
+      await localRedis?.stop();
       await local?.stop();
     },
   };

@@ -1,16 +1,17 @@
 /**
  * Produce -> visible latency at a steady rate (default 1,000 events/s for 10 s): log
- * chunks produced to the events topic, timed until the broker's notification for the
+ * chunks produced to the events topic by a separate load process (bench/ingest-load.ts,
+ * wall-clock send times), timed until the broker's notification for the
  * stored chunk arrives (what /wait and the SSE streams see). Baseline in the same run:
  * kafkajs produce -> consume latency of the same traffic with a read-only consumer.
  * Target: p99 <= 50 ms.
  *
  *   npx tsx bench/ingest-latency.ts     (BENCH_RATE events/s, BENCH_SECONDS, BENCH_JOBS)
  */
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import type { JobEvent } from '../src/broker/types.js';
+import { fileURLToPath } from 'node:url';
 import { EventsConsumer } from '../src/consumers/events-consumer.js';
-import { encodeStructured } from '../src/consumers/formats/index.js';
 import { createConsumer, createProducer } from '../src/shared/kafka.js';
 import { benchWorld, fmt, logger, percentile, runningJobs } from './ingest-common.js';
 
@@ -26,37 +27,50 @@ try {
   const producer = createProducer(w.kafka);
   await producer.connect();
 
-  /** Produce at the steady rate; `sent` gets each message's send time under its key. */
-  async function steadyTraffic(tag: string, sent: Map<string, number>, seqBase: number) {
-    const total = RATE * SECONDS;
-    const tickMs = (PER_TICK / RATE) * 1000;
-    const start = performance.now();
-    const inflight: Promise<unknown>[] = [];
-    for (let i = 0; i < total; i += PER_TICK) {
-      const due = start + (i / PER_TICK) * tickMs;
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const messages = [];
-      for (let k = i; k < Math.min(total, i + PER_TICK); k++) {
-        const jobId = jobs[k % M]!;
-        const seq = seqBase + Math.floor(k / M);
-        const ev: JobEvent = {
-          kind: 'log',
-          jobId,
-          id: `${tag}-${k}`,
-          source: `bench-${tag}`,
-          type: 'dev.extjob.log.v1',
-          seq,
-          chunk: Buffer.from(`line ${seq}\n`),
-        };
-        sent.set(`${jobId}/${seq}`, performance.now());
-        messages.push(encodeStructured(ev));
-      }
-      inflight.push(producer.send({ topic: w.topics.events, acks: -1, messages }));
-    }
-    await Promise.all(inflight);
-    return total;
+  /**
+   * Run the load generator (its own process) and resolve with each message's send time
+   * (epoch ms) under "<jobId>/<seq>", once it has sent everything.
+   */
+  function steadyTraffic(tag: string, seqBase: number): Promise<Map<string, number>> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', fileURLToPath(new URL('./ingest-load.ts', import.meta.url))],
+        {
+          env: {
+            ...process.env,
+            LOAD_BROKERS: w.brokers.join(','),
+            LOAD_TOPIC: w.topics.events,
+            LOAD_JOBS: jobs.join(','),
+            LOAD_RATE: String(RATE),
+            LOAD_SECONDS: String(SECONDS),
+            LOAD_PER_SEND: String(PER_TICK),
+            LOAD_SEQ_BASE: String(seqBase),
+            LOAD_TAG: tag,
+          },
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+      });
+      child.on('error', reject);
+      child.on('exit', (code) => {
+        if (code !== 0) return reject(new Error(`load generator exited with ${code}`));
+        const sent = new Map<string, number>();
+        for (const line of out.split('\n')) {
+          const [k, t] = line.split(' ');
+          if (k && t) sent.set(k, Number(t));
+        }
+        resolve(sent);
+      });
+    });
   }
+
+  /** Latencies of the messages sent, from arrival times recorded under the same keys. */
+  const latencies = (sent: Map<string, number>, arrived: Map<string, number>) =>
+    [...arrived].flatMap(([k, t]) => (sent.has(k) ? [t - sent.get(k)!] : []));
 
   function report(name: string, lat: number[]) {
     lat.sort((a, b) => a - b);
@@ -67,16 +81,14 @@ try {
   }
 
   // extjob: produce -> applied in Redis and announced (notification published by the script).
-  const ourLat: number[] = [];
+  let ourLat: number[] = [];
   {
-    const sent = new Map<string, number>();
+    const arrived = new Map<string, number>();
     const sub = w.redis.duplicate();
     sub.on('message', (_ch: string, msg: string) => {
-      const now = performance.now();
+      const now = performance.timeOrigin + performance.now();
       const n = JSON.parse(msg) as { id: string; kind: string; seq?: number };
-      if (n.kind !== 'log' || n.seq === undefined) return;
-      const t = sent.get(`${n.id}/${n.seq}`);
-      if (t !== undefined) ourLat.push(now - t);
+      if (n.kind === 'log' && n.seq !== undefined) arrived.set(`${n.id}/${n.seq}`, now);
     });
     await sub.subscribe(w.broker.keys.notify);
     const consumer = new EventsConsumer({
@@ -101,19 +113,22 @@ try {
     await consumer.start();
     await ready;
     await new Promise((r) => setTimeout(r, 1000)); // fetch sessions settle after the join
-    const total = await steadyTraffic('ours', sent, 0);
+    const sent = await steadyTraffic('ours', 0);
     const deadline = Date.now() + 60_000;
-    while (ourLat.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (arrived.size < sent.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    ourLat = latencies(sent, arrived);
     await consumer.stop();
     await sub.quit();
     report('  extjob batch processing time (apply + DLQ + commit)', batchMs);
-    console.log(`  batches: ${sizes.length}, mean size ${fmt(sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length))}`);
+    console.log(
+      `  batches: ${sizes.length}, mean size ${fmt(sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length))}`,
+    );
   }
 
   // Baseline, after ours on the same topic: a new read-only group starting at the end.
-  const baseLat: number[] = [];
+  let baseLat: number[] = [];
   {
-    const sent = new Map<string, number>();
+    const arrived = new Map<string, number>();
     const c = createConsumer(w.kafka, { groupId: `bench-lat-base-${randomUUID()}` });
     let joined!: () => void;
     const ready = new Promise<void>((r) => {
@@ -125,19 +140,19 @@ try {
     await c.run({
       partitionsConsumedConcurrently: 4,
       eachBatch: async ({ batch }) => {
-        const now = performance.now();
+        const now = performance.timeOrigin + performance.now();
         for (const m of batch.messages) {
           const ce = JSON.parse(m.value!.toString()) as { subject: string; data: { seq: number } };
-          const t = sent.get(`${ce.subject}/${ce.data.seq}`);
-          if (t !== undefined) baseLat.push(now - t);
+          arrived.set(`${ce.subject}/${ce.data.seq}`, now);
         }
       },
     });
     await ready;
     await new Promise((r) => setTimeout(r, 1000)); // fetch sessions settle after the join
-    const total = await steadyTraffic('base', sent, 1_000_000);
+    const sent = await steadyTraffic('base', 1_000_000);
     const deadline = Date.now() + 30_000;
-    while (baseLat.length < total && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (arrived.size < sent.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    baseLat = latencies(sent, arrived);
     await c.disconnect();
   }
 
