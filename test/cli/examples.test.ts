@@ -153,7 +153,8 @@ describe('deploy/examples', { timeout: 120_000 }, () => {
     const id = 'bk-hook-deploy';
     expect((await cli(['create', '--name', 'deploy', '--id', id], stack.env)).code).toBe(0);
     const manifest = readFileSync(join(EXAMPLES, 'argocd/postsync-job.yaml'), 'utf8').replace(
-      '${EXTJOB_JOB_ID}',
+      // the placeholder the pipeline fills in (envsubst syntax)
+      ['$', '{EXTJOB_JOB_ID}'].join(''),
       id,
     );
     const job = parse(manifest) as {
