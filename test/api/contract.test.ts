@@ -154,3 +154,21 @@ describe('fuzzing', () => {
     expect((await api.req('/v1/jobs/fz')).status).toBe(200);
   });
 });
+
+describe('docs/api.md', () => {
+  it('lists every error code with the status the server uses', async () => {
+    const { readFileSync } = await import('node:fs');
+    const doc = readFileSync(new URL('../../docs/api.md', import.meta.url), 'utf8');
+    const rows = [...doc.matchAll(/^\| `(EXTJOB_[A-Z_]+)` \| (\d{3}) \|$/gm)].map((m) => [
+      m[1],
+      Number(m[2]),
+    ]);
+    expect(Object.fromEntries(rows)).toEqual(STATUS_OF);
+  });
+
+  it('documents every route of the table', async () => {
+    const { readFileSync } = await import('node:fs');
+    const doc = readFileSync(new URL('../../docs/api.md', import.meta.url), 'utf8');
+    for (const r of ROUTES) expect(doc, r.path).toContain(`\`${r.method.toUpperCase()} ${r.path}`);
+  });
+});
