@@ -71,8 +71,10 @@ export class OutboxDrainer {
     this.running = true;
     if (this.opts.wakeup) {
       const { subscriber, channel } = this.opts.wakeup;
-      subscriber.on('message', (ch: string) => {
-        if (ch === channel) this.wake?.();
+      // Outbox entries come with state changes; log and progress notifications are far
+      // more frequent and never add an entry, so they do not wake the drainer.
+      subscriber.on('message', (ch: string, msg: string) => {
+        if (ch === channel && msg.includes('"kind":"state"')) this.wake?.();
       });
       await subscriber.subscribe(channel);
     }

@@ -64,7 +64,7 @@ describe('startKafkaSide', () => {
     await waitFor(async () => (await broker.getJob('side-1'))?.state === 'passed', { what: 'job passed' });
 
     const changes: string[] = [];
-    const c = createConsumer(kafka, { groupId: unique('watch') });
+    const c = createConsumer(kafka, { groupId: unique('watch'), maxWaitTimeInMs: 100 });
     await c.connect();
     await c.subscribe({ topics: [`${names.topicPrefix}.changes`], fromBeginning: true });
     await c.run({

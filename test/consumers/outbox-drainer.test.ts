@@ -23,7 +23,7 @@ interface Seen {
 
 async function watch(w: Awaited<ReturnType<typeof kafkaWorld>>) {
   const seen: Seen[] = [];
-  const c = createConsumer(w.kafka, { groupId: unique('watch') });
+  const c = createConsumer(w.kafka, { groupId: unique('watch'), maxWaitTimeInMs: 100 });
   await c.connect();
   await c.subscribe({ topics: [w.topics.changes, w.topics.commands], fromBeginning: true });
   await c.run({
