@@ -199,6 +199,23 @@ describe('ingest end to end (real Kafka, real Redis)', () => {
     expect(t.count('unknown_job')).toBe(1);
   });
 
+  it('dead-letters a log chunk over the chunk limit with the default limits, and keeps the job going', async () => {
+    const t = await setup({ partitions: 1 });
+    await t.job('big');
+    const big = ev('big', 'log', { seq: 0, chunk: Buffer.alloc(600 * 1024, 0x41) }); // 800 KB as base64
+    const msg = encodeStructured(big);
+    msg.value = Buffer.from(
+      msg.value.toString().replace(/"text":"A+"/, `"base64":"${big.chunk!.toString('base64')}"`),
+    );
+    await t.produce([msg, encodeStructured(ev('big', 'log', { seq: 1, chunk: Buffer.from('small') }))]);
+    const dlq = await t.readDlq(1);
+    expect(header(dlq[0]!.headers, DLQ_HEADERS.reason)).toBe('too_large');
+    expect(dlq[0]!.value!.length).toBe(msg.value.length);
+    await waitFor(async () => (await t.broker.readLog('big', {}))?.chunks.length === 1, {
+      what: 'the small chunk',
+    });
+  });
+
   it('reads events produced by kcat in binary and structured mode', async () => {
     const t = await setup({ partitions: 1 });
     await t.job('kc');
