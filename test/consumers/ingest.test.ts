@@ -186,6 +186,8 @@ describe('ingest end to end (real Kafka, real Redis)', () => {
       { value: 'x'.repeat(70 * 1024), reason: 'too_large' },
       { value: ce({ type: 'dev.extjob.accepted.v1', subject: 'no-such-job' }), reason: 'unknown_job' },
       { value: ce({ type: 'com.example.deployed.v1' }), reason: 'unsupported_type' },
+      // valid in form, refused by the broker: that attempt does not exist yet
+      { value: ce({ type: 'dev.extjob.heartbeat.v1', data: { attempt: 5 } }), reason: 'invalid' },
     ];
     await t.produce([
       ...bad.map((b) => ({ key: 'good', value: b.value })),
@@ -195,6 +197,7 @@ describe('ingest end to end (real Kafka, real Redis)', () => {
     const dlq = await t.readDlq(bad.length);
     expect(dlq.map((m) => header(m.headers, DLQ_HEADERS.reason))).toEqual(bad.map((b) => b.reason));
     expect(dlq.map((m) => m.value)).toEqual(bad.map((b) => Buffer.from(b.value)));
+    expect(header(dlq[bad.length - 1]!.headers, DLQ_HEADERS.detail)).toMatch(/attempt 5/);
     expect(t.count('invalid')).toBe(bad.length - 1);
     expect(t.count('unknown_job')).toBe(1);
   });
