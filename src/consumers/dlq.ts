@@ -25,10 +25,30 @@ export interface DlqSource {
   message: InMessage;
 }
 
+type HeaderValue = string | Buffer | (string | Buffer)[];
+const isWire = (x: unknown): x is string | Buffer => typeof x === 'string' || Buffer.isBuffer(x);
+
+/**
+ * What came off the wire, only. kafkajs decodes headers into a plain object, so a
+ * header named like an Object.prototype member (toString, constructor, ...) arrives as
+ * an array holding that function too; sent back as is, the producer throws on every
+ * retry and the partition stalls for good.
+ */
+function wireValue(v: unknown): HeaderValue | undefined {
+  if (isWire(v)) return v;
+  if (!Array.isArray(v)) return undefined;
+  const list = v.filter(isWire);
+  return list.length > 0 ? list : undefined;
+}
+
 export function dlqMessage(src: DlqSource, reason: DlqReason, detail: string): OutgoingMessage {
   const { message } = src;
-  const headers: NonNullable<OutgoingMessage['headers']> = {};
-  for (const [k, v] of Object.entries(message.headers ?? {})) if (v !== undefined) headers[k] = v;
+  // No prototype: a header named __proto__ must stay a header.
+  const headers = Object.create(null) as NonNullable<OutgoingMessage['headers']>;
+  for (const [k, v] of Object.entries(message.headers ?? {})) {
+    const value = wireValue(v);
+    if (value !== undefined) headers[k] = value;
+  }
   headers[DLQ_HEADERS.reason] = reason;
   headers[DLQ_HEADERS.detail] =
     detail.length > MAX_DETAIL_CHARS ? `${detail.slice(0, MAX_DETAIL_CHARS - 3)}...` : detail;
