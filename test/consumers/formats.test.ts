@@ -520,3 +520,22 @@ describe('properties', () => {
     );
   });
 });
+
+describe('header names that are object keys', () => {
+  it('treats ce_constructor and ce___proto__ as ordinary (ignored) attributes', () => {
+    const msg = {
+      key: null,
+      value: null,
+      headers: {
+        ce_specversion: '1.0',
+        ce_id: 'i',
+        ce_source: 's',
+        ce_type: 'dev.extjob.canceled.v1',
+        ce_subject: 'job-1',
+        ce_constructor: 'x',
+        ce___proto__: 'y',
+      },
+    };
+    expect(parseMessage(msg)).toMatchObject({ ok: true, event: { kind: 'canceled', jobId: 'job-1' } });
+  });
+});

@@ -110,12 +110,12 @@ export function findHeader(headers: Headers, lowerName: string): string | undefi
 /** A binary-mode event: attributes from `ce_*` headers, data from the value. */
 export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<CloudEvent> {
   const headers = msg.headers ?? {};
-  const attrs: Record<string, unknown> = {};
+  const attrs: Record<string, unknown> = Object.create(null);
   for (const name of Object.keys(headers)) {
     const lower = name.toLowerCase();
     if (!lower.startsWith('ce_')) continue;
     const attr = lower.slice(3);
-    if (attr in attrs) return fail('invalid', `attribute ${attr} is given by two headers`);
+    if (Object.hasOwn(attrs, attr)) return fail('invalid', `attribute ${attr} is given by two headers`);
     const text = headerText(headers, name, limits);
     if (!text.ok) return text;
     if (text.value !== undefined) attrs[attr] = text.value;
