@@ -17,7 +17,8 @@ import { benchWorld, fmt, logger, runningJobs } from './ingest-common.js';
 
 const N = Number(process.env.BENCH_EVENTS ?? 100_000);
 const M = Number(process.env.BENCH_JOBS ?? 1_000);
-const CONCURRENCY = 4;
+/** Partitions handled at once, the events consumer's default; the baseline uses the same. */
+const CONCURRENCY = 16;
 
 const w = await benchWorld(6);
 try {
