@@ -204,11 +204,13 @@ export class Webhooks {
   /** Deliveries of a job, newest first (at most `limit`). */
   async list(jobId: string, limit = 100): Promise<DeliveryView[]> {
     const ids = await this.opts.redis.zrevrange(this.indexKey(jobId), 0, limit - 1);
+    // State first, then the job: the record read is at least as new as the state.
+    const states = await Promise.all(ids.map((id) => this.queue.getJobState(id)));
     const jobs = await Promise.all(ids.map((id) => this.queue.getJob(id)));
     const out: DeliveryView[] = [];
-    for (const j of jobs) {
+    for (const [i, j] of jobs.entries()) {
       if (!j) continue;
-      const state = await j.getState();
+      const state = states[i] ?? 'unknown';
       const v: DeliveryView = {
         id: String(j.id),
         url: j.data.url,
