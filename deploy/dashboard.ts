@@ -258,6 +258,7 @@ export function grafanaDashboard(): Record<string, unknown> {
       type: 'row',
       title: row.title,
       collapsed: false,
+      panels: [],
       gridPos: { h: 1, w: 24, x: 0, y },
     });
     y += 1;
