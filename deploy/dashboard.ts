@@ -241,9 +241,11 @@ export const ROWS: RowDef[] = [
 ];
 
 /** Every PromQL expression of the dashboard. */
-export function dashboardExpressions(): { panel: string; expr: string }[] {
+export function dashboardExpressions(): { panel: string; expr: string; legend: string }[] {
   return ROWS.flatMap((row) =>
-    row.panels.flatMap((p) => p.targets.map((t) => ({ panel: `${row.title} / ${p.title}`, expr: t.expr }))),
+    row.panels.flatMap((p) =>
+      p.targets.map((t) => ({ panel: `${row.title} / ${p.title}`, expr: t.expr, legend: t.legend })),
+    ),
   );
 }
 

@@ -116,11 +116,17 @@ describe.runIf(hasPrometheus())('metrics against a real Prometheus', () => {
 
   it('evaluates every dashboard expression with series', async () => {
     const failures: string[] = [];
-    for (const { panel, expr } of dashboardExpressions()) {
+    for (const { panel, expr, legend } of dashboardExpressions()) {
       const promql = grafanaToPromQL(expr);
+      // Every {{label}} of the legend must be a label the expression keeps.
+      const wanted = [...legend.matchAll(/\{\{(\w+)\}\}/g)].map((m) => m[1]!);
       try {
         const series = await prom.query(promql);
         if (series.length === 0) failures.push(`${panel}: no series for ${promql}`);
+        for (const s of series)
+          for (const label of wanted)
+            if (s.metric[label] === undefined)
+              failures.push(`${panel}: legend {{${label}}} not in ${promql}`);
       } catch (err) {
         failures.push(`${panel}: ${(err as Error).message}`);
       }
