@@ -209,6 +209,9 @@ export function createApiRouter(opts: ApiOptions): Router {
     postEvent: async (ctx) => {
       const events = opts.events;
       if (!events) throw new ExtjobError('EXTJOB_NOT_READY', 'this process does not accept events over HTTP');
+      // An event token proved the job exists; other callers (admin, insecure) get a 404
+      // here rather than an event dead-lettered as unknown_job.
+      if (!ctx.principal.caller.startsWith('event-token:')) await call(() => mustGetJob(broker, ctx.id));
       const raw = ctx.res.locals.rawBody as Buffer;
       const r = events.parse(raw, ctx.id);
       if (!r.ok)

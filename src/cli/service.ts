@@ -157,6 +157,12 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       redis,
       prefix: config.redisKeyPrefix,
     });
+    const hub = api.hub;
+    // /wait and the streams need the notification subscription.
+    readiness.add({
+      name: 'notifications',
+      run: async () => (hub.ready ? undefined : 'not subscribed to job notifications'),
+    });
   }
 
   const registry = createRegistry();

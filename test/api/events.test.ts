@@ -137,3 +137,16 @@ describe('POST /v1/jobs/{id}/events', () => {
     expect(await r.json()).toMatchObject({ code: 'EXTJOB_KAFKA_UNAVAILABLE', retriable: true });
   });
 });
+
+describe('POST /v1/jobs/{id}/events for a missing job', () => {
+  it('is a 404 for admin and insecure callers too', async () => {
+    const { gateway } = await kafkaGateway();
+    const api = await startTestApi({ events: gateway });
+    const r = await api.req('/v1/jobs/nope/events', { token: TOKENS.admin, json: accepted('nope') });
+    expect(r.status).toBe(404);
+    const insecure = await startTestApi({ events: gateway, insecure: true });
+    expect((await insecure.req('/v1/jobs/nope/events', { token: null, json: accepted('nope') })).status).toBe(
+      404,
+    );
+  });
+});
