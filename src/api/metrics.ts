@@ -148,9 +148,13 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     labelNames: ['gauge'],
     registers: r,
   });
-  const scrapeRead = async <T>(gauge: string, read: () => Promise<T>): Promise<T | undefined> => {
+  const scrapeRead = async <T>(
+    gauge: string,
+    read: () => Promise<T>,
+    ms = timeoutMs,
+  ): Promise<T | undefined> => {
     try {
-      return await withDeadline(read(), timeoutMs, `${gauge}: no answer within ${timeoutMs} ms`);
+      return await withDeadline(read(), ms, `${gauge}: no answer within ${ms} ms`);
     } catch (err) {
       collectErrors.inc({ gauge });
       sources.logger?.warn({ err: (err as Error).message, gauge }, 'metrics: scrape-time read failed');
@@ -369,7 +373,8 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     registers: r,
     async collect() {
       if (!ready) return this.set(1);
-      const ok = await scrapeRead('extjob_ready', ready);
+      // Readiness bounds its own checks (2 s each); this deadline only guards against a hang.
+      const ok = await scrapeRead('extjob_ready', ready, timeoutMs + 3000);
       this.set(ok ? 1 : 0);
     },
   });
@@ -379,7 +384,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   const zero = <L extends string>(c: Counter<L>, label: L, values: Iterable<string>) => {
     for (const v of values) c.inc({ [label]: v } as Partial<Record<L, string>>, 0);
   };
-  zero(collectErrors, 'gauge', ['extjob_jobs', 'extjob_outbox_pending']);
+  zero(collectErrors, 'gauge', ['extjob_jobs', 'extjob_outbox_pending', 'extjob_ready']);
   zero(timeouts, 'kind', TIMEOUT_KINDS);
   zero(dlq, 'reason', DLQ_REASONS);
   zero(keyProblems, 'problem', KEY_PROBLEMS);
