@@ -119,6 +119,16 @@ describe('docker compose', () => {
     expect(services.redis.command.join(' ')).toMatch(/--maxmemory-policy noeviction/);
   });
 
+  it('interpolates only VAR, VAR:-default and VAR:?message in braces (compose rejects anything else)', () => {
+    const lines = read(join(DEPLOY, 'docker-compose.yml'))
+      .split('\n')
+      .filter((l) => !l.trim().startsWith('#'));
+    for (const line of lines) {
+      const rest = line.replace(/\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?][^}$]*)?\}|\$\$/g, '');
+      expect(rest, line).not.toContain('$');
+    }
+  });
+
   it('mounts files that exist', () => {
     for (const [name, svc] of Object.entries(services) as [string, Obj][])
       for (const v of (svc.volumes ?? []) as string[]) {
