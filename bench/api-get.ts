@@ -84,6 +84,11 @@ async function serve(redisUrl: string, prefix: string): Promise<void> {
   bare.get('/jobs/:id', async (req, res) => {
     res.json(await redis.hgetall(broker.keys.job(String(req.params.id))));
   });
+  // Diagnostic, not the baseline: the broker's read alone behind a bare route, to split
+  // the API's cost into the broker's share and the HTTP layer's (auth, validation...).
+  bare.get('/broker/:id', async (req, res) => {
+    res.json(await broker.getJob(String(req.params.id)));
+  });
   const listen = (app: ReturnType<typeof express>) =>
     new Promise<number>((resolve) => {
       const s = app.listen(0, '127.0.0.1', () => resolve((s.address() as { port: number }).port));
@@ -229,9 +234,11 @@ async function main(): Promise<void> {
   await load(ports.fullPort, api, concurrency, 1000, cpu);
   const base: Result[] = [];
   const ours: Result[] = [];
+  const brokerOnly: Result[] = [];
   for (let r = 0; r < rounds; r++) {
     base.push(await load(ports.barePort, bare, concurrency, ms, cpu));
     ours.push(await load(ports.fullPort, api, concurrency, ms, cpu));
+    brokerOnly.push(await load(ports.barePort, (i) => `/broker/bench-${i}`, concurrency, ms, cpu));
   }
   child.stdin?.end();
   await new Promise((r) => child.once('exit', r));
@@ -247,6 +254,7 @@ async function main(): Promise<void> {
     );
   line('baseline (express + one HGETALL)', b);
   line('GET /v1/jobs/{id} (auth, validation, broker)', o);
+  line('diagnostic: express + broker.getJob only', merge(brokerOnly));
   console.log(
     `  ratio ${(o.rps / b.rps).toFixed(2)}x req/s (target >= 0.80x); server CPU per request: API ${(o.cpuPerReqUs / b.cpuPerReqUs).toFixed(2)}x the baseline's`,
   );
