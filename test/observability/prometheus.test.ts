@@ -157,6 +157,20 @@ describe.runIf(hasPrometheus())('metrics against a real Prometheus', () => {
     expect(loaded.filter((r) => r.health !== 'ok')).toEqual([]);
   });
 
+  it('fires the webhook-failure alert on the rejected delivery of the workload, and nothing else', async () => {
+    type Alert = { labels: { alertname: string }; state: string };
+    const alerts = async () =>
+      ((await (await fetch(`${prom.url}/api/v1/alerts`)).json()) as { data: { alerts: Alert[] } }).data
+        .alerts;
+    await waitFor(
+      async () =>
+        (await alerts()).some((a) => a.labels.alertname === 'ExtjobWebhookFailures' && a.state === 'firing'),
+      { timeoutMs: 20_000, what: 'ExtjobWebhookFailures to fire' },
+    );
+    const firing = (await alerts()).filter((a) => a.state === 'firing').map((a) => a.labels.alertname);
+    expect(firing).toEqual(['ExtjobWebhookFailures']);
+  });
+
   it('logs JSON lines, requests with their job and event ids, and never a token or secret', () => {
     const lines = serve
       .output()
