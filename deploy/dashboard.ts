@@ -139,7 +139,7 @@ export const ROWS: RowDef[] = [
       ]),
       ts(
         'Event apply time',
-        'Redis time to apply one event (its share of a pipelined batch).',
+        'Time of the pipelined Redis round trip that applied each event (one per Kafka batch).',
         's',
         quantiles('extjob_event_apply_seconds_bucket', [], [0.5, 0.99]),
       ),

@@ -144,7 +144,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   };
   const collectErrors = new Counter({
     name: 'extjob_metrics_collect_errors_total',
-    help: 'Scrape-time reads (Redis counters, readiness) that failed or timed out; the gauge is left out.',
+    help: 'Scrape-time reads (Redis counters, readiness) that failed or timed out; the gauge is left out or NaN.',
     labelNames: ['gauge'],
     registers: r,
   });
@@ -232,7 +232,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
   const applySeconds = new Histogram({
     name: 'extjob_event_apply_seconds',
-    help: 'Time to apply one event to Redis (its share of a pipelined batch).',
+    help: 'Time of the pipelined Redis round trip that applied the event (each event of a batch observes it).',
     buckets: APPLY_BUCKETS,
     registers: r,
   });
