@@ -101,7 +101,7 @@ export const ROWS: RowDef[] = [
       ]),
       ts(
         'Accept latency',
-        'Time from creation (or retry) to the executor accepting the job.',
+        'Time from creation to the executor accepting the job (retried attempts count from creation).',
         's',
         quantiles('extjob_accept_latency_seconds_bucket', [], [0.5, 0.9, 0.99]),
       ),

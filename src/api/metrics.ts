@@ -197,7 +197,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
   const acceptLatency = new Histogram({
     name: 'extjob_accept_latency_seconds',
-    help: 'Time from job creation (or retry) to acceptance by the executor.',
+    help: 'Time from job creation to acceptance by the executor (a retried attempt counts from creation too).',
     buckets: LATENCY_BUCKETS,
     registers: r,
   });
