@@ -63,7 +63,7 @@ const hostPorts: Parser<string[]> = (raw, name) => {
 const topicPrefix: Parser<string> = (raw, name) =>
   /^[A-Za-z0-9._-]{1,200}$/.test(raw) ? raw : fail(name, raw, 'a Kafka topic prefix ([A-Za-z0-9._-])');
 const keyPrefix: Parser<string> = (raw, name) =>
-  /^[A-Za-z0-9._:-]{1,100}$/.test(raw) ? raw : fail(name, raw, 'a Redis key prefix ([A-Za-z0-9._:-])');
+  /^[A-Za-z0-9._:{}-]{1,100}$/.test(raw) ? raw : fail(name, raw, 'a Redis key prefix ([A-Za-z0-9._:{}-])');
 const roles: Parser<Role[]> = (raw, name) => {
   const list = raw.split(',').map((s) => s.trim());
   for (const r of list) if (!ROLES.includes(r as Role)) fail(name, r, `a role (${ROLES.join(', ')})`);
