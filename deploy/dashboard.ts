@@ -202,6 +202,9 @@ export const ROWS: RowDef[] = [
         { expr: `up{job="extjob", ${I}}`, legend: 'up {{instance}}' },
         { expr: sel('extjob_ready'), legend: 'ready {{instance}}' },
       ]),
+      ts('Processes by role', 'How many processes run each role (each must be at least 1).', 'short', [
+        { expr: `sum by (role) (${sel('extjob_roles')})`, legend: '{{role}}' },
+      ]),
       ts('HTTP requests by status', 'Requests answered per second.', 'reqps', [
         { expr: `sum by (status) (${rate('extjob_http_requests_total')})`, legend: '{{status}}' },
       ]),

@@ -10,6 +10,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import { legalTransitions } from '../broker/transitions.js';
 import type { JobState } from '../broker/types.js';
 import { JOB_STATES } from '../broker/types.js';
+import { ROLES } from '../shared/config.js';
 import type { Logger } from '../shared/logger.js';
 import { boundedLabel, eventTypeLabel, LabelLimiter } from './metrics-labels.js';
 
@@ -87,6 +88,8 @@ export interface MetricSources {
   /** The events consumer and the outbox drainer, or their emitters (they may share one). */
   consumers?: Source | Source[];
   webhooks?: { instrumentation: Listenable };
+  /** Roles this process runs (api, consume, schedule): extjob_roles{role}. */
+  roles?: readonly string[];
   /** Whether the process is ready (the same verdict as /readyz), read at scrape time. */
   ready?: () => Promise<boolean>;
   logger?: Logger;
@@ -392,6 +395,16 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   zero(published, 'topic', OUTBOX_TOPICS);
   zero(webhooks, 'result', ['delivered', 'retried', 'failed']);
   for (const [from, to] of legalTransitions()) transitions.inc({ from, to }, 0);
+
+  if (sources.roles) {
+    const roles = new Gauge({
+      name: 'extjob_roles',
+      help: 'Roles this process runs: 1 for each of api, consume, schedule it runs, else 0.',
+      labelNames: ['role'],
+      registers: r,
+    });
+    for (const role of ROLES) roles.set({ role }, sources.roles.includes(role) ? 1 : 0);
+  }
 
   return () => {
     for (const off of unsubscribe) off();

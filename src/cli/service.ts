@@ -171,6 +171,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     consumers: { instrumentation: kafkaSide.instrumentation },
     webhooks,
     ready: async () => (await readiness.report()).ready,
+    roles: config.roles,
     logger,
   });
   const app = createApp({

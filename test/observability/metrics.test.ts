@@ -213,6 +213,13 @@ describe('instrumentMetrics', () => {
     ).toBeUndefined();
   });
 
+  it('reports the roles of the process', async () => {
+    const { registry } = setup({ roles: ['api', 'schedule'] });
+    expect(await sample(registry, 'extjob_roles{role="api"}')).toBe(1);
+    expect(await sample(registry, 'extjob_roles{role="consume"}')).toBe(0);
+    expect(await sample(registry, 'extjob_roles{role="schedule"}')).toBe(1);
+  });
+
   it('a listener that throws on a bad payload does not break the emitter', () => {
     const { broker } = setup();
     expect(() => broker.emit('job_transition', null)).not.toThrow();
