@@ -284,3 +284,22 @@ describe('outbox, listing and counters', () => {
     expect(await h.broker.countsByState()).toMatchObject({ pending: 4, running: 3, passed: 0 });
   });
 });
+
+describe('hash-tagged prefix (Redis Cluster: every key in one slot)', () => {
+  it('works unchanged with a {tag} prefix', async () => {
+    const t = await harness({}, true);
+    try {
+      const { job } = await t.broker.createJob({ id: 'a:1', name: 'n', labels: { k: 'v' }, executor: 'e' });
+      await t.broker.applyEvents([ev('accepted', job.id), ev('finished', job.id, { exitCode: 0 })]);
+      expect(await t.broker.getJob(job.id)).toMatchObject({ state: 'passed', version: 3 });
+      expect((await t.broker.listJobs({ label: ['k', 'v'] })).jobs.map((j) => j.id)).toEqual(['a:1']);
+      const keys = await t.keys();
+      expect(keys.length).toBeGreaterThan(5);
+      // Redis hashes a key on the text inside its first {...}: the prefix tag for every key
+      const tags = new Set(keys.map((k) => /\{([^}]*)\}/.exec(k)?.[1]));
+      expect([...tags]).toEqual([t.prefix.slice(1, -1)]);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});

@@ -38,9 +38,9 @@ export interface Harness {
   cleanup(): Promise<void>;
 }
 
-export async function harness(overrides: Partial<JobBrokerOptions> = {}): Promise<Harness> {
+export async function harness(overrides: Partial<JobBrokerOptions> = {}, tagged = false): Promise<Harness> {
   const redis = new Redis(redisUrl(), { lazyConnect: false });
-  const prefix = `t-${randomUUID()}`;
+  const prefix = tagged ? `{t-${randomUUID()}}` : `t-${randomUUID()}`;
   const brokers: JobBroker[] = [];
   const open = (o: Partial<JobBrokerOptions> = {}) => {
     const b = new JobBroker({ redis, prefix, defaults: DEFAULTS, ...overrides, ...o });
@@ -51,7 +51,8 @@ export async function harness(overrides: Partial<JobBrokerOptions> = {}): Promis
     const out: string[] = [];
     let cursor = '0';
     do {
-      const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      const pattern = `${prefix.replace(/[{}]/g, (c) => `\\${c}`)}:*`;
+      const [next, batch] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
       cursor = next;
       out.push(...batch);
     } while (cursor !== '0');
