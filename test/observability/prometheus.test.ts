@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { dashboardExpressions } from '../../deploy/dashboard.js';
+import { dashboardExpressions, grafanaDashboard } from '../../deploy/dashboard.js';
 import type { JobState } from '../../src/broker/types.js';
 import { topicNames } from '../../src/shared/config.js';
 import { waitFor } from '../helpers/index.js';
@@ -132,6 +132,18 @@ describe.runIf(hasPrometheus())('metrics against a real Prometheus', () => {
       }
     }
     expect(failures).toEqual([]);
+  });
+
+  it('answers the dashboard variable query label_values(extjob_ready, instance)', async () => {
+    const dashboard = grafanaDashboard() as { templating: { list: { name: string; definition?: string }[] } };
+    const def = dashboard.templating.list.find((v) => v.name === 'instance')?.definition;
+    const m = /^label_values\((\w+), (\w+)\)$/.exec(def ?? '');
+    expect(m).not.toBeNull();
+    const res = await fetch(
+      `${prom.url}/api/v1/label/${m![2]}/values?${new URLSearchParams({ 'match[]': m![1]! })}`,
+    );
+    const body = (await res.json()) as { data: string[] };
+    expect(body.data).toEqual([serve.host]);
   });
 
   it('evaluates every rule, as written and without thresholds', async () => {
