@@ -89,8 +89,11 @@ export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
         wakeup: { subscriber, channel: o.notifyChannel },
       })
     : undefined;
-  await consumer?.start();
+  // The drainer first: starting the consumer waits for its group join, which after a
+  // crash waits out the dead member's session; changes made meanwhile (timers firing,
+  // jobs created) must not wait for that to be published.
   await drainer?.start();
+  await consumer?.start();
   return {
     instrumentation,
     isReady: () => consumer?.isReady() ?? true,

@@ -20,7 +20,7 @@ import { encodeBinary, encodeStructured } from '../../src/consumers/formats/inde
 import { loadConfig, topicNames } from '../../src/shared/config.js';
 import { createConsumer, createKafka, createProducer, type Producer } from '../../src/shared/kafka.js';
 import { isolation, kafkaBrokers, keysWithPrefix, redisUrl, unique, waitFor } from '../helpers/index.js';
-import { type ServeProcess, startServe } from '../helpers/serve.js';
+import { type ServeProcess, spawnCli, startServe } from '../helpers/serve.js';
 
 export type Names = ReturnType<typeof isolation>;
 
@@ -59,6 +59,18 @@ export function serveEnv(names: Names, extra: Record<string, string> = {}): Reco
 
 export function serve(env: Record<string, string>, readyTimeoutMs = 60_000): Promise<ServeProcess> {
   return startServe(env, { readyTimeoutMs });
+}
+
+/**
+ * Start `extjob serve` without waiting for readiness (which, after a group member
+ * died, waits out that member's Kafka session); SIGKILLed when the test ends.
+ */
+export function spawnServe(env: Record<string, string>): ReturnType<typeof spawnCli> {
+  const p = spawnCli(['serve'], { EXTJOB_HTTP_PORT: '0', EXTJOB_HTTP_HOST: '127.0.0.1', ...env });
+  onTestFinished(() => {
+    if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
+  });
+  return p;
 }
 
 /**
