@@ -71,7 +71,7 @@ export function createApiRouter(opts: ApiOptions): Router {
       const name = (err as Error)?.name ?? '';
       const msg = (err as Error)?.message ?? String(err);
       if (
-        /MaxRetriesPerRequest|Connection is closed|ECONNREFUSED|ETIMEDOUT|ReplyError|LOADING/i.test(
+        /MaxRetriesPerRequest|Connection is closed|ECONNREFUSED|ETIMEDOUT|LOADING/i.test(
           `${name} ${msg}`,
         )
       )
