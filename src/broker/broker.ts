@@ -68,6 +68,7 @@ interface ScriptOutput {
   r: ScriptResult;
   tr?: [JobState | 'none', JobState][] | Record<string, never>;
   arm?: string[] | Record<string, never>;
+  dis?: string[] | Record<string, never>;
   c?: number;
   ac?: number;
   f?: number;
@@ -146,10 +147,14 @@ export class JobBroker {
 
   private async applyTimers(outs: [string, ScriptOutput][]): Promise<void> {
     const arm: TimerData[] = [];
-    for (const [id, out] of outs) for (const t of list(out.arm)) arm.push(parseTimer(id, t));
-    if (arm.length === 0) return;
+    const dis: TimerData[] = [];
+    for (const [id, out] of outs) {
+      for (const t of list(out.arm)) arm.push(parseTimer(id, t));
+      for (const t of list(out.dis)) dis.push(parseTimer(id, t));
+    }
+    if (arm.length === 0 && dis.length === 0) return;
     try {
-      await this.timers.apply(arm);
+      await this.timers.apply(arm, dis);
     } catch (err) {
       // the deadlines stay in Redis; the periodic scan arms them
       this.logger?.warn({ err }, 'arming timers failed; the scan will arm them');

@@ -7,8 +7,8 @@
  * and removes them from <prefix>:due; armDue(), run at start and every few
  * seconds, does the same for deadlines that came within the window (and for
  * any whose writer died before arming). So a far deadline costs one ZSET entry
- * and no BullMQ operation until it is near, a disarmed timer costs nothing,
- * and no timer is lost. Firing is idempotent: the fire script checks state,
+ * and no BullMQ operation until it is near, and no timer is lost. Disarming
+ * a deadline is a ZREM, plus a BullMQ remove when it was already armed. Firing is idempotent: the fire script checks state,
  * attempt and the deadline kept in the job hash, so a duplicate, stale or
  * disarmed timer is a no-op.
  */
@@ -65,9 +65,13 @@ export class TimerService {
     });
   }
 
-  /** Arm timers the scripts returned (due within the arm window). */
-  async apply(toArm: TimerData[]): Promise<void> {
-    if (toArm.length > 0) await this.add(toArm);
+  /** Arm timers the scripts returned (due within the arm window); remove armed ones no longer needed. */
+  async apply(toArm: TimerData[], toDisarm: TimerData[] = []): Promise<void> {
+    await Promise.all([
+      toArm.length > 0 ? this.add(toArm) : undefined,
+      // best effort: a timer that cannot be removed (e.g. running now) fires as a no-op
+      ...toDisarm.map((t) => this.queue.remove(timerJobId(t)).catch(() => 0)),
+    ]);
   }
 
   private async add(timers: TimerData[]): Promise<void> {

@@ -48,12 +48,12 @@ describe('timers', () => {
     expect(await x.redis.zcard(`${x.prefix}:due`)).toBe(1); // run, hours away: not in BullMQ yet
     let heartbeatArms = 0;
     let rearms = 0;
-    const timers = (x.broker as unknown as { timers: { apply: (a: { kind: string }[]) => Promise<void> } })
+    const timers = (x.broker as unknown as { timers: { apply: (a: { kind: string }[], d?: unknown[]) => Promise<void> } })
       .timers;
     const apply = timers.apply.bind(timers);
-    timers.apply = (a) => {
+    timers.apply = (a, d) => {
       heartbeatArms += a.filter((t) => t.kind === 'heartbeat').length;
-      return apply(a);
+      return apply(a, d);
     };
     x.broker.instrumentation.on('timer_fired', (t) => {
       if (t.kind === 'heartbeat' && t.effect === 'rearmed') rearms++;
@@ -111,6 +111,23 @@ describe('timers', () => {
     expect(await x.broker.getJob(job.id)).toMatchObject({ forced: true });
     expect(await delayedCount(x)).toBe(0);
     expect(await x.redis.zcard(`${x.prefix}:due`)).toBe(0);
+  });
+
+  it('removes armed BullMQ timers a change made obsolete, and leaves far deadlines out of BullMQ', async () => {
+    h = await harness({ timers: fast });
+    const { job } = await h.broker.createJob({
+      name: 'n',
+      timeouts: { heartbeatSeconds: 30, cancelGraceSeconds: 30 },
+    });
+    expect(await delayedCount(h)).toBe(0); // accept in an hour: only in <prefix>:due
+    await h.broker.applyEvent(ev('accepted', job.id));
+    expect(await delayedCount(h)).toBe(1); // heartbeat in 30 s: armed
+    await h.broker.cancelJob(job.id, { kind: 'api', caller: 't' });
+    expect(await delayedCount(h)).toBe(1); // heartbeat removed, cancel grace armed
+    await h.broker.applyEvent(ev('canceled', job.id));
+    expect(await stateOf(h, job.id)).toBe('canceled');
+    expect(await delayedCount(h)).toBe(0);
+    expect(await h.redis.zcard(`${h.prefix}:due`)).toBe(0);
   });
 
   it('fires timers armed before a restart', async () => {

@@ -41,7 +41,7 @@ local DEDUPE_SLOTS = 32
 
 -- Hot fields of the job hash (short names; see docs/design.md).
 local S = {}
-local OUT = { tr = {}, arm = {} }
+local OUT = { tr = {}, arm = {}, dis = {} }
 
 local function load_job()
   local f = redis.call('HMGET', KJ, 's', 'a', 'v', 'c', 'ac', 'f', 'ta', 'th', 'tr', 'tc',
@@ -145,7 +145,8 @@ end
 -- (ZSET by due time), written atomically with the change. Deadlines within
 -- ARM_WINDOW_MS are returned so the caller arms them as BullMQ delayed jobs at
 -- once; the rest are armed by the periodic scan when they come that close.
--- Disarming only removes the member: a timer already in BullMQ fires as a no-op.
+-- Disarming removes the member, or (when already armed) asks the caller to
+-- remove the BullMQ job.
 local ARM_WINDOW_MS = 60000
 local function arm(kind, due)
   local m = kind .. '|' .. S.a .. '|' .. due
@@ -153,7 +154,19 @@ local function arm(kind, due)
   if due - NOW <= ARM_WINDOW_MS then OUT.arm[#OUT.arm + 1] = m end
 end
 local function disarm(kind, due)
-  if due then redis.call('ZREM', KDUE, kind .. '|' .. S.a .. '|' .. due .. '|' .. ID) end
+  if not due then return end
+  local m = kind .. '|' .. S.a .. '|' .. due
+  if redis.call('ZREM', KDUE, m .. '|' .. ID) == 1 then
+    -- not in BullMQ yet; drop it if this same script asked to arm it
+    for i = #OUT.arm, 1, -1 do
+      if OUT.arm[i] == m then table.remove(OUT.arm, i) end
+    end
+  else
+    -- already a BullMQ delayed job: the caller removes it (best effort; if that
+    -- fails it fires as a no-op)
+    OUT.dis = OUT.dis or {}
+    OUT.dis[#OUT.dis + 1] = m
+  end
 end
 
 local function leave_timers(from)
