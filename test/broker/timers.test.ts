@@ -48,8 +48,9 @@ describe('timers', () => {
     expect(await x.redis.zcard(`${x.prefix}:due`)).toBe(1); // run, hours away: not in BullMQ yet
     let heartbeatArms = 0;
     let rearms = 0;
-    const timers = (x.broker as unknown as { timers: { apply: (a: { kind: string }[], d?: unknown[]) => Promise<void> } })
-      .timers;
+    const timers = (
+      x.broker as unknown as { timers: { apply: (a: { kind: string }[], d?: unknown[]) => Promise<void> } }
+    ).timers;
     const apply = timers.apply.bind(timers);
     timers.apply = (a, d) => {
       heartbeatArms += a.filter((t) => t.kind === 'heartbeat').length;
