@@ -23,6 +23,8 @@ export interface LogPage {
 export interface BrokerPort {
   createJob(spec: JobSpec, cause?: Cause): Promise<{ job: Job; created: boolean; eventToken?: string }>;
   getJob(id: string): Promise<Job | undefined>;
+  /** Several jobs in one round trip (used to batch wake-up reads when present). */
+  getJobs?(ids: string[]): Promise<(Job | undefined)[]>;
   listJobs(q: {
     state?: JobState;
     executor?: string;

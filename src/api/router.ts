@@ -9,6 +9,7 @@ import type { ApiToken } from '../shared/config.js';
 import { ExtjobError, isExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { allows, bearerToken, type Principal, requireScope, TokenTable } from './auth.js';
+import { BatchReader } from './batch-reader.js';
 import { jsonBody } from './body.js';
 import { chunkJson } from './log-format.js';
 import type { NotifyHub } from './notify-hub.js';
@@ -70,11 +71,7 @@ export function createApiRouter(opts: ApiOptions): Router {
       if (isExtjobError(err)) throw err;
       const name = (err as Error)?.name ?? '';
       const msg = (err as Error)?.message ?? String(err);
-      if (
-        /MaxRetriesPerRequest|Connection is closed|ECONNREFUSED|ETIMEDOUT|LOADING/i.test(
-          `${name} ${msg}`,
-        )
-      )
+      if (/MaxRetriesPerRequest|Connection is closed|ECONNREFUSED|ETIMEDOUT|LOADING/i.test(`${name} ${msg}`))
         throw new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', `Redis: ${msg}`, { cause: err });
       throw err;
     } finally {
@@ -88,12 +85,13 @@ export function createApiRouter(opts: ApiOptions): Router {
    * after that change was published and so sees it. Other reads are not shared.
    */
   const inflight = new Map<string, Promise<Job | undefined>>();
+  const batch = broker.getJobs ? new BatchReader((ids) => broker.getJobs!(ids)) : undefined;
   const readAfter = (id: string, version?: number): Promise<Job | undefined> => {
     if (version === undefined) return call(() => broker.getJob(id));
     const key = `${id}@${version}`;
     let p = inflight.get(key);
     if (!p) {
-      p = call(() => broker.getJob(id)).finally(() => inflight.delete(key));
+      p = call(() => (batch ? batch.read(id) : broker.getJob(id))).finally(() => inflight.delete(key));
       inflight.set(key, p);
     }
     return p;
