@@ -153,6 +153,50 @@ describe('fuzzing', () => {
     );
     expect((await api.req('/v1/jobs/fz')).status).toBe(200);
   });
+
+  it('answers job-shaped bodies with 201, 200, 400 or 409 only, and a created job reads back', async () => {
+    const api = await startTestApi();
+    const spec = fc.record(
+      {
+        id: fc.oneof(fc.stringMatching(/^[A-Za-z0-9._:-]{1,20}$/), fc.string({ maxLength: 140 })),
+        name: fc.string({ maxLength: 300 }),
+        labels: fc.dictionary(fc.string({ maxLength: 20 }), fc.string({ maxLength: 30 }), { maxKeys: 70 }),
+        executor: fc.string({ maxLength: 30 }),
+        timeouts: fc.record(
+          {
+            acceptSeconds: fc.integer({ min: -5, max: 100_000 }),
+            cancelGraceSeconds: fc.integer({ min: -5, max: 100_000 }),
+          },
+          { requiredKeys: [] },
+        ),
+        retry: fc.record(
+          { limit: fc.integer({ min: -1, max: 12 }), onExitCodes: fc.array(fc.integer(), { maxLength: 5 }) },
+          { requiredKeys: ['limit'] },
+        ),
+        notify: fc.array(
+          fc.record(
+            { url: fc.oneof(fc.webUrl(), fc.string()), secret: fc.string({ maxLength: 10 }) },
+            { requiredKeys: ['url'] },
+          ),
+          { maxLength: 3 },
+        ),
+      },
+      { requiredKeys: [] },
+    );
+    await fc.assert(
+      fc.asyncProperty(spec, async (body) => {
+        const r = await api.req('/v1/jobs', { json: body });
+        expect([200, 201, 400, 409], JSON.stringify(body).slice(0, 200)).toContain(r.status);
+        if (r.status === 201) {
+          const { job } = (await r.json()) as { job: { id: string } };
+          const back = await api.req(`/v1/jobs/${encodeURIComponent(job.id)}`);
+          expect(back.status).toBe(200);
+          expect(JSON.stringify(await back.json())).not.toContain('"secret"');
+        } else await r.arrayBuffer();
+      }),
+      { numRuns: 200 },
+    );
+  });
 });
 
 describe('docs/api.md', () => {
