@@ -433,7 +433,7 @@ export async function waitAllPassed(broker: JobBroker, jobs: string[], timeoutMs
 // ---------------------------------------------------------------------------
 // Topics
 
-export interface Record_ {
+export interface TopicRecord {
   key: string | null;
   value: Buffer | null;
   headers: Record<string, string>;
@@ -442,12 +442,12 @@ export interface Record_ {
 /** Read a topic from the start until `enough(records)` holds; `brokers` defaults to the run's. */
 export async function readTopic(
   topic: string,
-  enough: (records: Record_[]) => boolean,
+  enough: (records: TopicRecord[]) => boolean,
   { timeoutMs = 30_000, brokers = kafkaBrokers() } = {},
-): Promise<Record_[]> {
+): Promise<TopicRecord[]> {
   const kafka = createKafka({ brokers, clientId: unique('drill-reader') });
   const consumer = createConsumer(kafka, { groupId: unique('drill-reader'), maxBytesPerPartition: 4 << 20 });
-  const got: Record_[] = [];
+  const got: TopicRecord[] = [];
   await consumer.connect();
   try {
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
