@@ -73,6 +73,8 @@ export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
         sink: o.broker,
         topicPrefix: config.topicPrefix,
         groupId: config.consumerGroup,
+        sessionTimeoutMs: config.consumerSessionTimeoutSeconds * 1000,
+        heartbeatIntervalMs: Math.max(500, Math.floor((config.consumerSessionTimeoutSeconds * 1000) / 10)),
         logger: logger.child({ component: 'events-consumer' }),
         limits: formatLimits(config),
         instrumentation,

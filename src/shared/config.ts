@@ -156,6 +156,12 @@ export const OPTIONS = {
     doc: 'Kafka consumer group of the events consumers.',
     parse: str,
   },
+  consumerSessionTimeoutSeconds: {
+    env: 'EXTJOB_CONSUMER_SESSION_TIMEOUT_SECONDS',
+    default: '30',
+    doc: 'How long a consumer that died without leaving its group keeps its partitions idle before the group takes them over.',
+    parse: int(6, 300),
+  },
   httpHost: {
     env: 'EXTJOB_HTTP_HOST',
     default: '0.0.0.0',
