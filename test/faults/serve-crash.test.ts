@@ -49,7 +49,9 @@ describe('drill: serve SIGKILLed under load', () => {
     await first.kill('SIGKILL');
     const sentAtKill = load.sent();
 
+    const restartedAt = Date.now();
     const second = await serve(env);
+    const readyAfterMs = Date.now() - restartedAt;
     await load.done;
     await waitAllPassed(broker, plan.jobs, 90_000);
     const t = await audit(broker, redis, plan, messages.length);
@@ -57,7 +59,7 @@ describe('drill: serve SIGKILLed under load', () => {
     const line = drillLine(
       'serve-sigkill',
       t,
-      `killed after ${sentAtKill} sent, ${t.replays} replays recognized; changes ${changes.expected} expected, missing ${changes.missing}, republished ${changes.duplicates}`,
+      `killed after ${sentAtKill} sent, restarted process ready after ${readyAfterMs} ms, ${t.replays} replays recognized; changes ${changes.expected} expected, missing ${changes.missing}, republished ${changes.duplicates}`,
     );
     expect(t.problems, line).toEqual([]);
     expect({ lost: t.lost, doubled: t.doubled, applied: t.applied }).toEqual({
