@@ -1,0 +1,284 @@
+--[[
+  apply_many: apply a run of executor events of ONE job, in order, exactly once
+  each: the same per-event results and effects as one apply call per event, with
+  the job loaded once and the log-chunk hot path written in bulk.
+
+  KEYS[1]  job hash <prefix>:job:{<id>}
+  ARGV 1-5 common (see includes/job.lua); ARGV[6] is unused (each event has its cause)
+  ARGV[7]  number of events n
+  then n groups of EV_WIDTH arguments, one per event:
+    cause, kind, dedupe key, attempt ('' = current), a1, a2, a3, a4
+  with a1..a4 as ARGV[10..13] of the single-event layout (see apply.lua):
+    accepted:  executor, detailsUrl
+    heartbeat: progress JSON ('' = none)
+    log:       seq, bytes, log max bytes
+    finished:  exitCode, error JSON (''), summary (''), lastSeq ('')
+    canceled:  reason
+
+  Returns one JSON object per event, in order (see apply.lua for the fields).
+
+  Log chunks and heartbeats of a running or canceling job (the bulk of traffic)
+  take a fast path: the chunk's hash field and sequence entry are written in
+  bulk, and the heartbeat time and byte counters once, before anything else
+  reads them (any other event first writes them out). Subscribers see the
+  notifications only after the whole script, so the order of writes inside it
+  is invisible.
+]]
+--@include job
+
+local EV_WIDTH = 8
+local N = tonumber(ARGV[7]) or 0
+local REPLIES = {}
+
+if not load_job() then
+  local unknown = cjson.encode({ r = 'unknown_job' })
+  for i = 1, N do REPLIES[i] = unknown end
+  return REPLIES
+end
+
+-- Deferred writes of the fast path.
+local LOG_FIELDS = {} -- HSET pairs for the current attempt's chunk hash
+local SEQ_MEMBERS = {} -- ZADD score/member pairs
+local STAGED = {} -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
+local STAGED_ATT = nil -- attempt the staged chunks belong to
+local D_LB, D_NG = 0, 0 -- byte and chunk counter increments
+local TOUCHED = false -- hb (and hd) to write
+
+local BULK = 200 -- pairs per bulk command (keeps unpack well inside Lua's stack)
+
+local function flush_logs()
+  if #LOG_FIELDS > 0 then
+    local kl, kq = klog(STAGED_ATT), kseq(STAGED_ATT)
+    for i = 1, #LOG_FIELDS, 2 * BULK do
+      redis.call('HSET', kl, unpack(LOG_FIELDS, i, math.min(#LOG_FIELDS, i + 2 * BULK - 1)))
+    end
+    for i = 1, #SEQ_MEMBERS, 2 * BULK do
+      redis.call('ZADD', kq, unpack(SEQ_MEMBERS, i, math.min(#SEQ_MEMBERS, i + 2 * BULK - 1)))
+    end
+    LOG_FIELDS, SEQ_MEMBERS, STAGED, STAGED_ATT = {}, {}, {}, nil
+  end
+  if D_LB ~= 0 then redis.call('HINCRBY', KJ, 'lB', D_LB) end
+  if D_NG ~= 0 then redis.call('HINCRBY', KJ, 'ng', D_NG) end
+  D_LB, D_NG = 0, 0
+end
+
+local function flush()
+  flush_logs()
+  if TOUCHED then
+    if S.s == 'running' and S.th and S.th > 0 then
+      redis.call('HSET', KJ, 'hb', NOW, 'hd', S.hd)
+    else
+      redis.call('HSET', KJ, 'hb', NOW)
+    end
+    TOUCHED = false
+  end
+end
+
+-- The dedupe ring, read once per call and kept in step with the hash.
+local SLOTS = {}
+for i = 0, DEDUPE_SLOTS - 1 do SLOTS[#SLOTS + 1] = 'd' .. i end
+local RING = nil -- RING[i + 1] is the value of field d<i>
+local function seen(dk)
+  if not RING then RING = redis.call('HMGET', KJ, unpack(SLOTS)) end
+  for i = 1, DEDUPE_SLOTS do
+    if RING[i] == dk then return true end
+  end
+  return false
+end
+local function remember(dk)
+  local n = redis.call('HINCRBY', KJ, 'dn', 1)
+  local slot = (n - 1) % DEDUPE_SLOTS
+  if RING then RING[slot + 1] = dk end
+  redis.call('HSET', KJ, 'd' .. slot, dk)
+end
+
+-- Like touch() of apply.lua, deferred: hb is NOW for every event of this call.
+local function touch_deferred()
+  TOUCHED = true
+  if S.s == 'running' and S.th and S.th > 0 then S.hd = NOW + S.th end
+end
+
+-- Store a log chunk of the current attempt; late chunks are flagged.
+local function store_log(seq, data, max_bytes, late, deferred)
+  if deferred then
+    if STAGED_ATT and STAGED_ATT ~= S.a then flush_logs() end
+    if STAGED[seq] then return 'duplicate' end
+  end
+  local kl = klog(S.a)
+  if redis.call('HEXISTS', kl, seq) == 1 then return 'duplicate' end
+  local size = #data
+  if S.lB + size > tonumber(max_bytes) then
+    redis.call('HINCRBY', KJ, 'lT', 1)
+    redis.call('HINCRBY', KJ, 'lTB', size)
+    return 'truncated'
+  end
+  local member = seq
+  if late then member = seq .. ':L' end
+  S.lB = S.lB + size
+  if deferred then
+    STAGED[seq] = true
+    STAGED_ATT = S.a
+    LOG_FIELDS[#LOG_FIELDS + 1] = seq
+    LOG_FIELDS[#LOG_FIELDS + 1] = data
+    SEQ_MEMBERS[#SEQ_MEMBERS + 1] = tonumber(seq)
+    SEQ_MEMBERS[#SEQ_MEMBERS + 1] = member
+    D_LB = D_LB + size
+    D_NG = D_NG + 1
+    if #LOG_FIELDS >= 2 * BULK then flush_logs() end
+  else
+    redis.call('HSET', kl, seq, data)
+    redis.call('ZADD', kseq(S.a), tonumber(seq), member)
+    redis.call('HINCRBY', KJ, 'lB', size)
+    redis.call('HINCRBY', KJ, 'ng', 1)
+  end
+  notify('log', seq)
+  return 'stored'
+end
+
+-- One event; A is the index of its first argument. Returns its JSON reply.
+local function apply_one(A)
+  CAUSE = ARGV[A]
+  OUT = { tr = {}, arm = {} }
+  local KIND = ARGV[A + 1]
+  local DK = ARGV[A + 2]
+  local ATT = tonumber(ARGV[A + 3]) or S.a
+  local a1, a2, a3, a4 = ARGV[A + 4], ARGV[A + 5], ARGV[A + 6], ARGV[A + 7]
+
+  -- Fast path: log chunks and heartbeats of the current attempt of a live job.
+  if ATT == S.a and (S.s == 'running' or S.s == 'canceling') then
+    if KIND == 'log' then
+      touch_deferred()
+      local stored = store_log(a1, a2, a3, false, true)
+      if stored == 'duplicate' then
+        record('d', ATT)
+        return result('duplicate', { log = stored })
+      end
+      -- what result() encodes when nothing transitioned, without cjson
+      return '{"r":"applied","log":"' .. stored .. '","v":' .. S.v .. ',"a":' .. S.a .. ',"s":"' .. S.s .. '"}'
+    elseif KIND == 'heartbeat' then
+      if seen(DK) then
+        record('d', ATT)
+        return result('duplicate')
+      end
+      touch_deferred()
+      if a1 ~= '' then
+        set_text('pg', a1)
+        notify('progress')
+      end
+      remember(DK)
+      return '{"r":"applied","v":' .. S.v .. ',"a":' .. S.a .. ',"s":"' .. S.s .. '"}'
+    end
+  end
+
+  -- Everything else: as apply.lua, with the deferred writes out first.
+  flush()
+  if ATT < S.a then
+    record('s', ATT)
+    return result('stale')
+  end
+  if ATT > S.a then return result('invalid', { why = 'attempt ' .. ATT .. ' does not exist yet' }) end
+
+  if KIND ~= 'log' and seen(DK) then
+    record('d', ATT)
+    return result('duplicate')
+  end
+
+  local function touch()
+    redis.call('HSET', KJ, 'hb', NOW)
+    if S.s == 'running' and S.th and S.th > 0 then
+      S.hd = NOW + S.th
+      redis.call('HSET', KJ, 'hd', S.hd)
+    end
+  end
+
+  if TERMINAL[S.s] then
+    if KIND == 'log' and S.f and NOW <= S.f + LATE_GRACE_MS then
+      local stored = store_log(a1, a2, a3, true, false)
+      if stored == 'duplicate' then
+        record('d', ATT)
+        return result('duplicate', { log = stored })
+      end
+      record('l', ATT, '{"stored":"' .. stored .. '"}')
+      return result('late', { log = stored })
+    end
+    record('l', ATT)
+    return result('late')
+  end
+
+  -- finished, log or heartbeat on a pending job implies accepted (SPEC 5.4)
+  if S.s == 'pending' and (KIND == 'accepted' or KIND == 'heartbeat' or KIND == 'log' or KIND == 'finished') then
+    S.ac = NOW
+    redis.call('HSET', KJ, 'ac', NOW)
+    if KIND == 'accepted' then
+      if a1 ~= '' then set_text('ax', a1) end
+      if a2 ~= '' then set_text('du', a2) end
+      transition('running')
+    else
+      transition('running', '{"implied":true}')
+    end
+    enter_running()
+    if KIND == 'accepted' then
+      remember(DK)
+      return result('applied')
+    end
+  end
+
+  local extra = nil
+  if KIND == 'accepted' then
+    -- already running or canceling: nothing changes but links
+    if a2 ~= '' then set_text('du', a2) end
+    record('a', ATT, '{"noop":"accepted"}')
+  elseif KIND == 'heartbeat' then
+    touch()
+    if a1 ~= '' then
+      set_text('pg', a1)
+      notify('progress')
+    end
+  elseif KIND == 'log' then
+    touch()
+    local stored = store_log(a1, a2, a3, false, false)
+    extra = { log = stored }
+    if stored == 'duplicate' then
+      record('d', ATT)
+      return result('duplicate', extra)
+    end
+  elseif KIND == 'finished' then
+    local code = tonumber(a1)
+    redis.call('HSET', KJ, 'x', code)
+    if a2 ~= '' then set_text('er', a2) end
+    if a3 ~= '' then set_text('sm', a3) end
+    if a4 ~= '' then redis.call('HSET', KJ, 'lm', a4) end
+    if S.s == 'canceling' then
+      transition('canceled', '{"exitCode":' .. code .. '}')
+    elseif code == 0 and a2 == '' then
+      transition('passed')
+    else
+      end_attempt('failed', nil, code, false)
+    end
+  elseif KIND == 'canceled' then
+    if S.s == 'pending' or S.s == 'canceling' then
+      transition('canceled')
+    else
+      -- running: the executor gave up without being asked; not retried
+      set_text('er', cjson.encode({ type = 'canceled_by_executor', message = a1 }))
+      transition('failed', '{"canceledByExecutor":true}')
+    end
+  else
+    return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. KIND)
+  end
+  if KIND ~= 'log' then remember(DK) end
+  return result('applied', extra)
+end
+
+-- Events before a failing one keep their effects (as separate calls would), so
+-- the deferred writes go out before the error is raised.
+local ok, err = pcall(function()
+  for i = 1, N do
+    REPLIES[i] = apply_one(8 + (i - 1) * EV_WIDTH)
+    -- a transition may have moved timers and per-attempt fields: reread them
+    if #OUT.tr > 0 then load_job() end
+  end
+end)
+flush()
+if not ok then return error(err) end
+return REPLIES
