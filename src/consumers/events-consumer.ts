@@ -100,13 +100,21 @@ export class EventsConsumer {
     await this.consumer.connect();
     // A new group starts at the earliest offset: events sent before the service first ran count too.
     await this.consumer.subscribe({ topics: [this.topics.events], fromBeginning: true });
-    await this.consumer.run({
-      autoCommit: false,
-      autoCommitInterval: this.opts.commitIntervalMs ?? 250,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: this.opts.concurrency ?? 16,
-      eachBatch: (payload) => this.onBatch(payload),
-    });
+    // run() resolves once the group is joined, which after a crash waits out the dead
+    // member's session: the service must not wait for that to serve HTTP and probes.
+    // Readiness follows the join event; a failed start counts as a crash.
+    this.consumer
+      .run({
+        autoCommit: false,
+        autoCommitInterval: this.opts.commitIntervalMs ?? 250,
+        eachBatchAutoResolve: false,
+        partitionsConsumedConcurrently: this.opts.concurrency ?? 16,
+        eachBatch: (payload) => this.onBatch(payload),
+      })
+      .catch((err: unknown) => {
+        this.crashed = err instanceof Error ? err : new Error(String(err));
+        this.opts.logger.error({ err }, 'events consumer failed to start');
+      });
   }
 
   /** Finish the in-flight batches, commit, leave the group. */

@@ -37,7 +37,10 @@ export class WebhookFeed {
     // published while it joined. Old changes are skipped by age below.
     await consumer.subscribe({ topic: this.opts.topic, fromBeginning: true });
     const maxAgeMs = (this.opts.maxAgeSeconds ?? 86_400) * 1000;
-    await consumer.run({
+    this.consumer = consumer;
+    // Not awaited: run() resolves once the group is joined, which after a crash waits
+    // out the dead member's session; the service must not wait for that.
+    const running = consumer.run({
       eachMessage: async ({ message }) => {
         if (!message.value) return;
         const body = message.value.toString('utf8');
@@ -54,7 +57,7 @@ export class WebhookFeed {
         await this.opts.webhooks.enqueueChange(body, ce as Record<string, unknown>);
       },
     });
-    this.consumer = consumer;
+    running.catch((err: unknown) => this.opts.logger?.error({ err }, 'webhook feed failed to start'));
   }
 
   async stop(): Promise<void> {
