@@ -138,8 +138,8 @@ export async function startKafka(opts: LocalKafkaOptions = {}): Promise<LocalKaf
       ...jvm,
       'kafka.tools.StorageTool',
       'format',
-      '-t',
-      clusterId(),
+      // One argument with '=': a base64url id may start with '-' and would read as an option.
+      `--cluster-id=${clusterId()}`,
       '-c',
       props,
       '--ignore-formatted',
