@@ -196,6 +196,18 @@ export async function createJobs(
   return ids;
 }
 
+/** The URL of a spawned serve process once it listens (not necessarily ready). */
+export async function listeningUrl(p: ReturnType<typeof spawnCli>, timeoutMs = 30_000): Promise<string> {
+  const port = await waitFor(
+    () => {
+      if (p.child.exitCode !== null) throw new Error(`serve exited (${p.child.exitCode}): ${p.output()}`);
+      return /"port":(\d+)/.exec(p.output())?.[1];
+    },
+    { timeoutMs, what: 'serve to listen' },
+  );
+  return `http://127.0.0.1:${port}`;
+}
+
 // ---------------------------------------------------------------------------
 // Load
 

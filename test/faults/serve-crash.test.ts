@@ -13,10 +13,12 @@ import {
   drillLine,
   expectedEffects,
   isolation,
+  listeningUrl,
   type Plan,
   planMessages,
   serve,
   serveEnv,
+  spawnServe,
   startLoad,
   topicNames,
   waitAllPassed,
@@ -49,8 +51,18 @@ describe('drill: serve SIGKILLed under load', () => {
     await first.kill('SIGKILL');
     const sentAtKill = load.sent();
 
+    // The restarted process serves reads and probes at once; it is ready once its
+    // consumer joined, after the killed member's session expired.
     const restartedAt = Date.now();
-    const second = await serve(env);
+    const second = spawnServe(env);
+    const url = await listeningUrl(second);
+    const listeningMs = Date.now() - restartedAt;
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    expect((await fetch(`${url}/v1/jobs/${plan.jobs[0]}`)).status).toBe(200);
+    await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, {
+      timeoutMs: 60_000,
+      what: 'the restarted process to be ready',
+    });
     const readyAfterMs = Date.now() - restartedAt;
     await load.done;
     await waitAllPassed(broker, plan.jobs, 90_000);
@@ -59,7 +71,7 @@ describe('drill: serve SIGKILLed under load', () => {
     const line = drillLine(
       'serve-sigkill',
       t,
-      `killed after ${sentAtKill} sent, restarted process ready after ${readyAfterMs} ms, ${t.replays} replays recognized; changes ${changes.expected} expected, missing ${changes.missing}, republished ${changes.duplicates}`,
+      `killed after ${sentAtKill} sent, restarted process listening after ${listeningMs} ms, ready after ${readyAfterMs} ms, ${t.replays} replays recognized; changes ${changes.expected} expected, missing ${changes.missing}, republished ${changes.duplicates}`,
     );
     expect(t.problems, line).toEqual([]);
     expect({ lost: t.lost, doubled: t.doubled, applied: t.applied }).toEqual({
