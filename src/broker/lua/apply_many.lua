@@ -20,7 +20,9 @@
   Log chunks and heartbeats of a running or canceling job (the bulk of traffic)
   take a fast path: the chunk's hash field and sequence entry are written in
   bulk, and the heartbeat time and byte counters once, before anything else
-  reads them (any other event first writes them out). Subscribers see the
+  reads them (any other event first writes them out). A run of stored chunks
+  is announced by one log notification carrying the last stored seq (rather
+  than one per chunk): listeners use it to wake up and re-read the log. Subscribers see the
   notifications only after the whole script, so the order of writes inside it
   is invisible.
 ]]
@@ -43,6 +45,7 @@ local STAGED = {} -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
 local STAGED_ATT = nil -- attempt the staged chunks belong to
 local D_LB, D_NG = 0, 0 -- byte and chunk counter increments
 local TOUCHED = false -- hb (and hd) to write
+local LOG_NOTE = nil -- seq of the last chunk stored since the last log notification
 
 local BULK = 200 -- pairs per bulk command (keeps unpack well inside Lua's stack)
 
@@ -60,6 +63,12 @@ local function flush_logs()
   if D_LB ~= 0 then redis.call('HINCRBY', KJ, 'lB', D_LB) end
   if D_NG ~= 0 then redis.call('HINCRBY', KJ, 'ng', D_NG) end
   D_LB, D_NG = 0, 0
+  -- one wake-up for a run of stored chunks (listeners re-read the log from
+  -- where they are; seq is the last chunk stored)
+  if LOG_NOTE then
+    notify('log', LOG_NOTE)
+    LOG_NOTE = nil
+  end
 end
 
 local function flush()
@@ -124,13 +133,14 @@ local function store_log(seq, data, max_bytes, late, deferred)
     SEQ_MEMBERS[#SEQ_MEMBERS + 1] = member
     D_LB = D_LB + size
     D_NG = D_NG + 1
+    LOG_NOTE = seq
     if #LOG_FIELDS >= 2 * BULK then flush_logs() end
-  else
-    redis.call('HSET', kl, seq, data)
-    redis.call('ZADD', kseq(S.a), tonumber(seq), member)
-    redis.call('HINCRBY', KJ, 'lB', size)
-    redis.call('HINCRBY', KJ, 'ng', 1)
+    return 'stored'
   end
+  redis.call('HSET', kl, seq, data)
+  redis.call('ZADD', kseq(S.a), tonumber(seq), member)
+  redis.call('HINCRBY', KJ, 'lB', size)
+  redis.call('HINCRBY', KJ, 'ng', 1)
   notify('log', seq)
   return 'stored'
 end
@@ -138,7 +148,7 @@ end
 -- One event; A is the index of its first argument. Returns its JSON reply.
 local function apply_one(A)
   CAUSE = ARGV[A]
-  OUT = { tr = {}, arm = {} }
+  OUT = { tr = {}, arm = {}, dis = {} }
   local KIND = ARGV[A + 1]
   local DK = ARGV[A + 2]
   local ATT = tonumber(ARGV[A + 3]) or S.a
@@ -163,6 +173,7 @@ local function apply_one(A)
       touch_deferred()
       if a1 ~= '' then
         set_text('pg', a1)
+        flush_logs() -- the log wake-up goes out before this one
         notify('progress')
       end
       remember(DK)
@@ -276,7 +287,7 @@ local ok, err = pcall(function()
   for i = 1, N do
     REPLIES[i] = apply_one(8 + (i - 1) * EV_WIDTH)
     -- a transition may have moved timers and per-attempt fields: reread them
-    if #OUT.tr > 0 then load_job() end
+    if #OUT.tr > 0 and i < N then load_job() end
   end
 end)
 flush()
