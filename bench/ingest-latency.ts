@@ -83,13 +83,29 @@ try {
   // extjob: produce -> applied in Redis and announced (notification published by the script).
   let ourLat: number[] = [];
   {
-    const arrived = new Map<string, number>();
+    // A log notification announces the chunks stored up to its seq (a run of chunks
+    // applied together is announced once): per job, [seq, arrival time] in order.
+    const notes = new Map<string, [number, number][]>();
     const sub = w.redis.duplicate();
     sub.on('message', (_ch: string, msg: string) => {
       const now = performance.timeOrigin + performance.now();
       const n = JSON.parse(msg) as { id: string; kind: string; seq?: number };
-      if (n.kind === 'log' && n.seq !== undefined) arrived.set(`${n.id}/${n.seq}`, now);
+      if (n.kind !== 'log' || n.seq === undefined) return;
+      const list = notes.get(n.id) ?? [];
+      list.push([n.seq, now]);
+      notes.set(n.id, list);
     });
+    /** When each sent chunk became visible: the first notification of its job at or past its seq. */
+    const visible = (sent: Map<string, number>) => {
+      const at = new Map<string, number>();
+      for (const k of sent.keys()) {
+        const cut = k.lastIndexOf('/');
+        const seq = Number(k.slice(cut + 1));
+        const hit = notes.get(k.slice(0, cut))?.find(([s]) => s >= seq);
+        if (hit) at.set(k, hit[1]);
+      }
+      return at;
+    };
     await sub.subscribe(w.broker.keys.notify);
     const consumer = new EventsConsumer({
       kafka: w.kafka,
@@ -115,8 +131,9 @@ try {
     await new Promise((r) => setTimeout(r, 1000)); // fetch sessions settle after the join
     const sent = await steadyTraffic('ours', 0);
     const deadline = Date.now() + 60_000;
-    while (arrived.size < sent.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    ourLat = latencies(sent, arrived);
+    while (visible(sent).size < sent.size && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    ourLat = latencies(sent, visible(sent));
     await consumer.stop();
     await sub.quit();
     report('  extjob batch processing time (apply + DLQ + commit)', batchMs);
