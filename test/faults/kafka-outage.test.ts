@@ -59,6 +59,20 @@ describe('drill: Kafka down for 20 s under load', () => {
     const notReadyAfterMs = Date.now() - down;
     // A job created while Kafka is away: stored now, announced once Kafka is back.
     const [during] = await createJobs(svc.url, ['kdown-created-during-outage']);
+    // An executor posting over HTTP is told to come back: 503, the event is not taken.
+    const posted = await fetch(`${svc.url}/v1/jobs/${during}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        specversion: '1.0',
+        id: 'posted-during-outage',
+        source: '/drill',
+        type: 'dev.extjob.accepted.v1',
+        subject: during,
+      }),
+      signal: AbortSignal.timeout(20_000),
+    });
+    const postedType = posted.headers.get('content-type') ?? '';
     const sentBefore = load.sent();
     // The outage itself lasts a fixed time: that is the fault, not a wait for a condition.
     await new Promise((r) => setTimeout(r, OUTAGE_MS - (Date.now() - down)));
@@ -80,7 +94,7 @@ describe('drill: Kafka down for 20 s under load', () => {
     const line = drillLine(
       'kafka-down-20s',
       t,
-      `not ready after ${notReadyAfterMs} ms, ready again ${readyAgainMs} ms after restart; reads during outage ${JSON.stringify(Object.fromEntries(readCounts))}; readyz ${JSON.stringify(Object.fromEntries(readyCounts))}; ${sentBefore} sent before the outage, ${load.retries()} sends retried; changes missing ${changes.missing} of ${changes.expected}`,
+      `not ready after ${notReadyAfterMs} ms, ready again ${readyAgainMs} ms after restart; reads during outage ${JSON.stringify(Object.fromEntries(readCounts))}; readyz ${JSON.stringify(Object.fromEntries(readyCounts))}; POST events during the outage ${posted.status}; ${sentBefore} sent before the outage, ${load.retries()} sends retried; changes missing ${changes.missing} of ${changes.expected}`,
     );
     expect(t.problems, line).toEqual([]);
     expect({ lost: t.lost, doubled: t.doubled, applied: t.applied }).toEqual({
@@ -92,6 +106,7 @@ describe('drill: Kafka down for 20 s under load', () => {
     expect([...readCounts.keys()], line).toEqual([200]);
     expect(readyCounts.get(503) ?? 0, line).toBeGreaterThan(0);
     expect(changes.missing, line).toBe(0);
+    expect([posted.status, postedType.split(';')[0]], line).toEqual([503, 'application/problem+json']);
     expect(svc.child.exitCode, line).toBeNull();
   }, 240_000);
 });

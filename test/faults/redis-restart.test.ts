@@ -47,6 +47,7 @@ describe('drill: Redis crashes and restarts under load', () => {
     await waitFor(() => load.sent() >= 150, { timeoutMs: 30_000, what: 'the load to start' });
 
     const ready = sampler(`${svc.url}/readyz`);
+    const reads = sampler(`${svc.url}/v1/jobs/${plan.jobs[0]}`);
     await r.crash();
     const down = Date.now();
     const sentAtCrash = load.sent();
@@ -65,6 +66,7 @@ describe('drill: Redis crashes and restarts under load', () => {
     });
     const readyAgainMs = Date.now() - up;
     const readyCounts = await ready.stop();
+    const readCounts = await reads.stop();
 
     await load.done;
     await waitAllPassed(broker, plan.jobs, 90_000);
@@ -73,7 +75,7 @@ describe('drill: Redis crashes and restarts under load', () => {
     const line = drillLine(
       'redis-crash-restart',
       t,
-      `crashed after ${sentAtCrash} sent, ready again ${readyAgainMs} ms after restart, ${t.replays} replays recognized; readyz ${JSON.stringify(Object.fromEntries(readyCounts))}; changes missing ${changes.missing} of ${changes.expected}`,
+      `crashed after ${sentAtCrash} sent, ready again ${readyAgainMs} ms after restart, ${t.replays} replays recognized; readyz ${JSON.stringify(Object.fromEntries(readyCounts))}; reads ${JSON.stringify(Object.fromEntries(readCounts))} (0: no answer within 5 s); changes missing ${changes.missing} of ${changes.expected}`,
     );
     expect(t.problems, line).toEqual([]);
     expect({ lost: t.lost, doubled: t.doubled, applied: t.applied }).toEqual({
@@ -82,6 +84,11 @@ describe('drill: Redis crashes and restarts under load', () => {
       applied: expectedEffects(plan),
     });
     expect(readyCounts.get(503) ?? 0, line).toBeGreaterThan(0);
+    // Reads while Redis is away: answered (200 or 503), never hung, never another 5xx.
+    expect(
+      [...readCounts.keys()].filter((s) => s !== 200 && s !== 503),
+      line,
+    ).toEqual([]);
     expect(changes.missing, line).toBe(0);
     expect(svc.child.exitCode, line).toBeNull();
   }, 240_000);
