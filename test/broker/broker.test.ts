@@ -138,6 +138,19 @@ describe('applyEvents', () => {
     expect(created.map((e) => e.attempt)).toEqual([1, 2]);
   });
 
+  it('keeps a retry that waits out its backoff closed to events until it is announced', async () => {
+    const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 2, backoffSeconds: 60 } });
+    await h.broker.applyEvents([ev('accepted', job.id), ev('finished', job.id, { exitCode: 1 })]);
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
+    // A repeat of the finish without an attempt belongs to attempt 1: stale, no second retry.
+    expect(await h.broker.applyEvent(ev('finished', job.id, { exitCode: 1 }))).toBe('stale');
+    // Nobody was told of attempt 2 yet: naming it is an error, not an early start.
+    expect(await h.broker.applyEvent(ev('accepted', job.id, { attempt: 2 }))).toBe('invalid');
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
+    const created = (await h.broker.readOutbox('0', 100)).filter((e) => e.type === 'job.created');
+    expect(created.map((e) => e.attempt)).toEqual([1]);
+  });
+
   it('retries only on the listed exit codes', async () => {
     const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 3, onExitCodes: [75] } });
     await h.broker.applyEvent(ev('finished', job.id, { exitCode: 75 }));

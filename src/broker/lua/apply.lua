@@ -25,13 +25,17 @@ if not load_job() then return cjson.encode({ r = 'unknown_job' }) end
 
 local KIND = ARGV[7]
 local DK = ARGV[8]
-local ATT = tonumber(ARGV[9]) or S.a
+-- While a retry waits out its backoff nobody has been told of the new attempt: an
+-- event that names no attempt belongs to the one that just ended (stale).
+local ATT = tonumber(ARGV[9]) or (S.bd and S.a - 1 or S.a)
 
 if ATT < S.a then
   record('s', ATT)
   return result('stale')
 end
-if ATT > S.a then return result('invalid', { why = 'attempt ' .. ATT .. ' does not exist yet' }) end
+if ATT > S.a or (S.bd and ATT == S.a) then
+  return result('invalid', { why = 'attempt ' .. ATT .. ' does not exist yet' })
+end
 
 local SLOTS = {}
 for i = 0, DEDUPE_SLOTS - 1 do SLOTS[#SLOTS + 1] = 'd' .. i end

@@ -151,7 +151,8 @@ local function apply_one(A)
   OUT = { tr = {}, arm = {}, dis = {} }
   local KIND = ARGV[A + 1]
   local DK = ARGV[A + 2]
-  local ATT = tonumber(ARGV[A + 3]) or S.a
+  -- no attempt named during a retry's backoff: the attempt that just ended (stale)
+  local ATT = tonumber(ARGV[A + 3]) or (S.bd and S.a - 1 or S.a)
   local a1, a2, a3, a4 = ARGV[A + 4], ARGV[A + 5], ARGV[A + 6], ARGV[A + 7]
 
   -- Fast path: log chunks and heartbeats of the current attempt of a live job.
@@ -187,7 +188,9 @@ local function apply_one(A)
     record('s', ATT)
     return result('stale')
   end
-  if ATT > S.a then return result('invalid', { why = 'attempt ' .. ATT .. ' does not exist yet' }) end
+  if ATT > S.a or (S.bd and ATT == S.a) then
+    return result('invalid', { why = 'attempt ' .. ATT .. ' does not exist yet' })
+  end
 
   if KIND ~= 'log' and seen(DK) then
     record('d', ATT)
