@@ -37,6 +37,27 @@ export function spawnCli(
   return { child, output: () => out };
 }
 
+/** Wait until a spawned `extjob serve` listens and its /readyz answers 200; returns its URL. */
+export async function untilServing(
+  child: ChildProcess,
+  output: () => string,
+  timeoutMs: number,
+): Promise<string> {
+  const port = await waitFor(
+    () => {
+      if (child.exitCode !== null) throw new Error(`serve exited (${child.exitCode}): ${output()}`);
+      return /"port":(\d+)/.exec(output())?.[1];
+    },
+    { timeoutMs, what: 'serve to listen' },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, {
+    timeoutMs,
+    what: `${url}/readyz to answer 200`,
+  });
+  return url;
+}
+
 /** Start `extjob serve` with `env` on a free port and wait until /readyz answers 200. */
 export async function startServe(
   env: Record<string, string>,
@@ -45,18 +66,7 @@ export async function startServe(
   const args = ['serve', ...(roles ?? []).flatMap((r) => ['--role', r])];
   const { child, output } = spawnCli(args, { EXTJOB_HTTP_PORT: '0', EXTJOB_HTTP_HOST: '127.0.0.1', ...env });
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-  const port = await waitFor(
-    () => {
-      if (child.exitCode !== null) throw new Error(`serve exited (${child.exitCode}): ${output()}`);
-      return /"port":(\d+)/.exec(output())?.[1];
-    },
-    { timeoutMs: readyTimeoutMs, what: 'serve to listen' },
-  );
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, {
-    timeoutMs: readyTimeoutMs,
-    what: `${url}/readyz to answer 200`,
-  });
+  const url = await untilServing(child, output, readyTimeoutMs);
   const kill = async (signal: NodeJS.Signals = 'SIGKILL') => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     return exited;

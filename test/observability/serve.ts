@@ -3,8 +3,8 @@
  * stopped in afterAll), unlike test/helpers/serve.ts whose process lives for one test.
  */
 
-import { isolation, kafkaBrokers, redisUrl, waitFor } from '../helpers/index.js';
-import { spawnCli } from '../helpers/serve.js';
+import { isolation, kafkaBrokers, redisUrl } from '../helpers/index.js';
+import { spawnCli, untilServing } from '../helpers/serve.js';
 
 export interface Service {
   url: string;
@@ -41,21 +41,10 @@ export async function startService(
     return exited;
   };
   try {
-    const port = await waitFor(
-      () => {
-        if (child.exitCode !== null) throw new Error(`serve exited (${child.exitCode}): ${output()}`);
-        return /"port":(\d+)/.exec(output())?.[1];
-      },
-      { timeoutMs: readyTimeoutMs, what: 'serve to listen' },
-    );
-    const url = `http://127.0.0.1:${port}`;
-    await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, {
-      timeoutMs: readyTimeoutMs,
-      what: `${url}/readyz to answer 200`,
-    });
+    const url = await untilServing(child, output, readyTimeoutMs);
     return {
       url,
-      host: `127.0.0.1:${port}`,
+      host: new URL(url).host,
       iso,
       output,
       exited,
