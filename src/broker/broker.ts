@@ -308,18 +308,16 @@ export class JobBroker {
     return job;
   }
 
-  /**
-   * Several jobs in one round trip; undefined where a job does not exist. Plain
-   * commands written back to back, not a pipeline object: ioredis copies every
-   * defined script onto each new pipeline, which tripled the CPU of a read.
-   */
+  /** Several jobs, one read script each (sent back to back); undefined where a job does not exist. */
   async getJobs(ids: string[]): Promise<(Job | undefined)[]> {
-    const read = (id: string) =>
-      Promise.all([
-        this.redis.hgetall(this.keys.job(id)),
-        this.redis.get(this.keys.spec(id)),
-        this.redis.hgetall(this.keys.extra(id)),
-      ]).then(([h, s, x]) => decodeJob(id, h, s, x));
+    const read = async (id: string) => {
+      const [h, s, x] = (await runScript(this.redis, 'get', [this.keys.job(id)], [])) as unknown as [
+        unknown,
+        string | null,
+        unknown,
+      ];
+      return decodeJob(id, pairs(h), s, pairs(x));
+    };
     try {
       return await Promise.all(ids.map((id) => (JOB_ID_PATTERN.test(id) ? read(id) : undefined)));
     } catch (err) {

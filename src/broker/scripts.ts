@@ -15,6 +15,7 @@ export const SCRIPTS = {
   fire_timer: 1,
   cancel: 1,
   retention: 1,
+  get: 1,
 } as const;
 export type ScriptName = keyof typeof SCRIPTS;
 
