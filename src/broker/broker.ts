@@ -235,15 +235,6 @@ export class JobBroker {
     });
     const pipeline = this.redis.pipeline();
     for (const [id, indexes] of groups) {
-      if (indexes.length === 1) {
-        // a lone event: the single-event script costs Redis less than a run of one
-        const [cause, ...rest] = applyArgs(
-          events[indexes[0] as number] as JobEvent,
-          this.defaults.logMaxBytes,
-        );
-        queueScript(pipeline, 'apply', [this.keys.job(id)], [...this.common(id, cause as string), ...rest]);
-        continue;
-      }
       const args: (string | number | Buffer)[] = [...this.common(id, ''), indexes.length];
       for (const i of indexes) {
         const a = applyArgs(events[i] as JobEvent, this.defaults.logMaxBytes);
@@ -265,7 +256,7 @@ export class JobBroker {
     for (const [id, indexes] of groups) {
       const reply = replies[n++];
       if (!reply || reply[0]) throw redisError(reply?.[0] ?? new Error('no reply'), 'apply');
-      const answers = indexes.length === 1 ? [reply[1]] : reply[1];
+      const answers = reply[1];
       if (!Array.isArray(answers) || answers.length !== indexes.length)
         throw redisError(new Error(`apply_many answered ${String(answers)}`), 'apply');
       indexes.forEach((eventIndex, k) => {

@@ -59,7 +59,7 @@ export function dedupeKey(e: JobEvent): string {
   return createHash('sha1').update(e.source).update('\0').update(e.id).digest('hex').slice(0, 16);
 }
 
-/** ARGV 6.. of the apply script (see lua/apply.lua). */
+/** One event's arguments to the apply_many script (see lua/apply_many.lua). */
 export function applyArgs(e: JobEvent, logMaxBytes: number): (string | Buffer | number)[] {
   const head = [
     encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type }),

@@ -10,7 +10,6 @@ import { luaTransitionTable } from './transitions.js';
 
 export const SCRIPTS = {
   create: 1,
-  apply: 1,
   apply_many: 1,
   fire_timer: 1,
   cancel: 1,

@@ -1,7 +1,7 @@
 /**
  * Differential property: applying a job's events together (one apply_many call per
- * job and batch) leaves exactly what applying them one by one through the
- * single-event apply script leaves: the same per-event results, the same keys with
+ * job and batch, log chunks written in bulk) leaves exactly what applying them one
+ * call per event leaves: the same per-event results, the same keys with
  * the same contents (job hash, history, log chunks, indexes, counters, outbox
  * records, deadlines) and the same notifications, in the same order for each job
  * (jobs are independent: their relative order is not kept), where a run of log
@@ -173,9 +173,10 @@ describe('apply_many', () => {
                 earlier.push(e);
               }
               events.push(e);
-              const reply = await runScript(
+              const args = applyArgs(e, LOG_MAX);
+              const [reply] = (await runScript(
                 one.redis,
-                'apply',
+                'apply_many',
                 [one.broker.keys.job(id)],
                 [
                   one.prefix,
@@ -183,9 +184,11 @@ describe('apply_many', () => {
                   clock,
                   DEFAULTS.retentionSeconds * 1000,
                   DEFAULTS.lateLogGraceSeconds * 1000,
-                  ...applyArgs(e, LOG_MAX),
+                  '',
+                  1,
+                  ...Array.from({ length: 8 }, (_, k) => args[k] ?? ''),
                 ],
-              );
+              )) as unknown as [string];
               const out = JSON.parse(reply) as { r: string; a: number };
               // arm the returned timers as the broker does after its scripts (moves them off :due)
               await (one.broker as unknown as Settling).applyTimers([[id, out]]);

@@ -1,6 +1,6 @@
 --[[
-  apply_many: apply a run of executor events of ONE job, in order, exactly once
-  each: the same per-event results and effects as one apply call per event, with
+  apply_many: apply executor events of ONE job (one or more), in order, exactly
+  once each: the same per-event results and effects as one call per event, with
   the job loaded once and the log-chunk hot path written in bulk.
 
   KEYS[1]  job hash <prefix>:job:{<id>}
@@ -8,14 +8,18 @@
   ARGV[7]  number of events n
   then n groups of EV_WIDTH arguments, one per event:
     cause, kind, dedupe key, attempt ('' = current), a1, a2, a3, a4
-  with a1..a4 as ARGV[10..13] of the single-event layout (see apply.lua):
+  with a1..a4 by kind:
     accepted:  executor, detailsUrl
     heartbeat: progress JSON ('' = none)
     log:       seq, bytes, log max bytes
     finished:  exitCode, error JSON (''), summary (''), lastSeq ('')
     canceled:  reason
 
-  Returns one JSON object per event, in order (see apply.lua for the fields).
+  Returns one JSON object per event, in order: r = applied | duplicate | stale |
+  late | unknown_job | invalid, tr (transitions made), arm (timers due within the
+  arm window), log (stored | truncated | duplicate for log events), why (invalid).
+  Emits: transitions (see transition()), notify kind=log and kind=progress, dedupe
+  entries, history/counters for duplicate/stale/late events.
 
   Log chunks and heartbeats of a running or canceling job (the bulk of traffic)
   take a fast path: the chunk's hash field and sequence entry are written in
@@ -101,7 +105,7 @@ local function remember(dk)
   redis.call('HSET', KJ, 'd' .. slot, dk)
 end
 
--- Like touch() of apply.lua, deferred: hb is NOW for every event of this call.
+-- Like touch() below, deferred: hb is NOW for every event of this call.
 local function touch_deferred()
   TOUCHED = true
   if S.s == 'running' and S.th and S.th > 0 then S.hd = NOW + S.th end
@@ -182,7 +186,7 @@ local function apply_one(A)
     end
   end
 
-  -- Everything else: as apply.lua, with the deferred writes out first.
+  -- Everything else, with the deferred writes out first.
   flush()
   if ATT < S.a then
     record('s', ATT)
