@@ -1,8 +1,9 @@
 /**
  * The outbox (SPEC 6): a Redis stream written by the scripts in the same
  * atomic step as the change. The drainer reads entries in commit order,
- * publishes them and acknowledges them (XDEL). Only one drainer should publish
- * at a time: take the lease first (acquireOutboxLease).
+ * publishes them and acknowledges them (XDEL). A stream entry may stand for two
+ * outbox entries with the same id (a change and the command it implies). Only
+ * one drainer should publish at a time: take the lease first (acquireOutboxLease).
  */
 import type { Redis } from 'ioredis';
 import { decodeCause, decodeJob } from './codec.js';
@@ -23,7 +24,8 @@ export interface OutboxEntry {
   payload: { job: Job; from?: JobState | null; to?: JobState; cause?: Cause };
 }
 
-function decodeEntry(id: string, fields: string[]): OutboxEntry | undefined {
+/** One stream entry: one outbox entry, or two when it also stands for a command (`_a`). */
+function decodeEntry(id: string, fields: string[]): OutboxEntry[] {
   const meta: Record<string, string> = {};
   const h: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) {
@@ -33,14 +35,22 @@ function decodeEntry(id: string, fields: string[]): OutboxEntry | undefined {
   }
   const jobId = meta._j;
   const type = meta._t as OutboxType | undefined;
-  if (!jobId || !type) return undefined;
+  if (!jobId || !type) return [];
   const job = decodeJob(jobId, h, meta._s, {});
-  if (!job) return undefined;
-  const payload: OutboxEntry['payload'] = { job };
-  if (type === 'job.changed') payload.from = (meta._f as JobState | undefined) ?? null;
-  if (meta._o) payload.to = meta._o as JobState;
-  if (meta._c) payload.cause = decodeCause(JSON.parse(meta._c));
-  return { id, jobId, version: job.version, attempt: job.attempt, type, payload };
+  if (!job) return [];
+  const cause = meta._c ? decodeCause(JSON.parse(meta._c)) : undefined;
+  const entry = (t: OutboxType): OutboxEntry => {
+    const payload: OutboxEntry['payload'] = { job };
+    if (t === 'job.changed') {
+      payload.from = (meta._f as JobState | undefined) ?? null;
+      if (meta._o) payload.to = meta._o as JobState;
+    }
+    if (cause) payload.cause = cause;
+    return { id, jobId, version: job.version, attempt: job.attempt, type: t, payload };
+  };
+  const out = [entry(type)];
+  if (meta._a) out.push(entry(meta._a as OutboxType));
+  return out;
 }
 
 export async function readOutbox(
@@ -52,15 +62,12 @@ export async function readOutbox(
   const start = afterId === '' || afterId === '0' || afterId === '0-0' ? '-' : `(${afterId}`;
   const rows = await redis.xrange(keys.outbox, start, '+', 'COUNT', Math.max(1, Math.min(count, 10_000)));
   const out: OutboxEntry[] = [];
-  for (const [id, fields] of rows) {
-    const e = decodeEntry(id, fields);
-    if (e) out.push(e);
-  }
+  for (const [id, fields] of rows) out.push(...decodeEntry(id, fields));
   return out;
 }
 
 export async function ackOutbox(redis: Redis, keys: BrokerKeys, ids: string[]): Promise<void> {
-  if (ids.length > 0) await redis.xdel(keys.outbox, ...ids);
+  if (ids.length > 0) await redis.xdel(keys.outbox, ...new Set(ids));
 }
 
 const LEASE_LUA = `

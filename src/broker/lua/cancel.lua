@@ -6,8 +6,8 @@
   ARGV[7]  reason ('' = none)
 
   Returns a JSON object: r = canceled | canceling | unchanged | not_found, tr, arm.
-  pending -> canceled at once; running -> canceling, outbox
-  job.cancel_requested and the cancel grace timer (grace 0: canceled at once,
+  pending -> canceled at once; running -> canceling (its outbox record also stands for
+  job.cancel_requested) and the cancel grace timer (grace 0: canceled at once,
   forced); canceling or terminal: unchanged.
 ]]
 --@include job
@@ -20,8 +20,7 @@ if S.s == 'pending' then
 end
 if S.s ~= 'running' then return result('unchanged') end
 
-transition('canceling')
-outbox('job.cancel_requested', nil, nil, CAUSE)
+transition('canceling', nil, nil, 'job.cancel_requested')
 if S.tc <= 0 then
   redis.call('HSET', KJ, 'fo', 1)
   transition('canceled', '{"forced":true}')

@@ -13,7 +13,7 @@
   Returns a JSON object: r = "created" | "exists" | "conflict", plus the job hash
   (h) on created/exists, and the timers to arm (arm).
   Emits (when created): transition none -> pending (history, indexes, counters,
-  outbox job.changed, notify), outbox job.created, accept timer intent,
+  one outbox record for job.changed and job.created, notify), accept timer intent,
   executor and label index entries.
 ]]
 --@include job
@@ -39,6 +39,6 @@ redis.call('SET', KS, ARGV[8])
 for i = 14, #ARGV do
   redis.call('ZADD', ARGV[i], NOW, ID)
 end
-transition('pending')
-announce_attempt()
+transition('pending', nil, nil, 'job.created')
+announce_attempt(true)
 return cjson.encode({ r = 'created', h = redis.call('HGETALL', KJ), arm = OUT.arm, tr = OUT.tr, e = executor_of() })

@@ -119,11 +119,17 @@ local function notify(kind, seq)
   redis.call('PUBLISH', CHANNEL, m .. '}')
 end
 
--- Outbox record: meta fields (_j id, _t type, _s spec, _f from, _o to, _c
--- cause), then the job hash and its long fields as they are now (after this
--- change) as plain stream fields: no JSON encoding inside Redis.
-local function outbox(typ, from, to, cause)
+-- Outbox record: meta fields (_j id, _t type, _a a second type the same record
+-- stands for, _s spec, _f from, _o to, _c cause), then the job fields a
+-- published change carries (OUTBOX_FIELDS, as they are after this change) as
+-- plain stream fields: no JSON encoding inside Redis.
+local OUTBOX_FIELDS = { 's', 'a', 'v', 'c', 'ac', 'f', 'hb', 'x', 'fo', 'ax', 'er', 'pg', 'sm', 'du' }
+local function outbox(typ, from, to, cause, also)
   local args = { 'XADD', KOUTBOX, '*', '_j', ID, '_t', typ, '_s', spec_line() }
+  if also then
+    args[#args + 1] = '_a'
+    args[#args + 1] = also
+  end
   if from then
     args[#args + 1] = '_f'
     args[#args + 1] = from
@@ -136,7 +142,13 @@ local function outbox(typ, from, to, cause)
     args[#args + 1] = '_c'
     args[#args + 1] = cause
   end
-  for _, v in ipairs(redis.call('HGETALL', KJ)) do args[#args + 1] = v end
+  local h = redis.call('HMGET', KJ, unpack(OUTBOX_FIELDS))
+  for i, f in ipairs(OUTBOX_FIELDS) do
+    if h[i] then
+      args[#args + 1] = f
+      args[#args + 1] = h[i]
+    end
+  end
   for _, v in ipairs(redis.call('HGETALL', KX)) do args[#args + 1] = v end
   redis.call(unpack(args))
 end
@@ -210,8 +222,10 @@ end
 
 -- The one way a state changes: checks the table, sets state, bumps version,
 -- appends history, moves index entries and counters, writes the outbox record
--- and publishes the notification. next_attempt is set only for a retry.
-local function transition(to, detail, next_attempt)
+-- and publishes the notification. next_attempt is set only for a retry; also
+-- names a command the same outbox record stands for (job.created when the
+-- change starts an attempt, job.cancel_requested).
+local function transition(to, detail, next_attempt, also)
   local from = S.s or 'none'
   if not (TT[from] and TT[from][to]) then
     return error('EXTJOB_ILLEGAL_TRANSITION ' .. from .. ' -> ' .. to)
@@ -245,14 +259,15 @@ local function transition(to, detail, next_attempt)
   end
   redis.call('ZADD', kstate(to), S.c, ID)
   redis.call('HINCRBY', KCOUNTS, to, 1)
-  outbox('job.changed', from ~= 'none' and from or nil, to, CAUSE)
+  outbox('job.changed', from ~= 'none' and from or nil, to, CAUSE, also)
   notify('state')
   OUT.tr[#OUT.tr + 1] = { from, to }
 end
 
 -- A new attempt is announced on the commands topic and its accept timer starts.
-local function announce_attempt()
-  outbox('job.created', nil, nil, CAUSE)
+-- with_change: the transition just made already carries job.created.
+local function announce_attempt(with_change)
+  if not with_change then outbox('job.created', nil, nil, CAUSE) end
   enter_pending()
 end
 
@@ -288,14 +303,15 @@ local function end_attempt(to, detail, exit_code, is_timeout)
   clear_text('er', 'pg', 'sm', 'du')
   S.ac = nil
   S.lB = 0
-  transition('pending', retry_detail, S.a + 1)
   local backoff = math.floor((tonumber(r.backoffSeconds) or 0) * 1000)
   if backoff > 0 then
+    transition('pending', retry_detail, S.a + 1)
     S.bd = NOW + backoff
     redis.call('HSET', KJ, 'bd', S.bd)
     arm('retry', S.bd)
   else
-    announce_attempt()
+    transition('pending', retry_detail, S.a + 1, 'job.created')
+    announce_attempt(true)
   end
 end
 
