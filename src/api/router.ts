@@ -159,7 +159,9 @@ export function createApiRouter(opts: ApiOptions): Router {
       const resume = lastEventId(ctx.req);
       const from = resume !== undefined ? resume + 1 : ((ctx.query.fromSeq as number | undefined) ?? 0);
       const sse = new SseStream(ctx.res);
-      await streamLog(broker, hub, ctx.id, sse, from).catch((err) => streamFailed(sse, err));
+      await streamLog(broker, hub, ctx.id, sse, from, resume !== undefined).catch((err) =>
+        streamFailed(sse, err),
+      );
     },
     streamEvents: async (ctx) => {
       await call(() => mustGetJob(broker, ctx.id));

@@ -80,7 +80,8 @@ export const ROUTES: RouteDef[] = [
     operationId: 'streamLog',
     method: 'get',
     path: '/v1/jobs/{id}/log/stream',
-    summary: 'Live log (SSE): `chunk` events with id = seq, then `end`. Resumable with Last-Event-ID.',
+    summary:
+      'Live log (SSE): `chunk` events with id = seq, `filled` events (no id) for holes filled later, then `end`. Resumable with Last-Event-ID.',
     auth: 'jobs:read',
     query: s.logQuery.pick({ fromSeq: true }),
     responses: { 200: sse('Server-Sent Events.') },

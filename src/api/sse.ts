@@ -36,7 +36,10 @@ export class SseStream {
     return this.abort.signal.aborted;
   }
 
-  /** One event; `data` is JSON-encoded onto a single line. */
+  /**
+   * One event; `data` is JSON-encoded onto a single line. Without `id` the frame has no
+   * `id:` line, and the client's Last-Event-ID stays what the last id made it.
+   */
   send(event: string, data: unknown, id?: number | string): void {
     if (this.closed) return;
     let frame = `event: ${event}\n`;

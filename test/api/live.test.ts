@@ -98,6 +98,27 @@ async function collect(
   return all;
 }
 
+/** Events of a stream read a few at a time; fails instead of hanging when none comes. */
+function reader(gen: AsyncGenerator<SseEvent>) {
+  return {
+    async until(stop: (e: SseEvent) => boolean, timeoutMs = 10_000): Promise<SseEvent[]> {
+      const got: SseEvent[] = [];
+      for (;;) {
+        let timer: NodeJS.Timeout | undefined;
+        const r = await Promise.race([
+          gen.next(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no event within ${timeoutMs} ms`)), timeoutMs);
+          }),
+        ]).finally(() => clearTimeout(timer));
+        if (r.done) throw new Error(`the stream ended after ${JSON.stringify(got)}`);
+        got.push(r.value);
+        if (stop(r.value)) return got;
+      }
+    },
+  };
+}
+
 describe('SSE streams', () => {
   it('log stream: live chunks, resumable with Last-Event-ID, ends when the job finishes', async () => {
     const api = await startTestApi();
@@ -141,6 +162,73 @@ describe('SSE streams', () => {
     expect(chunks.map((e) => JSON.parse(e.data).text).join('')).toBe('def');
     const end = JSON.parse(got2.at(-1)!.data);
     expect(end).toMatchObject({ state: 'passed', complete: true, nextSeq: 6 });
+  });
+
+  it('log stream: a hole filled after the stream passed it comes as `filled` without an id; resume repeats nothing', async () => {
+    const api = await startTestApi();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    const log = (seq: number) => ev('log', 'h1', { seq, chunk: Buffer.from('abcdefghijk'.charAt(seq)) });
+    await api.req('/v1/jobs', { json: { id: 'h1', name: 'n' } });
+    // Holes: 2, 4, 6-7 (0 is none: the log starts at 1).
+    await api.broker.applyEvents([log(1), log(3), log(5), log(8)]);
+    const reads: { fromSeq?: number; limit?: number }[] = [];
+    const readLog = api.broker.readLog.bind(api.broker);
+    api.broker.readLog = (id, q = {}) => {
+      reads.push(q);
+      return readLog(id, q);
+    };
+
+    const abort = new AbortController();
+    const first = reader(client.events('/v1/jobs/h1/log/stream', { signal: abort.signal }));
+    const live = await first.until((e) => e.id === '8');
+    expect(live.map((e) => [e.event, e.id])).toEqual([
+      ['chunk', '1'],
+      ['chunk', '3'],
+      ['chunk', '5'],
+      ['chunk', '8'],
+    ]);
+    reads.length = 0;
+    await api.broker.applyEvents([log(2)]);
+    const [filled] = await first.until(() => true);
+    expect(filled?.event).toBe('filled');
+    expect(JSON.parse(filled?.data ?? '')).toEqual({ seq: 2, text: 'c', filled: true });
+    // No id line: the client's Last-Event-ID stays at the highest chunk sent.
+    expect(filled?.id).toBe('8');
+    // The wake-up read from the stream's position and the filled hole, not the whole log.
+    expect(reads.filter((q) => q.fromSeq !== 9)).toEqual([{ fromSeq: 2, limit: 1 }]);
+    abort.abort();
+
+    // Away: 6 fills a hole (GET /log has it; the stream cannot know the client lacks
+    // it) and 9 lands. Resuming after 8 sends 9 only, and the hole 4, still open when
+    // it connected, once it is filled.
+    await api.broker.applyEvents([log(6), log(9)]);
+    const second = reader(client.events('/v1/jobs/h1/log/stream', { lastEventId: '8' }));
+    expect((await second.until((e) => e.id === '9')).map((e) => [e.event, e.id])).toEqual([['chunk', '9']]);
+    await api.broker.applyEvents([log(4)]);
+    const [four] = await second.until(() => true);
+    expect(four).toMatchObject({ event: 'filled', id: '9' });
+    expect(JSON.parse(four?.data ?? '')).toEqual({ seq: 4, text: 'e', filled: true });
+    await api.broker.applyEvents([ev('finished', 'h1', { exitCode: 0, lastSeq: 10 })]);
+    const [end] = await second.until((e) => e.event === 'end');
+    expect(JSON.parse(end?.data ?? '')).toEqual({
+      state: 'passed',
+      complete: false,
+      nextSeq: 10,
+      gaps: [
+        [7, 7],
+        [10, 10],
+      ],
+      unwatched: 0,
+    });
+
+    // Reconnecting after the last id gets nothing again, just the end.
+    const third = await collect(
+      client.events('/v1/jobs/h1/log/stream', { lastEventId: '9' }),
+      (e) => e.event === 'end',
+    );
+    expect(third.map((e) => e.event)).toEqual(['end']);
+    const full = (await (await api.req('/v1/jobs/h1/log')).json()) as { chunks: { text: string }[] };
+    expect(full.chunks.map((c) => c.text).join('')).toBe('bcdefgij');
   });
 
   it('events stream: history entries with their index as id, progress, end; resumable', async () => {

@@ -6,6 +6,10 @@ export const logsHelp = `Usage: extjob logs ID [-f] [--json]
 Prints the job's log. With -f, keeps following it until the job finishes.
 With --json, one JSON object per chunk ({seq, text | base64, late?}).
 
+A chunk that fills a hole after -f has printed the chunks beyond it is not
+printed out of place: a note on stderr names it (with --json it is printed,
+flagged "filled": true). Without -f the log is printed in order.
+
 Options:
   -f, --follow   follow the log live (resumes after connection drops)
 ${CLIENT_HELP}`;
@@ -16,6 +20,7 @@ interface Chunk {
   seq: number;
   text?: string;
   base64?: string;
+  filled?: boolean;
 }
 
 export async function logs(values: Record<string, unknown>, positionals: string[]): Promise<number> {
@@ -39,7 +44,12 @@ export async function logs(values: Record<string, unknown>, positionals: string[
       await client.json(`/v1/jobs/${encodeURIComponent(id)}`);
       for await (const e of client.events(`${path}/stream`)) {
         if (e.event === 'chunk') write(JSON.parse(e.data) as Chunk);
-        else if (e.event === 'error') throw new ClientError(JSON.parse(e.data).detail ?? 'stream error', 500);
+        else if (e.event === 'filled') {
+          const c = JSON.parse(e.data) as Chunk;
+          if (values.json) write(c);
+          else process.stderr.write(filledNote(id, c.seq));
+        } else if (e.event === 'error')
+          throw new ClientError(JSON.parse(e.data).detail ?? 'stream error', 500);
       }
       return EXIT.ok;
     }
@@ -56,4 +66,9 @@ export async function logs(values: Record<string, unknown>, positionals: string[
   } catch (err) {
     return reportError('logs', err);
   }
+}
+
+/** What `logs -f` and `wait` print on stderr for a hole filled after they passed it. */
+export function filledNote(id: string, seq: number): string {
+  return `extjob: log chunk ${seq} arrived after the chunks that follow it; \`extjob logs ${id}\` prints the log in order\n`;
 }

@@ -13,6 +13,7 @@ import {
   EXIT,
   reportError,
 } from '../client.js';
+import { filledNote } from './logs.js';
 
 export const waitHelp = `Usage: extjob wait ID [--timeout S] [--json]
 
@@ -139,10 +140,12 @@ async function followLive(
   const log = withLog
     ? (async () => {
         for await (const e of client.events(`${path}/log/stream`, { signal: stop.signal })) {
-          if (e.event !== 'chunk') continue;
-          const c = JSON.parse(e.data) as { text?: string; base64?: string };
+          if (e.event !== 'chunk' && e.event !== 'filled') continue;
+          const c = JSON.parse(e.data) as { seq: number; text?: string; base64?: string };
           clearStatus();
-          stdout.write(c.text !== undefined ? c.text : Buffer.from(c.base64 ?? '', 'base64'));
+          // A hole filled after later chunks were printed: named, not printed out of place.
+          if (e.event === 'filled') stderr.write(filledNote(id, c.seq));
+          else stdout.write(c.text !== undefined ? c.text : Buffer.from(c.base64 ?? '', 'base64'));
         }
       })()
     : Promise.resolve();
