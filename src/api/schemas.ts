@@ -44,17 +44,17 @@ export const retryPolicy = z.strictObject({
   backoffSeconds: z.number().min(0).max(86_400).optional(),
 });
 
+/** A webhook URL: http(s) only, no credentials (a target authenticates by its `secret`). */
 const httpUrl = z
   .string()
   .max(LIMITS.urlChars)
-  .refine((s) => {
-    try {
-      const u = new URL(s);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  }, 'must be an http:// or https:// URL')
+  .superRefine((s, ctx) => {
+    const u = URL.canParse(s) ? new URL(s) : undefined;
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:'))
+      ctx.addIssue({ code: 'custom', message: 'must be an http:// or https:// URL' });
+    else if (u.username || u.password)
+      ctx.addIssue({ code: 'custom', message: 'must not carry credentials (user:password@); use secret' });
+  })
   .meta({ format: 'uri' });
 
 export const notifyTarget = z.strictObject({

@@ -121,6 +121,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     timeoutMs: config.webhookTimeoutSeconds * 1000,
     concurrency: config.webhookConcurrency,
     keepSeconds: config.retentionSeconds,
+    allowPrivate: config.webhookAllowPrivate,
     logger,
   });
   let webhookFeed: WebhookFeed | undefined;

@@ -10,14 +10,29 @@
  * Enqueueing is idempotent: the BullMQ job id is derived from (job id, version,
  * target), so a change enqueued twice (a replayed Kafka message, a drainer retry) is
  * delivered once while its record is kept.
+ *
+ * Each request resolves the receiver's host itself and connects only to an address
+ * the guard (webhooks-guard.ts) allows; a refused address fails the delivery at once.
+ * Redirects are never followed.
  */
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { isIP } from 'node:net';
 import { type Job as BullJob, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobState, NotifyTarget } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
 import { OUTBOUND_TYPES, type OutboxRecord, outboundCloudEvent } from './formats/changes-v1.js';
+import {
+  type AddressPolicy,
+  type AllowPrivate,
+  addressPolicy,
+  guardedLookup,
+  RefusedTargetError,
+  refusal,
+} from './webhooks-guard.js';
 import { SIGNATURE_HEADER, sign, TIMESTAMP_HEADER } from './webhooks-sign.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
@@ -35,6 +50,8 @@ export interface WebhookOptions {
   concurrency?: number;
   /** How long delivery records are kept (the job retention). */
   keepSeconds?: number;
+  /** Receivers at internal addresses (EXTJOB_WEBHOOK_ALLOW_PRIVATE); default none. */
+  allowPrivate?: AllowPrivate;
   logger?: Logger;
 }
 
@@ -61,8 +78,10 @@ export interface DeliveryView {
   finishedAt?: string;
 }
 
-/** Statuses a retry cannot fix: the delivery fails at once. */
-const PERMANENT = (status: number) => status >= 400 && status < 500 && ![408, 409, 425, 429].includes(status);
+/** Statuses a retry cannot fix: the delivery fails at once (redirects are not followed). */
+const PERMANENT = (status: number) =>
+  (status >= 300 && status < 400) ||
+  (status >= 400 && status < 500 && ![408, 409, 425, 429].includes(status));
 
 export class Webhooks {
   /** `delivery` {result: delivered | retried | failed} per attempt that ended. */
@@ -70,8 +89,16 @@ export class Webhooks {
   readonly queue: Queue;
   private worker: Worker | undefined;
   private workerConnection: Redis | undefined;
+  private readonly policy: AddressPolicy;
+  private readonly lookup: ReturnType<typeof guardedLookup>;
+  private readonly agents = {
+    'http:': new http.Agent({ keepAlive: true }),
+    'https:': new https.Agent({ keepAlive: true }),
+  };
 
   constructor(private readonly opts: WebhookOptions) {
+    this.policy = addressPolicy(opts.allowPrivate);
+    this.lookup = guardedLookup(this.policy);
     this.queue = new Queue(WEBHOOK_QUEUE, {
       connection: opts.redis,
       prefix: opts.prefix,
@@ -178,27 +205,64 @@ export class Webhooks {
       'X-Extjob-Delivery': String(job.id),
     };
     if (d.secret) headers[SIGNATURE_HEADER] = sign(d.secret, ts, d.body);
-    let res: Response;
+    let status: number;
     try {
-      res = await fetch(d.url, {
-        method: 'POST',
-        headers,
-        body: d.body,
-        redirect: 'manual',
-        signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000),
-      });
+      status = await this.post(d.url, headers, d.body);
     } catch (err) {
-      const e = err as Error & { cause?: { code?: string } };
+      const e = err as Error & { code?: string };
+      if (e instanceof RefusedTargetError) throw new UnrecoverableError(e.message);
       throw new Error(
-        e.name === 'TimeoutError'
+        e.name === 'AbortError' || e.name === 'TimeoutError'
           ? 'the receiver did not answer in time'
-          : `request failed: ${e.cause?.code ?? e.message}`,
+          : `request failed: ${e.code ?? e.message}`,
       );
     }
-    await res.body?.cancel().catch(() => {});
-    if (res.status >= 200 && res.status < 300) return { status: res.status };
-    const msg = `HTTP ${res.status} from the receiver`;
-    throw PERMANENT(res.status) ? new UnrecoverableError(msg) : new Error(msg);
+    if (status >= 200 && status < 300) return { status };
+    const msg = `HTTP ${status} from the receiver${status >= 300 && status < 400 ? ' (redirects are not followed)' : ''}`;
+    throw PERMANENT(status) ? new UnrecoverableError(msg) : new Error(msg);
+  }
+
+  /**
+   * POST `body` to `target` and answer the response status. The host is resolved by the
+   * guarded lookup, and an address literal is checked here, so the request only ever
+   * connects to an address the policy allows.
+   */
+  private post(target: string, headers: Record<string, string>, body: string): Promise<number> {
+    let url: URL;
+    try {
+      url = new URL(target);
+    } catch {
+      throw new RefusedTargetError('the URL is not valid');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw new RefusedTargetError(`${url.protocol} URLs are not allowed`);
+    if (url.username || url.password) throw new RefusedTargetError('URLs with credentials are not allowed');
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    const why = isIP(host) ? refusal(host, this.policy) : undefined;
+    if (why) throw new RefusedTargetError(why);
+    const protocol = url.protocol;
+    return new Promise((resolve, reject) => {
+      const req = (protocol === 'https:' ? https : http).request(
+        {
+          protocol,
+          hostname: host,
+          port: url.port || undefined,
+          path: `${url.pathname}${url.search}`,
+          method: 'POST',
+          headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
+          agent: this.agents[protocol],
+          lookup: this.lookup,
+          signal: AbortSignal.timeout(this.opts.timeoutMs ?? 10_000),
+        },
+        (res) => {
+          res.on('error', () => {}); // the body is discarded; a broken one changes nothing
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
   }
 
   /** Deliveries of a job, newest first (at most `limit`). */
@@ -238,6 +302,7 @@ export class Webhooks {
     await this.queue.close().catch(() => {});
     if (this.workerConnection)
       await this.workerConnection.quit().catch(() => this.workerConnection?.disconnect());
+    for (const agent of Object.values(this.agents)) agent.destroy();
   }
 }
 

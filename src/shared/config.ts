@@ -5,6 +5,7 @@
  * test. Nothing here runs at import time.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { ExtjobError } from './errors.js';
 
 type Parser<T> = (raw: string, name: string) => T;
@@ -64,6 +65,32 @@ const topicPrefix: Parser<string> = (raw, name) =>
   /^[A-Za-z0-9._-]{1,200}$/.test(raw) ? raw : fail(name, raw, 'a Kafka topic prefix ([A-Za-z0-9._-])');
 const keyPrefix: Parser<string> = (raw, name) =>
   /^[A-Za-z0-9._:{}-]{1,100}$/.test(raw) ? raw : fail(name, raw, 'a Redis key prefix ([A-Za-z0-9._:{}-])');
+/** true, false, or a comma-separated list of CIDRs (a bare address is one address). */
+const allowNetworks: Parser<boolean | readonly string[]> = (raw, name) => {
+  const v = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+  if (['0', 'false', 'no', 'off', ''].includes(v)) return false;
+  const list = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const cidr of list) {
+    const [net = '', bits, extra] = cidr.split('/');
+    const family = isIP(net);
+    const max = family === 6 ? 128 : 32;
+    if (
+      family === 0 ||
+      extra !== undefined ||
+      (bits !== undefined && !(/^\d{1,3}$/.test(bits) && Number(bits) <= max))
+    )
+      fail(
+        name,
+        cidr,
+        'true, false or a comma-separated list of CIDRs (for example 10.20.0.0/16,fd00:1::/64)',
+      );
+  }
+  return Object.freeze(list);
+};
 const roles: Parser<Role[]> = (raw, name) => {
   const list = raw.split(',').map((s) => s.trim());
   for (const r of list) if (!ROLES.includes(r as Role)) fail(name, r, `a role (${ROLES.join(', ')})`);
@@ -269,6 +296,12 @@ export const OPTIONS = {
     default: '10',
     doc: 'Longest one webhook request may take before it counts as failed.',
     parse: int(1, 300),
+  },
+  webhookAllowPrivate: {
+    env: 'EXTJOB_WEBHOOK_ALLOW_PRIVATE',
+    default: 'false',
+    doc: 'Webhooks to internal addresses (loopback, private, link-local, unique-local, ...): false refuses them, true allows every address (development), a comma-separated list of CIDRs allows those.',
+    parse: allowNetworks,
   },
   webhookConcurrency: {
     env: 'EXTJOB_WEBHOOK_CONCURRENCY',

@@ -99,6 +99,8 @@ describe('drill: hostile webhook receivers', () => {
         EXTJOB_WEBHOOK_ATTEMPTS: String(ATTEMPTS),
         EXTJOB_WEBHOOK_BACKOFF_MS: '200',
         EXTJOB_WEBHOOK_TIMEOUT_SECONDS: String(TIMEOUT_S),
+        // The receivers listen on 127.0.0.1.
+        EXTJOB_WEBHOOK_ALLOW_PRIVATE: 'true',
       }),
     );
     const { broker, redis } = auditBroker(names);

@@ -51,7 +51,8 @@ describe.runIf(hasPrometheus())('metrics against a real Prometheus', () => {
   let eventTokens: string[] = [];
 
   beforeAll(async () => {
-    serve = await startService();
+    // The workload's webhook receivers listen on 127.0.0.1.
+    serve = await startService({ EXTJOB_WEBHOOK_ALLOW_PRIVATE: 'true' });
     prom = await startPrometheus({ targets: [serve.host], ruleFiles: [ALERTS] });
     await waitFor(async () => (await prom.query('up{job="extjob"} == 1')).length === 1, {
       timeoutMs: 20_000,

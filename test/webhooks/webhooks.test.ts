@@ -1,16 +1,21 @@
 /**
  * Webhooks against real HTTP receivers: signed deliveries, retry until success,
- * failures kept and listed, a hanging receiver leaves event ingestion alone, and the
- * changes topic feeding deliveries end to end.
+ * failures kept and listed, a hanging receiver leaves event ingestion alone, the
+ * changes topic feeding deliveries end to end, and the address guard refusing
+ * receivers on internal addresses (the receivers here listen on 127.0.0.1, so the
+ * other tests allow private addresses).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { instrumentMetrics } from '../../src/api/metrics.js';
 import type { JobBroker } from '../../src/broker/index.js';
 import { OutboxDrainer } from '../../src/consumers/outbox-drainer.js';
 import { type DeliveryView, Webhooks } from '../../src/consumers/webhooks.js';
 import { WebhookFeed } from '../../src/consumers/webhooks-feed.js';
+import type { AllowPrivate } from '../../src/consumers/webhooks-guard.js';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verify } from '../../src/consumers/webhooks-sign.js';
 import { createProducer } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
@@ -52,6 +57,7 @@ async function setup(
     attempts?: number;
     timeoutMs?: number;
     concurrency?: number;
+    allowPrivate?: AllowPrivate;
     on?: { broker: JobBroker; redis: Redis; prefix: string };
   } = {},
 ) {
@@ -70,6 +76,7 @@ async function setup(
     backoffMs: 50,
     timeoutMs: opts.timeoutMs ?? 2000,
     concurrency: opts.concurrency ?? 4,
+    allowPrivate: opts.allowPrivate ?? true,
   });
   const results: string[] = [];
   webhooks.instrumentation.on('delivery', (p: { result: string }) => results.push(p.result));
@@ -249,5 +256,114 @@ describe('webhooks', () => {
       subject: 'k1',
       data: { to: 'failed', job: { exitCode: 7 } },
     });
+  });
+});
+
+describe('webhook address guard', () => {
+  /** Deliveries of `jobId` once none is waiting or active any more. */
+  const settled = (webhooks: Webhooks, jobId: string, n: number) =>
+    waitFor(
+      async () => {
+        const l = await webhooks.list(jobId);
+        return l.length === n && l.every((d) => d.state === 'completed' || d.state === 'failed')
+          ? l
+          : undefined;
+      },
+      { what: `${n} settled deliveries of ${jobId}` },
+    );
+
+  it('refuses a receiver on 127.0.0.1 at once, says why in the delivery record and counts it as failed', async () => {
+    let hooks: Webhooks | undefined;
+    const api = await startTestApi({ deliveries: { list: (id) => hooks!.list(id) } });
+    const { broker, webhooks, results } = await setup({ attempts: 5, allowPrivate: false, on: api });
+    hooks = webhooks;
+    const registry = new Registry();
+    onTestFinished(instrumentMetrics(registry, { webhooks }));
+    const rx = await receiver((_n, res) => res.writeHead(200).end());
+    await broker.createJob({ id: 'ssrf1', name: 'n', notify: [{ url: rx.url, events: ['passed'] }] });
+    await broker.applyEvents([ev('finished', 'ssrf1', { exitCode: 0 })]);
+    expect(await drain(broker, webhooks)).toBe(1);
+    await settled(webhooks, 'ssrf1', 1);
+
+    const r = await api.req('/v1/jobs/ssrf1/deliveries', { token: TOKENS.read });
+    const [d] = ((await r.json()) as { deliveries: DeliveryView[] }).deliveries;
+    expect(d).toMatchObject({
+      state: 'failed',
+      attempts: 1,
+      error: 'address 127.0.0.1 is not allowed (loopback)',
+    });
+    expect(rx.got).toHaveLength(0);
+    await waitFor(() => results.length === 1, { what: 'the delivery result' });
+    expect(results).toEqual(['failed']);
+    const metric = await registry.getSingleMetricAsString('extjob_webhook_deliveries_total');
+    expect(metric).toContain('extjob_webhook_deliveries_total{result="failed"} 1');
+    expect(metric).toContain('extjob_webhook_deliveries_total{result="retried"} 0');
+  });
+
+  it('refuses a host name resolving to loopback, an IPv4-mapped loopback and the metadata address', async () => {
+    const { broker, webhooks, results } = await setup({ attempts: 5, allowPrivate: false });
+    const rx = await receiver((_n, res) => res.writeHead(200).end());
+    const port = new URL(rx.url).port;
+    const urls = [
+      `http://localhost:${port}/hook`,
+      `http://[::ffff:127.0.0.1]:${port}/hook`,
+      'http://169.254.169.254/latest/meta-data/',
+    ];
+    await broker.createJob({
+      id: 'ssrf2',
+      name: 'n',
+      notify: urls.map((url) => ({ url, events: ['passed'] })),
+    });
+    await broker.applyEvents([ev('finished', 'ssrf2', { exitCode: 0 })]);
+    expect(await drain(broker, webhooks)).toBe(3);
+    const list = await settled(webhooks, 'ssrf2', 3);
+    const byUrl = Object.fromEntries(list.map((d) => [d.url, d]));
+    expect(byUrl[urls[0]!]?.error).toMatch(
+      /^localhost: address (127\.0\.0\.1|::1) is not allowed \(loopback\)$/,
+    );
+    expect(byUrl[urls[1]!]?.error).toBe('address ::ffff:7f00:1 is not allowed (loopback, as 127.0.0.1)');
+    expect(byUrl[urls[2]!]?.error).toBe('address 169.254.169.254 is not allowed (link-local)');
+    for (const d of list) expect(d).toMatchObject({ state: 'failed', attempts: 1 });
+    expect(rx.got).toHaveLength(0);
+    await waitFor(() => results.length === 3, { what: 'three delivery results' });
+    expect(results).toEqual(['failed', 'failed', 'failed']);
+  });
+
+  it('delivers to an allowed network through a host name, and still refuses what is not listed', async () => {
+    const { broker, webhooks } = await setup({ attempts: 5, allowPrivate: ['127.0.0.1/32'] });
+    const rx = await receiver((_n, res) => res.writeHead(204).end());
+    const port = new URL(rx.url).port;
+    const allowed = `http://localhost:${port}/hook`;
+    const refused = `http://[::1]:${port}/hook`;
+    await broker.createJob({
+      id: 'allow1',
+      name: 'n',
+      notify: [allowed, refused].map((url) => ({ url, events: ['passed'] })),
+    });
+    await broker.applyEvents([ev('finished', 'allow1', { exitCode: 0 })]);
+    expect(await drain(broker, webhooks)).toBe(2);
+    const list = await settled(webhooks, 'allow1', 2);
+    const byUrl = Object.fromEntries(list.map((d) => [d.url, d]));
+    expect(byUrl[allowed]).toMatchObject({ state: 'completed', status: 204 });
+    expect(byUrl[refused]).toMatchObject({
+      state: 'failed',
+      attempts: 1,
+      error: 'address ::1 is not allowed (loopback)',
+    });
+    expect(rx.got).toHaveLength(1);
+  });
+
+  it('does not follow a redirect, and a redirect is not retried', async () => {
+    const { broker, webhooks } = await setup({ attempts: 5 });
+    const target = await receiver((_n, res) => res.writeHead(200).end());
+    const rx = await receiver((_n, res) => res.writeHead(307, { location: target.url }).end());
+    await broker.createJob({ id: 'redir1', name: 'n', notify: [{ url: rx.url, events: ['passed'] }] });
+    await broker.applyEvents([ev('finished', 'redir1', { exitCode: 0 })]);
+    await drain(broker, webhooks);
+    const [d] = await settled(webhooks, 'redir1', 1);
+    expect(d).toMatchObject({ state: 'failed', attempts: 1, status: 307 });
+    expect(d?.error).toMatch(/redirects are not followed/);
+    expect(rx.got).toHaveLength(1);
+    expect(target.got).toHaveLength(0);
   });
 });

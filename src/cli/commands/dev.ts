@@ -10,8 +10,8 @@ export const devHelp = `Usage: extjob dev [--port N]
 
 Starts everything on this machine for development: the configured Kafka and Redis when
 they answer, else a local single-node Kafka (fetched from Maven Central once) and a
-private redis-server; then the service in INSECURE mode (no API tokens). Ctrl-C stops
-everything it started.`;
+private redis-server; then the service in INSECURE mode (no API tokens, webhooks to
+any address, local receivers included). Ctrl-C stops everything it started.`;
 
 async function kafkaAnswers(brokers: string): Promise<boolean> {
   const first = brokers.split(',')[0] ?? '';
@@ -21,7 +21,13 @@ async function kafkaAnswers(brokers: string): Promise<boolean> {
 
 export async function dev(args: { port?: string }): Promise<number> {
   const say = (msg: string) => process.stderr.write(`extjob dev: ${msg}\n`);
-  const env: Env = { ...process.env, EXTJOB_INSECURE: 'true', EXTJOB_TOPIC_REPLICATION: '1' };
+  // Local webhook receivers are the point of development (unless set otherwise).
+  const env: Env = {
+    EXTJOB_WEBHOOK_ALLOW_PRIVATE: 'true',
+    ...process.env,
+    EXTJOB_INSECURE: 'true',
+    EXTJOB_TOPIC_REPLICATION: '1',
+  };
   if (args.port) env.EXTJOB_HTTP_PORT = args.port;
   const started: (LocalKafka | LocalRedis)[] = [];
   const stopAll = () => Promise.all(started.map((s) => s.stop()));
@@ -48,6 +54,8 @@ export async function dev(args: { port?: string }): Promise<number> {
     const logger = createLogger({ level: config.logLevel });
     const service = await startService(config, logger);
     say('INSECURE MODE: the API accepts requests without a token. Never expose this port.');
+    if (config.webhookAllowPrivate === true)
+      say('INSECURE MODE: webhooks may go to any address, loopback and private networks included.');
     process.stdout.write(
       [
         '',

@@ -21,6 +21,8 @@ export async function serve(args: { role?: string[] }): Promise<number> {
       'no API tokens configured: set EXTJOB_API_TOKENS or EXTJOB_API_TOKENS_FILE (or EXTJOB_INSECURE=true for development only)',
     );
   if (config.insecure) logger.warn('INSECURE MODE: the API accepts requests without a token');
+  if (config.webhookAllowPrivate === true)
+    logger.warn('EXTJOB_WEBHOOK_ALLOW_PRIVATE=true: webhooks may go to any address, internal ones included');
   const service = await startService(config, logger);
   const signal = await untilSignal();
   logger.info({ signal, timeoutSeconds: config.shutdownTimeoutSeconds }, 'shutting down');
