@@ -66,6 +66,7 @@ export interface ConsumerEventPayloads {
   joined: unknown;
   stopped: unknown;
   published: { topic: string; count: number };
+  outbox_dead: { reason: string };
   outbox_pending: { count: number };
 }
 
@@ -109,6 +110,12 @@ const WEBHOOK_RESULTS = new Set(['delivered', 'failed', 'retried']);
 const KEY_PROBLEMS = new Set(['missing', 'mismatch']);
 const RETRY_OPERATIONS = new Set(['apply', 'dlq', 'publish']);
 const OUTBOX_TOPICS = new Set(['changes', 'commands']);
+const OUTBOX_DEAD_REASONS = new Set([
+  'message_too_large',
+  'record_list_too_large',
+  'invalid_record',
+  'corrupt_message',
+]);
 
 /** Buckets: job phases last seconds to hours; event handling lasts milliseconds. */
 const LATENCY_BUCKETS = [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600];
@@ -312,6 +319,12 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     labelNames: ['topic'],
     registers: r,
   });
+  const outboxDead = new Counter({
+    name: 'extjob_outbox_dead_total',
+    help: 'Outbox records Kafka refused for good (too large, invalid), moved to the Redis dead stream, by reason.',
+    labelNames: ['reason'],
+    registers: r,
+  });
   let pendingFromDrainer: number | undefined;
   new Gauge({
     name: 'extjob_outbox_pending',
@@ -353,6 +366,9 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   listen<ConsumerEventPayloads['published']>(consumers, 'published', (p) => {
     published.inc({ topic: boundedLabel(p.topic, OUTBOX_TOPICS) }, p.count);
   });
+  listen<ConsumerEventPayloads['outbox_dead']>(consumers, 'outbox_dead', (p) => {
+    outboxDead.inc({ reason: boundedLabel(p.reason, OUTBOX_DEAD_REASONS) });
+  });
   listen<ConsumerEventPayloads['outbox_pending']>(consumers, 'outbox_pending', (p) => {
     pendingFromDrainer = p.count;
   });
@@ -393,6 +409,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   zero(keyProblems, 'problem', KEY_PROBLEMS);
   zero(retries, 'operation', RETRY_OPERATIONS);
   zero(published, 'topic', OUTBOX_TOPICS);
+  zero(outboxDead, 'reason', OUTBOX_DEAD_REASONS);
   zero(webhooks, 'result', ['delivered', 'retried', 'failed']);
   for (const [from, to] of legalTransitions()) transitions.inc({ from, to }, 0);
 

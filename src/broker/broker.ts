@@ -18,7 +18,15 @@ import {
 import { type BrokerKeys, brokerKeys } from './keys.js';
 import { type ListQuery, listJobs } from './listing.js';
 import { type LogPage, type LogQuery, readLog } from './logs.js';
-import { ackOutbox, acquireOutboxLease, type OutboxEntry, readOutbox, releaseOutboxLease } from './outbox.js';
+import {
+  ackOutbox,
+  acquireOutboxLease,
+  deadLetterOutbox,
+  type OutboxEntry,
+  type OutboxType,
+  readOutbox,
+  releaseOutboxLease,
+} from './outbox.js';
 import { redisError, ScriptResult, scriptError } from './results.js';
 import { defineScripts, queueScript, runScript, type ScriptName } from './scripts.js';
 import { prepareSpec } from './spec.js';
@@ -357,6 +365,11 @@ export class JobBroker {
 
   ackOutbox(ids: string[]): Promise<void> {
     return ackOutbox(this.redis, this.keys, ids);
+  }
+
+  /** Move a record Kafka refused for good to `<prefix>:outbox:dead` and acknowledge it. */
+  deadLetterOutbox(id: string, reason: string, refused: OutboxType[]): Promise<boolean> {
+    return deadLetterOutbox(this.redis, this.keys, id, reason, refused, Date.now());
   }
 
   outboxPending(): Promise<number> {

@@ -24,6 +24,8 @@ export function brokerKeys(prefix: string) {
     counts: `${prefix}:counts`,
     outbox: `${prefix}:outbox`,
     outboxLease: `${prefix}:outbox:lease`,
+    /** Stream: outbox records Kafka refused for good, with the reason (newest OUTBOX_DEAD_MAX kept). */
+    outboxDead: `${prefix}:outbox:dead`,
     retain: `${prefix}:retain`,
     /** ZSET "kind|attempt|due|id" by due ms: deadlines not yet armed in BullMQ. */
     due: `${prefix}:due`,

@@ -4,6 +4,8 @@
  * publishes them and acknowledges them (XDEL). A stream entry may stand for two
  * outbox entries with the same id (a change and the command it implies). Only
  * one drainer should publish at a time: take the lease first (acquireOutboxLease).
+ * A record Kafka refuses for good (too large for the topic) is moved to a second,
+ * capped stream (deadLetterOutbox) so the ones after it are published.
  */
 import type { Redis } from 'ioredis';
 import { decodeCause, decodeJob } from './codec.js';
@@ -68,6 +70,87 @@ export async function readOutbox(
 
 export async function ackOutbox(redis: Redis, keys: BrokerKeys, ids: string[]): Promise<void> {
   if (ids.length > 0) await redis.xdel(keys.outbox, ...new Set(ids));
+}
+
+/** How many dead-lettered records the dead stream keeps (the oldest are trimmed). */
+export const OUTBOX_DEAD_MAX = 1000;
+
+/**
+ * KEYS outbox, dead; ARGV id, reason, refused types (comma list), now ms, max length.
+ * Copies the record with `_id`, `_reason`, `_refused`, `_at` added, then deletes it
+ * from the outbox, in one step. Returns 0 when the record is no longer in the outbox.
+ */
+const DEAD_LETTER_LUA = `
+local rows = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #rows == 0 then return 0 end
+local f = rows[1][2]
+local n = #f
+f[n + 1] = '_id'; f[n + 2] = ARGV[1]
+f[n + 3] = '_reason'; f[n + 4] = ARGV[2]
+f[n + 5] = '_refused'; f[n + 6] = ARGV[3]
+f[n + 7] = '_at'; f[n + 8] = ARGV[4]
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], '*', unpack(f))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1`;
+
+/**
+ * Move the outbox record `id` to the dead stream (`<prefix>:outbox:dead`) with the reason
+ * Kafka gave and the types it refused, and acknowledge it. False when it was already gone.
+ */
+export async function deadLetterOutbox(
+  redis: Redis,
+  keys: BrokerKeys,
+  id: string,
+  reason: string,
+  refused: OutboxType[],
+  now: number,
+): Promise<boolean> {
+  const moved = await redis.eval(
+    DEAD_LETTER_LUA,
+    2,
+    keys.outbox,
+    keys.outboxDead,
+    id,
+    reason,
+    refused.join(','),
+    now,
+    OUTBOX_DEAD_MAX,
+  );
+  return moved === 1;
+}
+
+export interface DeadOutboxRecord {
+  /** The record's id in the outbox: its time part dates the change. */
+  outboxId: string;
+  reason: string;
+  /** The types Kafka refused; the record's other entries were published. */
+  refused: OutboxType[];
+  /** When it was dead-lettered (ms). */
+  at: number;
+  /** What the record stood for, decoded as readOutbox decodes it. */
+  entries: OutboxEntry[];
+}
+
+/** The dead-lettered records, oldest first (at most `count`). */
+export async function readDeadOutbox(
+  redis: Redis,
+  keys: BrokerKeys,
+  count = 100,
+): Promise<DeadOutboxRecord[]> {
+  const rows = await redis.xrange(keys.outboxDead, '-', '+', 'COUNT', Math.max(1, Math.min(count, 10_000)));
+  return rows.map(([, fields]) => {
+    const meta: Record<string, string> = {};
+    for (let i = 0; i + 1 < fields.length; i += 2)
+      if (fields[i]?.startsWith('_')) meta[fields[i] as string] = fields[i + 1] as string;
+    const outboxId = meta._id ?? '';
+    return {
+      outboxId,
+      reason: meta._reason ?? '',
+      refused: (meta._refused ? meta._refused.split(',') : []) as OutboxType[],
+      at: Number(meta._at),
+      entries: decodeEntry(outboxId, fields),
+    };
+  });
 }
 
 const LEASE_LUA = `

@@ -85,6 +85,11 @@ export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
     ? new OutboxDrainer({
         source: o.broker,
         producer,
+        newProducer: async () => {
+          const fresh = createProducer(kafka);
+          await fresh.connect();
+          return fresh;
+        },
         topicPrefix: config.topicPrefix,
         logger: logger.child({ component: 'outbox-drainer' }),
         instrumentation,

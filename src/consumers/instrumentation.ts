@@ -26,6 +26,11 @@ export interface ConsumerInstrumentation {
   stopped: [{ groupId: string; reason: 'stop' | 'crash' }];
   /** Outbox entries published to Kafka, by topic kind. */
   published: [{ topic: 'changes' | 'commands'; count: number }];
+  /**
+   * One outbox record Kafka refused for good, moved to the dead stream. `reason` is the
+   * Kafka error type in lower case (message_too_large, record_list_too_large, ...).
+   */
+  outbox_dead: [{ reason: string }];
   /** Outbox entries still waiting after a drain pass. */
   outbox_pending: [{ count: number }];
 }

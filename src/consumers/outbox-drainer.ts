@@ -9,6 +9,11 @@
  * holder stalls past the lease, another may republish the same entries: duplicates
  * (same CloudEvents id and `extjobseq`), never reordering of new over old for a reader
  * that drops `extjobseq` values it has seen.
+ *
+ * Outages (broker down, leader changes) are waited out with backoff; nothing is skipped.
+ * When Kafka refuses records for good (too large for the topic), the batch is published
+ * again one message at a time, in order, and each record with a refused message is moved
+ * to the dead stream, so one bad record does not hold back every later change.
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -24,6 +29,8 @@ import { backoffMs } from './retry.js';
 export interface OutboxSource {
   readOutbox(afterId: string, count: number): Promise<OutboxRecord[]>;
   ackOutbox(ids: string[]): Promise<void>;
+  /** Move a record Kafka refused for good to the dead stream and acknowledge it. */
+  deadLetterOutbox(id: string, reason: string, refused: OutboxRecord['type'][]): Promise<boolean>;
   outboxPending?(): Promise<number>;
   acquireOutboxLease(owner: string, ttlMs: number): Promise<boolean>;
   releaseOutboxLease(owner: string): Promise<void>;
@@ -33,6 +40,14 @@ export interface OutboxDrainerOptions {
   source: OutboxSource;
   /** A connected producer (idempotent, acks=-1). */
   producer: Producer;
+  /**
+   * Makes another connected producer. A refused batch may have been written to some
+   * partitions and not others, which leaves the idempotent producer's sequence numbers
+   * behind the broker's (it then answers OUT_OF_ORDER_SEQUENCE_NUMBER): the drainer goes
+   * on with a new producer (new producer id) and disconnects it when it stops. Without
+   * it the drainer keeps the producer it was given.
+   */
+  newProducer?: () => Promise<Producer>;
   topicPrefix: string;
   logger: Logger;
   instrumentation?: Instrumentation;
@@ -55,10 +70,14 @@ export class OutboxDrainer {
   private wake: (() => void) | undefined;
   private holding = false;
   private cursor = '0';
+  private producer: Producer;
+  /** The producer's sequence numbers may be out of step with the broker: replace it first. */
+  private producerStale = false;
 
   constructor(private readonly opts: OutboxDrainerOptions) {
     this.instrumentation = opts.instrumentation ?? createInstrumentation();
     this.topics = topicNames(opts.topicPrefix);
+    this.producer = opts.producer;
   }
 
   /** Whether this process holds the lease right now. */
@@ -89,6 +108,8 @@ export class OutboxDrainer {
     if (this.opts.wakeup) await this.opts.wakeup.subscriber.unsubscribe().catch(() => {});
     if (this.holding) await this.opts.source.releaseOutboxLease(this.owner).catch(() => {});
     this.holding = false;
+    if (this.producer !== this.opts.producer) await this.producer.disconnect().catch(() => {});
+    this.producer = this.opts.producer;
   }
 
   private async run(): Promise<void> {
@@ -103,7 +124,14 @@ export class OutboxDrainer {
         failures++;
         this.cursor = '0';
         const delayMs = backoffMs(failures, 200, 5000);
-        this.opts.logger.warn({ err, delayMs }, 'outbox drain failed; retrying');
+        const type = kafkaErrorType(err);
+        if (type && PRODUCER_OUT_OF_STEP.has(type)) this.producerStale = true;
+        // Retried all the same: an error that is not about the records (authorization,
+        // configuration) stops every record alike, and dead-lettering them all would empty
+        // the outbox into the dead stream. It needs an operator, so it is logged as an error.
+        if (rootCause(err).retriable === false)
+          this.opts.logger.error({ err, delayMs, type }, 'Kafka refuses to publish the outbox; retrying');
+        else this.opts.logger.warn({ err, delayMs }, 'outbox drain failed; retrying');
         this.instrumentation.emit('retry', {
           operation: 'publish',
           attempt: failures,
@@ -120,7 +148,7 @@ export class OutboxDrainer {
    * how many entries were published (0 when idle or not the lease holder).
    */
   async drainOnce(): Promise<number> {
-    const { source, producer } = this.opts;
+    const { source } = this.opts;
     const got = await source.acquireOutboxLease(this.owner, this.opts.leaseMs ?? 10_000);
     if (!got) {
       if (this.holding) this.opts.logger.warn('outbox lease lost to another process');
@@ -137,23 +165,102 @@ export class OutboxDrainer {
       if (source.outboxPending) this.instrumentation.emit('outbox_pending', { count: 0 });
       return 0;
     }
-    const changes: OutgoingMessage[] = [];
-    const commands: OutgoingMessage[] = [];
-    const ceSource = this.opts.ceSource ?? DEFAULT_SOURCE;
-    for (const e of entries)
-      (OUTBOUND_TOPIC[e.type] === 'changes' ? changes : commands).push(outboundMessage(e, ceSource));
-    const topicMessages = [];
-    if (changes.length) topicMessages.push({ topic: this.topics.changes, messages: changes });
-    if (commands.length) topicMessages.push({ topic: this.topics.commands, messages: commands });
-    await producer.sendBatch({ acks: -1, topicMessages });
-    await source.ackOutbox(entries.map((e) => e.id));
-    this.cursor = entries[entries.length - 1]!.id;
-    if (changes.length) this.instrumentation.emit('published', { topic: 'changes', count: changes.length });
-    if (commands.length)
-      this.instrumentation.emit('published', { topic: 'commands', count: commands.length });
+    if (this.producerStale) await this.replaceProducer();
+    const published = { changes: 0, commands: 0 };
+    try {
+      await this.producer.sendBatch({ acks: -1, topicMessages: this.topicMessages(entries) });
+      for (const e of entries) published[OUTBOUND_TOPIC[e.type]]++;
+      await source.ackOutbox(entries.map((e) => e.id));
+      this.cursor = entries[entries.length - 1]!.id;
+    } catch (err) {
+      if (!refusedBy(err)) throw err;
+      await this.publishOneByOne(entries, published, err);
+    } finally {
+      for (const topic of ['changes', 'commands'] as const)
+        if (published[topic]) this.instrumentation.emit('published', { topic, count: published[topic] });
+    }
     if (source.outboxPending)
       this.instrumentation.emit('outbox_pending', { count: await source.outboxPending() });
     return entries.length;
+  }
+
+  /**
+   * Kafka refused the batch for good. Part of it may have been written (to other
+   * partitions), so the producer is replaced; then each message goes alone, in order, and
+   * a record with a refused message is dead-lettered once its other messages were tried.
+   * Anything else that fails (an outage meanwhile) is thrown: the pass is retried, and
+   * what was acknowledged so far stays acknowledged.
+   */
+  private async publishOneByOne(
+    entries: OutboxRecord[],
+    published: Record<'changes' | 'commands', number>,
+    cause: unknown,
+  ): Promise<void> {
+    const { source, logger } = this.opts;
+    logger.warn(
+      { err: cause, entries: entries.length },
+      'Kafka refused an outbox batch; publishing it one message at a time',
+    );
+    await this.replaceProducer();
+    for (const record of byRecord(entries)) {
+      const refusals: { entry: OutboxRecord; type: string; detail: string }[] = [];
+      for (const e of record) {
+        const topic = OUTBOUND_TOPIC[e.type];
+        const message = this.message(e);
+        try {
+          await this.producer.sendBatch({
+            acks: -1,
+            topicMessages: [{ topic: this.topics[topic], messages: [message] }],
+          });
+          published[topic]++;
+        } catch (err) {
+          const type = refusedBy(err);
+          if (!type) throw err;
+          const bytes = Buffer.byteLength(String(message.value));
+          refusals.push({ entry: e, type, detail: `${e.type} (${bytes} bytes to ${this.topics[topic]})` });
+        }
+      }
+      const id = record[0]!.id;
+      if (refusals.length === 0) await source.ackOutbox([id]);
+      else {
+        const reason = `Kafka refused ${refusals.map((r) => `${r.detail}: ${r.type}`).join('; ')}`;
+        const types = refusals.map((r) => r.entry.type);
+        // False when another drainer (after a lease handover) already handled the record.
+        if (await source.deadLetterOutbox(id, reason, types)) {
+          const e = record[0]!;
+          logger.error(
+            { jobId: e.jobId, version: e.version, attempt: e.attempt, outboxId: id, reason },
+            'outbox record refused by Kafka; moved to the dead stream',
+          );
+          this.instrumentation.emit('outbox_dead', { reason: refusals[0]!.type.toLowerCase() });
+        }
+      }
+      this.cursor = id;
+    }
+  }
+
+  private async replaceProducer(): Promise<void> {
+    this.producerStale = false;
+    if (!this.opts.newProducer) return;
+    const fresh = await this.opts.newProducer();
+    if (this.producer !== this.opts.producer) await this.producer.disconnect().catch(() => {});
+    this.producer = fresh;
+    this.opts.logger.info('publishing the outbox with a new producer');
+  }
+
+  private message(e: OutboxRecord): OutgoingMessage {
+    return outboundMessage(e, this.opts.ceSource ?? DEFAULT_SOURCE);
+  }
+
+  private topicMessages(entries: OutboxRecord[]) {
+    const changes: OutgoingMessage[] = [];
+    const commands: OutgoingMessage[] = [];
+    for (const e of entries)
+      (OUTBOUND_TOPIC[e.type] === 'changes' ? changes : commands).push(this.message(e));
+    const topicMessages = [];
+    if (changes.length) topicMessages.push({ topic: this.topics.changes, messages: changes });
+    if (commands.length) topicMessages.push({ topic: this.topics.commands, messages: commands });
+    return topicMessages;
   }
 
   private sleep(ms: number): Promise<void> {
@@ -166,4 +273,55 @@ export class OutboxDrainer {
       this.wake = done;
     });
   }
+}
+
+/**
+ * Kafka error types by which the broker refuses the records themselves: sending them
+ * again cannot succeed, and other records are not affected. CORRUPT_MESSAGE is retriable
+ * for the client (a checksum that failed in transit), so it is only met here once the
+ * client's own retries gave up on it. Other permanent errors (authorization, required
+ * acks, unsupported versions) refuse every record alike: those are retried, never
+ * dead-lettered.
+ */
+const REFUSED_RECORDS: ReadonlySet<string> = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD',
+  'CORRUPT_MESSAGE',
+]);
+
+/** The idempotent producer's state no longer matches the broker's: only a new producer helps. */
+const PRODUCER_OUT_OF_STEP: ReadonlySet<string> = new Set([
+  'OUT_OF_ORDER_SEQUENCE_NUMBER',
+  'UNKNOWN_PRODUCER_ID',
+]);
+
+/** The innermost error of a `cause` chain (the client wraps errors once its retries give up). */
+function rootCause(err: unknown): { retriable?: unknown; type?: unknown } {
+  let e = err as { cause?: unknown; retriable?: unknown; type?: unknown } | null | undefined;
+  for (let depth = 0; depth < 8 && e?.cause && typeof e.cause === 'object'; depth++) e = e.cause as typeof e;
+  return e && typeof e === 'object' ? e : {};
+}
+
+/** The Kafka protocol error type (MESSAGE_TOO_LARGE, ...) behind an error, if any. */
+export function kafkaErrorType(err: unknown): string | undefined {
+  const type = rootCause(err).type;
+  return typeof type === 'string' ? type : undefined;
+}
+
+/** The refusal type when Kafka refused the records for good; undefined for anything else. */
+export function refusedBy(err: unknown): string | undefined {
+  const type = kafkaErrorType(err);
+  return type && REFUSED_RECORDS.has(type) ? type : undefined;
+}
+
+/** Outbox entries grouped by stream record (a change and the command it implies share one). */
+function byRecord(entries: OutboxRecord[]): OutboxRecord[][] {
+  const out: OutboxRecord[][] = [];
+  for (const e of entries) {
+    const last = out[out.length - 1];
+    if (last && last[0]!.id === e.id) last.push(e);
+    else out.push([e]);
+  }
+  return out;
 }
