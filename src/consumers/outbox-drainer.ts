@@ -189,7 +189,7 @@ export class OutboxDrainer {
    * partitions), so the producer is replaced; then each message goes alone, in order, and
    * a record with a refused message is dead-lettered once its other messages were tried.
    * Anything else that fails (an outage meanwhile) is thrown: the pass is retried, and
-   * what was acknowledged so far stays acknowledged.
+   * what was acknowledged so far stays acknowledged. The lease is renewed per record.
    */
   private async publishOneByOne(
     entries: OutboxRecord[],
@@ -203,6 +203,12 @@ export class OutboxDrainer {
     );
     await this.replaceProducer();
     for (const record of byRecord(entries)) {
+      // One message at a time may outlast the lease (the client retries some refusals).
+      if (!(await source.acquireOutboxLease(this.owner, this.opts.leaseMs ?? 10_000))) {
+        logger.warn('outbox lease lost to another process');
+        this.holding = false;
+        return;
+      }
       const refusals: { entry: OutboxRecord; type: string; detail: string }[] = [];
       for (const e of record) {
         const topic = OUTBOUND_TOPIC[e.type];
