@@ -28,7 +28,7 @@ import {
   releaseOutboxLease,
 } from './outbox.js';
 import { redisError, ScriptResult, scriptError } from './results.js';
-import { defineScripts, queueScript, runScript, type ScriptName } from './scripts.js';
+import { runScript, runScripts, type ScriptCall, type ScriptName } from './scripts.js';
 import { prepareSpec } from './spec.js';
 import { parseTimer, type TimerData, TimerService } from './timers.js';
 import {
@@ -51,6 +51,8 @@ export interface BrokerDefaults {
   lateLogGraceSeconds: number;
   logChunkMaxBytes: number;
   logMaxBytes: number;
+  /** How long an applied event's (source, id) is at least remembered to refuse replays (default 3600). */
+  dedupeWindowSeconds?: number;
 }
 
 export interface JobBrokerOptions {
@@ -109,7 +111,6 @@ export class JobBroker {
     this.defaults = opts.defaults;
     this.logger = opts.logger;
     this.keys = brokerKeys(opts.prefix);
-    defineScripts(this.redis);
     this.timers = new TimerService(this.redis, this.keys, this.logger);
   }
 
@@ -126,7 +127,9 @@ export class JobBroker {
 
   private async run(name: ScriptName, id: string, args: (string | number | Buffer)[]): Promise<ScriptOutput> {
     try {
-      return JSON.parse(await runScript(this.redis, name, [this.keys.job(id)], args)) as ScriptOutput;
+      return JSON.parse(
+        (await runScript(this.redis, name, [this.keys.job(id)], args)) as string,
+      ) as ScriptOutput;
     } catch (err) {
       throw redisError(err, name);
     }
@@ -241,22 +244,24 @@ export class JobBroker {
       if (group) group.push(i);
       else groups.set(e.jobId, [i]);
     });
-    const pipeline = this.redis.pipeline();
+    const calls: ScriptCall[] = [];
     for (const [id, indexes] of groups) {
-      const args: (string | number | Buffer)[] = [...this.common(id, ''), indexes.length];
+      const args: (string | number | Buffer)[] = [
+        ...this.common(id, ''),
+        indexes.length,
+        Math.round((this.defaults.dedupeWindowSeconds ?? 3600) * 1000),
+      ];
       for (const i of indexes) {
         const a = applyArgs(events[i] as JobEvent, this.defaults.logMaxBytes);
         for (let k = 0; k < APPLY_WIDTH; k++) args.push(a[k] ?? '');
       }
-      queueScript(pipeline, 'apply_many', [this.keys.job(id)], args);
+      calls.push({ name: 'apply_many', keys: [this.keys.job(id)], args });
     }
     let replies: [Error | null, unknown][] = [];
-    if (groups.size > 0) {
-      try {
-        replies = (await pipeline.exec()) ?? [];
-      } catch (err) {
-        throw redisError(err, 'apply');
-      }
+    try {
+      replies = await runScripts(this.redis, calls);
+    } catch (err) {
+      throw redisError(err, 'apply');
     }
     const settled: [string, ScriptOutput][] = [];
     const applySeconds = (performance.now() - started) / 1000;

@@ -1,24 +1,36 @@
 /**
- * Loads the Lua scripts once per client (ioredis defineCommand: EVALSHA with a
- * fallback to EVAL). `--@include <name>` inlines includes/<name>.lua and
- * `--@transitions` becomes the transition table generated from transitions.ts.
+ * The Lua scripts (lua/*.lua) as one Redis function library, loaded once per
+ * server (FUNCTION LOAD) and called with FCALL. As a library, the shared part
+ * (includes/*.lua: key names, transition(), history, outbox) is compiled and
+ * its functions created once at load, not on every call as with EVAL, where
+ * that prelude cost more than a quarter of a transition.
+ *
+ * Each script file is the body of one function: `--@include <name>` lines are
+ * dropped (every include is at library level), `--@transitions` becomes the
+ * transition table generated from transitions.ts. The library and function
+ * names carry a hash of the source, so two versions of extjob can share a Redis
+ * during an upgrade. A server that lost its functions (restart without
+ * persistence, FUNCTION FLUSH) gets the library again on the first call that
+ * finds it missing.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { luaTransitionTable } from './transitions.js';
 
-export const SCRIPTS = {
-  create: 1,
-  apply_many: 1,
-  fire_timer: 1,
-  cancel: 1,
-  retention: 1,
-  get: 1,
-} as const;
-export type ScriptName = keyof typeof SCRIPTS;
+export const SCRIPTS = ['create', 'apply_many', 'fire_timer', 'cancel', 'retention', 'get'] as const;
+export type ScriptName = (typeof SCRIPTS)[number];
+const INCLUDES = ['job', 'indexes'] as const;
 
 type Arg = string | number | Buffer;
+
+/** One call of a script: its keys and arguments. */
+export interface ScriptCall {
+  name: ScriptName;
+  keys: string[];
+  args: Arg[];
+}
 
 function luaDir(): string {
   // src/broker/lua next to this file when run from source; the package ships
@@ -31,54 +43,106 @@ function luaDir(): string {
   return dir;
 }
 
-const cache = new Map<ScriptName, string>();
+interface Library {
+  source: string;
+  functionName: (name: ScriptName) => string;
+}
 
-/** The full source of a script with its includes inlined. */
-export function scriptSource(name: ScriptName): string {
-  const cached = cache.get(name);
-  if (cached) return cached;
+let library: Library | undefined;
+
+/** The library: its source and the function name of each script. */
+export function scriptLibrary(): Library {
+  if (library) return library;
   const dir = luaDir();
-  const seen = new Set<string>();
-  const inline = (src: string): string =>
-    src.replace(/^--@include (\w+)\s*$/gm, (_m, inc: string) => {
-      if (seen.has(inc)) return '';
-      seen.add(inc);
-      return inline(readFileSync(`${dir}includes/${inc}.lua`, 'utf8'));
-    });
-  const src = inline(readFileSync(`${dir}${name}.lua`, 'utf8')).replace(
-    '--@transitions',
-    luaTransitionTable(),
-  );
-  cache.set(name, src);
-  return src;
+  const read = (path: string) => readFileSync(`${dir}${path}`, 'utf8');
+  const shared = INCLUDES.map((inc) => read(`includes/${inc}.lua`)).join('\n');
+  const bodies = SCRIPTS.map((name) => [name, read(`${name}.lua`).replace(/^--@include \w+\s*$/gm, '')]);
+  const hash = createHash('sha1')
+    .update(luaTransitionTable())
+    .update(shared)
+    .update(bodies.flat().join('\0'))
+    .digest('hex')
+    .slice(0, 12);
+  const functionName = (name: ScriptName) => `extjob_${hash}_${name}`;
+  const parts = [
+    `#!lua name=extjob_${hash}`,
+    // set by each registered function before its body runs (functions get them as arguments)
+    'local KEYS, ARGV',
+    shared.replace('--@transitions', luaTransitionTable()),
+  ];
+  for (const [name, body] of bodies) {
+    const flags = name === 'get' ? `, flags = { 'no-writes' }` : '';
+    parts.push(
+      `local function main_${name}()\n${body}\nend`,
+      `redis.register_function{ function_name = '${functionName(name as ScriptName)}', ` +
+        `callback = function(k, a) KEYS, ARGV = k, a return main_${name}() end${flags} }`,
+    );
+  }
+  library = { source: parts.join('\n'), functionName };
+  return library;
 }
 
-const commandName = (name: ScriptName) => `extjob_${name}`;
-const defined = new WeakSet<Redis>();
+const loaded = new WeakMap<Redis, Promise<void>>();
 
-export function defineScripts(redis: Redis): void {
-  if (defined.has(redis)) return;
-  for (const [name, numberOfKeys] of Object.entries(SCRIPTS) as [ScriptName, number][])
-    redis.defineCommand(commandName(name), { numberOfKeys, lua: scriptSource(name) });
-  defined.add(redis);
+/** Load the library on the server behind this client (once per client, again when lost). */
+export function loadScripts(redis: Redis, again = false): Promise<void> {
+  let p = loaded.get(redis);
+  if (!p || again) {
+    p = redis.function('LOAD', 'REPLACE', scriptLibrary().source).then(() => undefined);
+    p.catch(() => loaded.delete(redis));
+    loaded.set(redis, p);
+  }
+  return p;
 }
 
-/** Run a script on a client (one EVALSHA). */
-export function runScript(redis: Redis, name: ScriptName, keys: string[], args: Arg[]): Promise<string> {
-  defineScripts(redis);
-  const fn = (redis as unknown as Record<string, (...a: Arg[]) => Promise<string>>)[commandName(name)];
-  if (!fn) throw new Error(`script ${name} not defined`);
-  return fn.call(redis, ...keys, ...args);
-}
+const missing = (err: unknown) => err instanceof Error && /function not found/i.test(err.message);
 
-/** Queue a script on a pipeline created from a client that defineScripts was given. */
-export function queueScript(
-  pipeline: ChainableCommander,
+const fcallArgs = (c: ScriptCall): Arg[] => [
+  scriptLibrary().functionName(c.name),
+  c.keys.length,
+  ...c.keys,
+  ...c.args,
+];
+
+/** Run a script (one FCALL). */
+export async function runScript(
+  redis: Redis,
   name: ScriptName,
   keys: string[],
   args: Arg[],
-): void {
-  const fn = (pipeline as unknown as Record<string, (...a: Arg[]) => ChainableCommander>)[commandName(name)];
-  if (!fn) throw new Error(`script ${name} not defined on this pipeline`);
-  fn.call(pipeline, ...keys, ...args);
+): Promise<unknown> {
+  await loadScripts(redis);
+  const call = fcallArgs({ name, keys, args });
+  const fcall = () => redis.call('FCALL', ...call);
+  try {
+    return await fcall();
+  } catch (err) {
+    if (!missing(err)) throw err;
+    await loadScripts(redis, true);
+    return fcall();
+  }
+}
+
+/**
+ * Run scripts in one pipeline; replies in call order, as pipeline.exec gives them.
+ * Calls that found the library missing (they had no effect) run again once it is
+ * loaded, in their order.
+ */
+export async function runScripts(redis: Redis, calls: ScriptCall[]): Promise<[Error | null, unknown][]> {
+  if (calls.length === 0) return [];
+  await loadScripts(redis);
+  const exec = async (batch: ScriptCall[]) => {
+    const pipeline = redis.pipeline();
+    for (const c of batch) pipeline.call('FCALL', ...fcallArgs(c));
+    return ((await pipeline.exec()) ?? []) as [Error | null, unknown][];
+  };
+  const replies = await exec(calls);
+  const again = replies.flatMap(([err], i) => (missing(err) ? [i] : []));
+  if (again.length === 0) return replies;
+  await loadScripts(redis, true);
+  const retried = await exec(again.map((i) => calls[i] as ScriptCall));
+  again.forEach((i, n) => {
+    replies[i] = retried[n] ?? [new Error('no reply'), null];
+  });
+  return replies;
 }

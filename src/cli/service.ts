@@ -55,6 +55,7 @@ export function brokerDefaults(config: Config): BrokerDefaults {
     lateLogGraceSeconds: config.lateLogGraceSeconds,
     logChunkMaxBytes: config.logChunkMaxBytes,
     logMaxBytes: config.logMaxBytes,
+    dedupeWindowSeconds: config.dedupeWindowSeconds,
   };
 }
 

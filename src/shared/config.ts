@@ -279,6 +279,12 @@ export const OPTIONS = {
     doc: 'Largest log kept per job; further chunks are dropped with a truncation marker.',
     parse: int(1, 1024 * 1024 * 1024),
   },
+  dedupeWindowSeconds: {
+    env: 'EXTJOB_DEDUPE_WINDOW_SECONDS',
+    default: '3600',
+    doc: "How long an applied event's (source, id) is remembered per live job to refuse replays (at most 256 per job; a finished job keeps its last 3).",
+    parse: int(1, 7 * 86_400),
+  },
   webhookAttempts: {
     env: 'EXTJOB_WEBHOOK_ATTEMPTS',
     default: '8',

@@ -186,6 +186,7 @@ describe('apply_many', () => {
                   DEFAULTS.lateLogGraceSeconds * 1000,
                   '',
                   1,
+                  3_600_000,
                   ...Array.from({ length: 8 }, (_, k) => args[k] ?? ''),
                 ],
               )) as unknown as [string];

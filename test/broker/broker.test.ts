@@ -1,7 +1,9 @@
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { JobBroker, type JobEvent } from '../../src/broker/index.js';
+import { startRedis } from '../../src/cli/local/redis.js';
 import { isExtjobError } from '../../src/shared/errors.js';
-import { ev, type Harness, harness, redisUrl, waitFor } from './harness.js';
+import { DEFAULTS, ev, type Harness, harness, redisUrl, waitFor } from './harness.js';
 
 let h: Harness;
 beforeEach(async () => {
@@ -92,6 +94,44 @@ describe('applyEvents', () => {
     expect(hist?.filter((e) => e.kind === 'duplicate')).toHaveLength(3);
     expect(await h.broker.applyEvent(ev('heartbeat', job.id))).toBe('late');
     expect(await h.broker.applyEvent(ev('heartbeat', 'missing'))).toBe('unknown_job');
+  });
+
+  it('remembers applied events for the dedupe window, then folds the last ones into a finished job', async () => {
+    let clock = Date.now();
+    const t = await harness({ now: () => clock, defaults: { ...DEFAULTS, dedupeWindowSeconds: 60 } });
+    try {
+      const { job } = await t.broker.createJob({ id: 'hb', name: 'n' });
+      const kd = `${t.broker.keys.job(job.id)}:d`;
+      const first = ev('heartbeat', job.id);
+      const beats = [first, ...Array.from({ length: 99 }, () => ev('heartbeat', job.id))];
+      expect(new Set(await t.broker.applyEvents(beats))).toEqual(new Set(['applied']));
+      // a hundred events later, the first one is still a duplicate
+      expect(await t.broker.applyEvent(first)).toBe('duplicate');
+      expect(await t.redis.zcard(kd)).toBe(100);
+      // past the window, entries are dropped on the next applied event: the replay applies
+      clock += 61_000;
+      expect(await t.broker.applyEvent(ev('heartbeat', job.id))).toBe('applied');
+      expect(await t.redis.zcard(kd)).toBe(1);
+      expect(await t.broker.applyEvent(first)).toBe('applied');
+
+      const done = ev('finished', job.id, { exitCode: 0 });
+      expect(await t.broker.applyEvent(done)).toBe('applied');
+      // no dedupe key left for a finished job; its last events are still duplicates
+      expect(await t.redis.exists(kd)).toBe(0);
+      expect(await t.broker.applyEvent(done)).toBe('duplicate');
+      expect(await t.broker.applyEvent(first)).toBe('duplicate');
+      expect(await t.broker.applyEvent(beats[50] as JobEvent)).toBe('late');
+    } finally {
+      await t.cleanup();
+    }
+  });
+
+  it('caps the dedupe memory of a live job', async () => {
+    const { job } = await h.broker.createJob({ id: 'cap', name: 'n' });
+    const beats = Array.from({ length: 300 }, () => ev('heartbeat', job.id));
+    expect(new Set(await h.broker.applyEvents(beats))).toEqual(new Set(['applied']));
+    expect(await h.redis.zcard(`${h.broker.keys.job(job.id)}:d`)).toBe(256);
+    expect(await h.broker.applyEvent(beats[299] as JobEvent)).toBe('duplicate');
   });
 
   it('treats finished on a pending job as accepted then finished; exit != 0 fails', async () => {
@@ -313,6 +353,29 @@ describe('hash-tagged prefix (Redis Cluster: every key in one slot)', () => {
       expect([...tags]).toEqual([t.prefix.slice(1, -1)]);
     } finally {
       await t.cleanup();
+    }
+  });
+});
+
+describe('the function library', () => {
+  it('is loaded again when the server lost it (restart without persistence, FUNCTION FLUSH)', async () => {
+    const server = await startRedis();
+    const redis = new Redis(server.url);
+    try {
+      const broker = new JobBroker({ redis, prefix: 'lib', defaults: DEFAULTS });
+      const { job } = await broker.createJob({ id: 'lost', name: 'n' });
+      await redis.function('FLUSH');
+      // a pipelined batch (applyEvents) and a single call (getJob) each find it missing
+      expect(await broker.applyEvents([ev('accepted', job.id), ev('heartbeat', job.id)])).toEqual([
+        'applied',
+        'applied',
+      ]);
+      await redis.function('FLUSH');
+      expect((await broker.getJob(job.id))?.state).toBe('running');
+      await broker.close();
+    } finally {
+      redis.disconnect();
+      await server.stop();
     }
   });
 });

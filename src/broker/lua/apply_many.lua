@@ -6,6 +6,8 @@
   KEYS[1]  job hash <prefix>:job:{<id>}
   ARGV 1-5 common (see includes/job.lua); ARGV[6] is unused (each event has its cause)
   ARGV[7]  number of events n
+  ARGV[8]  dedupe window ms: applied events are remembered (by dedupe key) at
+           least this long, at most DEDUPE_MAX per job
   then n groups of EV_WIDTH arguments, one per event:
     cause, kind, dedupe key, attempt ('' = current), a1, a2, a3, a4
   with a1..a4 by kind:
@@ -19,7 +21,7 @@
   late | unknown_job | invalid, tr (transitions made), arm (timers due within the
   arm window), log (stored | truncated | duplicate for log events), why (invalid).
   Emits: transitions (see transition()), notify kind=log and kind=progress, dedupe
-  entries, history/counters for duplicate/stale/late events.
+  entries (<job>:d), history/counters for duplicate/stale/late events.
 
   Log chunks and heartbeats of a running or canceling job (the bulk of traffic)
   take a fast path: the chunk's hash field and sequence entry are written in
@@ -31,9 +33,13 @@
   is invisible.
 ]]
 --@include job
+begin()
 
 local EV_WIDTH = 8
+local FIRST = 9 -- ARGV index of the first event's first argument
 local N = tonumber(ARGV[7]) or 0
+local DEDUPE_WINDOW_MS = tonumber(ARGV[8]) or 3600000
+local DEDUPE_MAX = 256
 local REPLIES = {}
 
 if not load_job() then
@@ -87,25 +93,33 @@ local function flush()
   end
 end
 
--- The dedupe ring, read once per call and kept in step with the hash.
-local SLOTS = {}
-for i = 0, DEDUPE_SLOTS - 1 do SLOTS[#SLOTS + 1] = 'd' .. i end
-local RING = nil -- RING[i + 1] is the value of field d<i>
-local function seen(dk)
-  if not RING then RING = redis.call('HMGET', KJ, unpack(SLOTS)) end
-  for i = 1, DEDUPE_SLOTS do
-    if RING[i] == dk then return true end
-  end
-  return false
-end
+-- Dedupe (see seen() in includes/job.lua): the dedupe keys of applied events
+-- other than log chunks (which dedupe by seq), trimmed to the window and
+-- DEDUPE_MAX once per call. dn counts the applied events; its last three digits
+-- order the events of one millisecond.
+local DN0 = S.dn
 local function remember(dk)
-  local n = redis.call('HINCRBY', KJ, 'dn', 1)
-  local slot = (n - 1) % DEDUPE_SLOTS
-  if RING then RING[slot + 1] = dk end
-  redis.call('HSET', KJ, 'd' .. slot, dk)
+  S.dn = S.dn + 1
+  redis.call('ZADD', KD, NOW + (S.dn % 1000) / 1000, dk)
+end
+local function flush_dedupe()
+  if S.dn == DN0 then return end
+  redis.call('HSET', KJ, 'dn', S.dn)
+  redis.call('ZREMRANGEBYSCORE', KD, '-inf', '(' .. (NOW - DEDUPE_WINDOW_MS))
+  redis.call('ZREMRANGEBYRANK', KD, 0, -(DEDUPE_MAX + 1))
+  DN0 = S.dn
 end
 
--- Like touch() below, deferred: hb is NOW for every event of this call.
+-- The executor is alive: heartbeat time, and the heartbeat deadline moves.
+local function touch()
+  redis.call('HSET', KJ, 'hb', NOW)
+  if S.s == 'running' and S.th and S.th > 0 then
+    S.hd = NOW + S.th
+    redis.call('HSET', KJ, 'hd', S.hd)
+  end
+end
+
+-- Like touch(), deferred: hb is NOW for every event of this call.
 local function touch_deferred()
   TOUCHED = true
   if S.s == 'running' and S.th and S.th > 0 then S.hd = NOW + S.th end
@@ -201,14 +215,6 @@ local function apply_one(A)
     return result('duplicate')
   end
 
-  local function touch()
-    redis.call('HSET', KJ, 'hb', NOW)
-    if S.s == 'running' and S.th and S.th > 0 then
-      S.hd = NOW + S.th
-      redis.call('HSET', KJ, 'hd', S.hd)
-    end
-  end
-
   if TERMINAL[S.s] then
     if KIND == 'log' and S.f and NOW <= S.f + LATE_GRACE_MS then
       local stored = store_log(a1, a2, a3, true, false)
@@ -222,6 +228,7 @@ local function apply_one(A)
     record('l', ATT)
     return result('late')
   end
+  if KIND ~= 'log' then remember(DK) end
 
   -- finished, log or heartbeat on a pending job implies accepted (SPEC 5.4)
   if S.s == 'pending' and (KIND == 'accepted' or KIND == 'heartbeat' or KIND == 'log' or KIND == 'finished') then
@@ -235,10 +242,7 @@ local function apply_one(A)
       transition('running', '{"implied":true}')
     end
     enter_running()
-    if KIND == 'accepted' then
-      remember(DK)
-      return result('applied')
-    end
+    if KIND == 'accepted' then return result('applied') end
   end
 
   local extra = nil
@@ -284,7 +288,6 @@ local function apply_one(A)
   else
     return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. KIND)
   end
-  if KIND ~= 'log' then remember(DK) end
   return result('applied', extra)
 end
 
@@ -292,11 +295,16 @@ end
 -- the deferred writes go out before the error is raised.
 local ok, err = pcall(function()
   for i = 1, N do
-    REPLIES[i] = apply_one(8 + (i - 1) * EV_WIDTH)
+    REPLIES[i] = apply_one(FIRST + (i - 1) * EV_WIDTH)
     -- a transition may have moved timers and per-attempt fields: reread them
-    if #OUT.tr > 0 and i < N then load_job() end
+    if #OUT.tr > 0 and i < N then
+      local dn = S.dn -- not written yet (flush_dedupe)
+      load_job()
+      S.dn = dn
+    end
   end
 end)
 flush()
+flush_dedupe()
 if not ok then return error(err) end
 return REPLIES

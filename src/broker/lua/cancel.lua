@@ -11,6 +11,7 @@
   forced); canceling or terminal: unchanged.
 ]]
 --@include job
+begin()
 
 if not load_job() then return cjson.encode({ r = 'not_found' }) end
 

@@ -17,6 +17,7 @@
   executor and label index entries.
 ]]
 --@include job
+begin()
 
 if redis.call('EXISTS', KJ) == 1 then
   local sh = redis.call('HGET', KJ, 'sh')
@@ -35,7 +36,8 @@ S.tr = tonumber(ARGV[12])
 S.tc = tonumber(ARGV[13])
 redis.call('HSET', KJ, 'sh', ARGV[7], 'tk', ARGV[9], 'c', NOW, 'a', 1, 'v', 0,
   'ta', S.ta, 'th', S.th, 'tr', S.tr, 'tc', S.tc)
-redis.call('SET', KS, ARGV[8])
+SPEC_RAW = ARGV[8]
+redis.call('SET', KS, SPEC_RAW)
 for i = 14, #ARGV do
   redis.call('ZADD', ARGV[i], NOW, ID)
 end

@@ -15,6 +15,7 @@
   Emits: transitions (see transition()), timer intents.
 ]]
 --@include job
+begin()
 
 if not load_job() then return cjson.encode({ r = 'gone' }) end
 

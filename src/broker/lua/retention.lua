@@ -30,11 +30,11 @@ local function remove(id)
   if spec then
     local nl = string.find(spec, '\n', 1, true)
     if nl then spec = string.sub(spec, 1, nl - 1) end
-    for _, k in ipairs(index_keys(cjson.decode(spec))) do redis.call('ZREM', k, id) end
+    for _, k in ipairs(index_keys(P, cjson.decode(spec))) do redis.call('ZREM', k, id) end
   end
   redis.call('ZREM', P .. ':idx:st:' .. state, id)
   redis.call('HINCRBY', P .. ':counts', state, -1)
-  local keys = { kj, kj .. ':s', kj .. ':x' }
+  local keys = { kj, kj .. ':s', kj .. ':x', kj .. ':d' }
   for a = 1, tonumber(f[2]) or 1 do
     keys[#keys + 1] = kj .. ':l' .. a
     keys[#keys + 1] = kj .. ':q' .. a

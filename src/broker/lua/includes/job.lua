@@ -1,33 +1,50 @@
--- Shared prelude of every per-job script: key names, the job's hot fields, and
--- the one transition function. Inlined by the loader (--@include job).
+-- Shared part of every per-job function: key names, the job's hot fields, and
+-- the one transition function. Loaded once at library level (see scripts.ts):
+-- the state below is per call and set by begin().
 --
--- Common ARGV of per-job scripts:
+-- Common ARGV of per-job functions:
 --   1 prefix   2 job id   3 now in ms ('' = Redis TIME)   4 retention ms
 --   5 late-log grace ms   6 cause (compact JSON array, see docs/design.md)
 -- KEYS[1] is the job hash; the other keys are derived from the prefix (one slot
 -- on Redis Cluster only when the prefix carries a hash tag, see docs/design.md).
 
-local P = ARGV[1]
-local ID = ARGV[2]
-local NOW = tonumber(ARGV[3])
-if not NOW then
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local RETENTION_MS = tonumber(ARGV[4])
-local LATE_GRACE_MS = tonumber(ARGV[5])
-local CAUSE = ARGV[6]
+local P, ID, NOW, RETENTION_MS, LATE_GRACE_MS, CAUSE
+local KJ, KS, KX, KD, KCOUNTS, KOUTBOX, KRETAIN, KDUE, CHANNEL
+-- S: the job's hot fields; OUT: what the call returns; SPEC_RAW: <job>:s once read
+local S, OUT, SPEC_RAW, SPEC_LINE
 
-local KJ = KEYS[1]
-local KS = KJ .. ':s' -- spec JSON line, then one history entry per line
-local KX = KJ .. ':x' -- mutable values longer than fit a listpack hash (> 64 bytes)
+local function now_ms(arg)
+  local n = tonumber(arg)
+  if n then return n end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The first statement of every per-job function.
+local function begin()
+  P = ARGV[1]
+  ID = ARGV[2]
+  NOW = now_ms(ARGV[3])
+  RETENTION_MS = tonumber(ARGV[4])
+  LATE_GRACE_MS = tonumber(ARGV[5])
+  CAUSE = ARGV[6]
+  KJ = KEYS[1]
+  KS = KJ .. ':s' -- spec JSON line, then one history entry per line
+  KX = KJ .. ':x' -- mutable values longer than fit a listpack hash (> 64 bytes)
+  KD = KJ .. ':d' -- dedupe keys of applied events, scored by time
+  KCOUNTS = P .. ':counts'
+  KOUTBOX = P .. ':outbox'
+  KRETAIN = P .. ':retain'
+  KDUE = P .. ':due'
+  CHANNEL = P .. ':notify'
+  S = {}
+  OUT = { tr = {}, arm = {}, dis = {} }
+  SPEC_RAW = nil
+  SPEC_LINE = nil
+end
+
 local function klog(a) return KJ .. ':l' .. a end
 local function kseq(a) return KJ .. ':q' .. a end
-local KCOUNTS = P .. ':counts'
-local KOUTBOX = P .. ':outbox'
-local KRETAIN = P .. ':retain'
-local KDUE = P .. ':due'
-local CHANNEL = P .. ':notify'
 local function kstate(s) return P .. ':idx:st:' .. s end
 
 local TT = --@transitions
@@ -35,17 +52,25 @@ local TERMINAL = { passed = true, failed = true, canceled = true, timed_out = tr
 -- At most this many duplicate/stale/late/no-op entries per kind are written to
 -- history; the rest are only counted in the job hash.
 local HIST_CAP = 16
--- Dedupe window: the last DEDUPE_SLOTS applied events (not log chunks, which
--- dedupe by seq) in a ring of job hash fields d0..d<n-1>.
-local DEDUPE_SLOTS = 32
+-- Dedupe memory (SPEC 5.2): while a job lives, <job>:d scores the dedupe keys of
+-- its applied events by time (apply_many trims it to a window); at a terminal
+-- state it is folded into the job hash field dk, the newest DEDUPE_KEEP_TERMINAL
+-- keys (16 hex digits each, so the value stays listpack-sized), and deleted: a
+-- finished job keeps no extra key, and replays of its last events stay
+-- duplicates (older ones are late, with no effect either).
+local DEDUPE_KEEP_TERMINAL = 3
 
--- Hot fields of the job hash (short names; see docs/design.md).
-local S = {}
-local OUT = { tr = {}, arm = {}, dis = {} }
+local function seen(dk)
+  if TERMINAL[S.s] then
+    local kept = redis.call('HGET', KJ, 'dk')
+    return kept ~= false and string.find(',' .. kept .. ',', ',' .. dk .. ',', 1, true) ~= nil
+  end
+  return redis.call('ZSCORE', KD, dk) ~= false
+end
 
 local function load_job()
   local f = redis.call('HMGET', KJ, 's', 'a', 'v', 'c', 'ac', 'f', 'ta', 'th', 'tr', 'tc',
-    'ad', 'rd', 'hd', 'ha', 'cd', 'bd', 'lB')
+    'ad', 'rd', 'hd', 'ha', 'cd', 'bd', 'lB', 'dn')
   if not f[1] then return false end
   S.s = f[1]
   S.a = tonumber(f[2])
@@ -64,7 +89,14 @@ local function load_job()
   S.cd = tonumber(f[15])
   S.bd = tonumber(f[16])
   S.lB = tonumber(f[17]) or 0
+  S.dn = tonumber(f[18]) or 0
   return true
+end
+
+-- <job>:s, read at most once per call (the spec line and history share it).
+local function spec_raw()
+  if not SPEC_RAW then SPEC_RAW = redis.call('GET', KS) end
+  return SPEC_RAW
 end
 
 -- History entry, one line appended to KS:
@@ -75,14 +107,14 @@ local function hist(kind, from, to, attempt, cause, detail)
   if detail then e = e .. ',' .. detail end
   -- GET + SET rather than APPEND: APPEND over-allocates (doubling) and history
   -- strings are small and mostly final
-  redis.call('SET', KS, redis.call('GET', KS) .. e .. ']')
+  SPEC_RAW = spec_raw() .. e .. ']'
+  redis.call('SET', KS, SPEC_RAW)
 end
 
 -- The spec: the first line of KS.
-local SPEC_LINE = nil
 local function spec_line()
   if not SPEC_LINE then
-    local s = redis.call('GET', KS)
+    local s = spec_raw()
     if not s then return nil end
     local nl = string.find(s, '\n', 1, true)
     if nl then SPEC_LINE = string.sub(s, 1, nl - 1) else SPEC_LINE = s end
@@ -251,6 +283,11 @@ local function transition(to, detail, next_attempt, also)
     local bucket = start .. ':' .. width
     redis.call('RPUSH', KRETAIN .. ':' .. bucket, ID)
     redis.call('ZADD', KRETAIN, start + width, bucket)
+    local kept = redis.call('ZREVRANGE', KD, 0, DEDUPE_KEEP_TERMINAL - 1)
+    if #kept > 0 then
+      redis.call('HSET', KJ, 'dk', table.concat(kept, ','))
+      redis.call('DEL', KD)
+    end
   end
   if from ~= 'none' then hist('t', from, to, attempt, CAUSE, detail) else hist('t', nil, to, attempt, CAUSE, detail) end
   if from ~= 'none' then
