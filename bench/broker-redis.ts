@@ -59,12 +59,26 @@ export async function privateRedis(): Promise<{ url: string; stop(): Promise<voi
 }
 
 /** Run `fn` over `items` with at most `width` in flight. */
+/**
+ * Calls fn on consecutive windows of `width` items, `depth` windows in flight at a
+ * time (1: one after the other). With depth > 1 the client prepares a window while
+ * Redis runs the previous one, as the events consumer does with several partitions.
+ */
 export async function inWindows<T>(
   items: T[],
   width: number,
   fn: (batch: T[]) => Promise<unknown>,
+  depth = 1,
 ): Promise<void> {
-  for (let i = 0; i < items.length; i += width) await fn(items.slice(i, i + width));
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const start = next;
+      next += width;
+      await fn(items.slice(start, start + width));
+    }
+  };
+  await Promise.all(Array.from({ length: depth }, lane));
 }
 
 export async function usedMemory(redis: Redis): Promise<number> {

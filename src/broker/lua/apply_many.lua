@@ -94,9 +94,11 @@ local function flush()
 end
 
 -- Dedupe (see seen() in includes/job.lua): the dedupe keys of applied events
--- other than log chunks (which dedupe by seq), trimmed to the window and
--- DEDUPE_MAX once per call. dn counts the applied events; its last three digits
--- order the events of one millisecond.
+-- other than log chunks (which dedupe by seq). Every DEDUPE_TRIM_EVERY applied
+-- events the set is trimmed to the window and DEDUPE_MAX entries (so it holds at
+-- most DEDUPE_MAX + DEDUPE_TRIM_EVERY). dn counts the applied events; its last
+-- three digits order the events of one millisecond.
+local DEDUPE_TRIM_EVERY = 16
 local DN0 = S.dn
 local function remember(dk)
   S.dn = S.dn + 1
@@ -105,8 +107,10 @@ end
 local function flush_dedupe()
   if S.dn == DN0 then return end
   redis.call('HSET', KJ, 'dn', S.dn)
-  redis.call('ZREMRANGEBYSCORE', KD, '-inf', '(' .. (NOW - DEDUPE_WINDOW_MS))
-  redis.call('ZREMRANGEBYRANK', KD, 0, -(DEDUPE_MAX + 1))
+  if math.floor(S.dn / DEDUPE_TRIM_EVERY) ~= math.floor(DN0 / DEDUPE_TRIM_EVERY) then
+    redis.call('ZREMRANGEBYSCORE', KD, '-inf', '(' .. (NOW - DEDUPE_WINDOW_MS))
+    redis.call('ZREMRANGEBYRANK', KD, 0, -(DEDUPE_MAX + 1))
+  end
   DN0 = S.dn
 end
 
