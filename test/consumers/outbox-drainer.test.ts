@@ -14,7 +14,7 @@ import {
 import { Registry } from 'prom-client';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { instrumentMetrics } from '../../src/api/metrics.js';
-import type { JobEvent } from '../../src/broker/index.js';
+import type { JobBroker, JobEvent } from '../../src/broker/index.js';
 import { readDeadOutbox } from '../../src/broker/outbox.js';
 import { kafkaErrorType, OutboxDrainer, refusedBy } from '../../src/consumers/outbox-drainer.js';
 import { topicNames } from '../../src/shared/config.js';
@@ -217,6 +217,21 @@ async function ownTopics(changesConfig: Record<string, string>) {
   return { names, kafka, topics, newProducer, producers, create };
 }
 
+/** A drainer on the test's topics, counted by a metrics registry of its own. */
+function drainerWithMetrics(t: Awaited<ReturnType<typeof ownTopics>>, broker: JobBroker, producer: Producer) {
+  const drainer = new OutboxDrainer({
+    source: broker,
+    producer,
+    newProducer: t.newProducer,
+    topicPrefix: t.names.topicPrefix,
+    logger: quietLogger(),
+    idleMs: 50,
+  });
+  const registry = new Registry();
+  instrumentMetrics(registry, { consumers: drainer });
+  return { drainer, registry };
+}
+
 /** Unique messages in the order a reader that drops `extjobseq` values it has seen keeps them. */
 function readerView(seen: Seen[], topic: string, key: string) {
   let last = 0;
@@ -264,17 +279,7 @@ describe('a record Kafka refuses for good', () => {
     await broker.applyEvents([event('big', 'canceled')]);
     const pendingBefore = await broker.outboxPending();
 
-    const producer = await t.newProducer();
-    const drainer = new OutboxDrainer({
-      source: broker,
-      producer,
-      newProducer: t.newProducer,
-      topicPrefix: t.names.topicPrefix,
-      logger: quietLogger(),
-      idleMs: 50,
-    });
-    const registry = new Registry();
-    instrumentMetrics(registry, { consumers: drainer });
+    const { drainer, registry } = drainerWithMetrics(t, broker, await t.newProducer());
     const seen = await watch(t);
     await drainer.start();
     onTestFinished(() => drainer.stop());
@@ -338,16 +343,7 @@ describe('a record Kafka refuses for good', () => {
     const producer = createProducer(kafka);
     await producer.connect();
     onTestFinished(() => producer.disconnect());
-    const drainer = new OutboxDrainer({
-      source: broker,
-      producer,
-      newProducer: t.newProducer,
-      topicPrefix: t.names.topicPrefix,
-      logger: quietLogger(),
-      idleMs: 50,
-    });
-    const registry = new Registry();
-    instrumentMetrics(registry, { consumers: drainer });
+    const { drainer, registry } = drainerWithMetrics(t, broker, producer);
     let retries = 0;
     drainer.instrumentation.on('retry', () => retries++);
     await broker.createJob({ id: 'waits', name: 'waits' });
