@@ -3,7 +3,7 @@
  * server (FUNCTION LOAD) and called with FCALL. As a library, the shared part
  * (includes/*.lua: key names, transition(), history, outbox) is compiled and
  * its functions created once at load, not on every call as with EVAL, where
- * that prelude cost more than a quarter of a transition.
+ * that prelude cost about a tenth of a transition.
  *
  * Each script file is the body of one function: `--@include <name>` lines are
  * dropped (every include is at library level), `--@transitions` becomes the
@@ -88,9 +88,13 @@ const loaded = new WeakMap<Redis, Promise<void>>();
 export function loadScripts(redis: Redis, again = false): Promise<void> {
   let p = loaded.get(redis);
   if (!p || again) {
-    p = redis.function('LOAD', 'REPLACE', scriptLibrary().source).then(() => undefined);
-    p.catch(() => loaded.delete(redis));
-    loaded.set(redis, p);
+    const loading = redis.function('LOAD', 'REPLACE', scriptLibrary().source).then(() => undefined);
+    // a failed load is tried again by the next call
+    loading.catch(() => {
+      if (loaded.get(redis) === loading) loaded.delete(redis);
+    });
+    loaded.set(redis, loading);
+    p = loading;
   }
   return p;
 }
