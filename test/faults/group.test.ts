@@ -8,16 +8,12 @@ import {
   audit,
   auditBroker,
   auditChanges,
-  createJobs,
   drillLine,
   expectedEffects,
   isolation,
-  type Plan,
-  planMessages,
   serve,
   serveEnv,
-  startLoad,
-  topicNames,
+  startDrill,
   waitAllPassed,
   waitFor,
 } from './helpers.js';
@@ -29,16 +25,13 @@ describe('drill: a consumer group of serve processes loses a member and gains on
     const members = [await serve(env)];
     members.push(...(await Promise.all([serve(env), serve(env)])));
     const { broker, redis } = auditBroker(names);
-    const plan: Plan = {
-      jobs: await createJobs(
-        members[0]!.url,
-        Array.from({ length: 60 }, (_, i) => `group-${i}`),
-      ),
+    const { plan, messages, load } = await startDrill(members[0]!.url, names, {
+      tag: 'group',
+      jobs: 60,
       heartbeats: 4,
       chunks: 16,
-    };
-    const messages = planMessages(plan);
-    const load = startLoad(topicNames(names.topicPrefix).events, messages, { perSecond: 80 });
+      perSecond: 80,
+    });
 
     await waitFor(() => load.sent() >= messages.length / 4, {
       timeoutMs: 30_000,

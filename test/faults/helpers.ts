@@ -220,6 +220,38 @@ export interface Plan {
 export const chunkText = (jobId: string, seq: number) => `${jobId} line ${seq}\n`;
 
 /**
+ * The usual start of a drill: `jobs` jobs named `<tag>-<i>` created through the API at
+ * `url`, and their planned events (see planMessages) streaming into the events topic.
+ */
+export async function startDrill(
+  url: string,
+  names: Names,
+  shape: {
+    tag: string;
+    jobs: number;
+    heartbeats: number;
+    chunks: number;
+    perSecond: number;
+    brokers?: string[];
+  },
+) {
+  const plan: Plan = {
+    jobs: await createJobs(
+      url,
+      Array.from({ length: shape.jobs }, (_, i) => `${shape.tag}-${i}`),
+    ),
+    heartbeats: shape.heartbeats,
+    chunks: shape.chunks,
+  };
+  const messages = planMessages(plan);
+  const load = startLoad(topicNames(names.topicPrefix).events, messages, {
+    perSecond: shape.perSecond,
+    ...(shape.brokers ? { brokers: shape.brokers } : {}),
+  });
+  return { plan, messages, load };
+}
+
+/**
  * Each job: accepted, `heartbeats` heartbeats and `chunks` log chunks interleaved,
  * finished with exit 0. Jobs are interleaved with each other; a job's own events stay
  * in order. Binding modes alternate.

@@ -13,14 +13,11 @@ import {
   drillLine,
   expectedEffects,
   isolation,
-  type Plan,
-  planMessages,
   privateKafka,
   sampler,
   serve,
   serveEnv,
-  startLoad,
-  topicNames,
+  startDrill,
   waitAllPassed,
   waitFor,
 } from './helpers.js';
@@ -33,16 +30,11 @@ describe('drill: Kafka down for 20 s under load', () => {
     const names = isolation();
     const svc = await serve(serveEnv(names, { EXTJOB_KAFKA_BROKERS: kafka.brokers.join(',') }));
     const { broker, redis } = auditBroker(names);
-    const plan: Plan = {
-      jobs: await createJobs(
-        svc.url,
-        Array.from({ length: 40 }, (_, i) => `kdown-${i}`),
-      ),
+    const { plan, messages, load } = await startDrill(svc.url, names, {
+      tag: 'kdown',
+      jobs: 40,
       heartbeats: 3,
       chunks: 12,
-    };
-    const messages = planMessages(plan);
-    const load = startLoad(topicNames(names.topicPrefix).events, messages, {
       perSecond: 30,
       brokers: kafka.brokers,
     });

@@ -10,18 +10,14 @@ import {
   audit,
   auditBroker,
   auditChanges,
-  createJobs,
   drillLine,
   expectedEffects,
   isolation,
-  type Plan,
-  planMessages,
   privateRedis,
   sampler,
   serve,
   serveEnv,
-  startLoad,
-  topicNames,
+  startDrill,
   waitAllPassed,
   waitFor,
 } from './helpers.js';
@@ -34,16 +30,13 @@ describe('drill: Redis crashes and restarts under load', () => {
     const names = isolation();
     const svc = await serve(serveEnv(names, { EXTJOB_REDIS_URL: r.url }));
     const { broker, redis } = auditBroker(names, r.url);
-    const plan: Plan = {
-      jobs: await createJobs(
-        svc.url,
-        Array.from({ length: 40 }, (_, i) => `rdown-${i}`),
-      ),
+    const { plan, messages, load } = await startDrill(svc.url, names, {
+      tag: 'rdown',
+      jobs: 40,
       heartbeats: 3,
       chunks: 12,
-    };
-    const messages = planMessages(plan);
-    const load = startLoad(topicNames(names.topicPrefix).events, messages, { perSecond: 60 });
+      perSecond: 60,
+    });
     await waitFor(() => load.sent() >= 150, { timeoutMs: 30_000, what: 'the load to start' });
 
     const ready = sampler(`${svc.url}/readyz`);

@@ -9,18 +9,14 @@ import {
   audit,
   auditBroker,
   auditChanges,
-  createJobs,
   drillLine,
   expectedEffects,
   isolation,
   listeningUrl,
-  type Plan,
-  planMessages,
   serve,
   serveEnv,
   spawnServe,
-  startLoad,
-  topicNames,
+  startDrill,
   waitAllPassed,
   waitFor,
 } from './helpers.js';
@@ -31,16 +27,13 @@ describe('drill: serve SIGKILLed under load', () => {
     const env = serveEnv(names);
     const first = await serve(env);
     const { broker, redis } = auditBroker(names);
-    const plan: Plan = {
-      jobs: await createJobs(
-        first.url,
-        Array.from({ length: 40 }, (_, i) => `kill-${i}`),
-      ),
+    const { plan, messages, load } = await startDrill(first.url, names, {
+      tag: 'kill',
+      jobs: 40,
       heartbeats: 5,
       chunks: 20,
-    };
-    const messages = planMessages(plan);
-    const load = startLoad(topicNames(names.topicPrefix).events, messages, { perSecond: 250 });
+      perSecond: 250,
+    });
 
     // Mid-load: some chunks stored, most of the load still to come.
     await waitFor(async () => (await broker.readLog(plan.jobs[0]!, { limit: 1000 }))!.chunks.length >= 3, {
