@@ -21,6 +21,7 @@ async function serve(redisUrl: string, prefix: string): Promise<void> {
   const express = (await import('express')).default;
   const { Redis } = await import('ioredis');
   const { JobBroker } = await import('../src/broker/index.js');
+  const { BENCH_DEFAULTS } = await import('./broker-redis.js');
   const { startApi } = await import('../src/api/index.js');
   const { createApp } = await import('../src/api/app.js');
   const { createRegistry } = await import('../src/api/metrics.js');
@@ -33,13 +34,7 @@ async function serve(redisUrl: string, prefix: string): Promise<void> {
     redis,
     prefix,
     logger,
-    defaults: {
-      timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-      retentionSeconds: 3600,
-      lateLogGraceSeconds: 300,
-      logChunkMaxBytes: 512 * 1024,
-      logMaxBytes: 64 * 1024 * 1024,
-    },
+    defaults: BENCH_DEFAULTS,
   });
   for (let i = 0; i < JOBS; i += 100)
     await Promise.all(

@@ -17,6 +17,7 @@ import { createRegistry } from '../src/api/metrics.js';
 import { Readiness } from '../src/api/readiness.js';
 import { JobBroker } from '../src/broker/index.js';
 import { createLogger } from '../src/shared/logger.js';
+import { BENCH_DEFAULTS } from './broker-redis.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,13 +38,7 @@ const broker = new JobBroker({
   redis,
   prefix,
   logger,
-  defaults: {
-    timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-    retentionSeconds: 3600,
-    lateLogGraceSeconds: 300,
-    logChunkMaxBytes: 512 * 1024,
-    logMaxBytes: 64 * 1024 * 1024,
-  },
+  defaults: BENCH_DEFAULTS,
 });
 for (let i = 0; i < N; i += 200)
   await Promise.all(

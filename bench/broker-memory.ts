@@ -10,16 +10,10 @@
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { JobBroker, type JobEvent } from '../src/broker/index.js';
-import { inWindows, privateRedis, usedMemory } from './broker-redis.js';
+import { BENCH_DEFAULTS, inWindows, privateRedis, usedMemory } from './broker-redis.js';
 
 const N = Number(process.argv[2] ?? 100_000);
-const defaults = {
-  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-  retentionSeconds: 604_800,
-  lateLogGraceSeconds: 300,
-  logChunkMaxBytes: 512 * 1024,
-  logMaxBytes: 64 * 1024 * 1024,
-};
+const defaults = BENCH_DEFAULTS;
 
 const ev = (kind: JobEvent['kind'], jobId: string, extra: Partial<JobEvent> = {}): JobEvent => ({
   kind,

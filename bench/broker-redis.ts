@@ -5,6 +5,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
+import type { BrokerDefaults } from '../src/broker/index.js';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -59,6 +60,15 @@ export async function privateRedis(): Promise<{ url: string; stop(): Promise<voi
 }
 
 /** Run `fn` over `items` with at most `width` in flight. */
+/** Broker defaults of every benchmark: far deadlines and retention, so nothing expires mid-run. */
+export const BENCH_DEFAULTS: BrokerDefaults = {
+  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
+  retentionSeconds: 604_800,
+  lateLogGraceSeconds: 300,
+  logChunkMaxBytes: 512 * 1024,
+  logMaxBytes: 64 * 1024 * 1024,
+};
+
 /**
  * Calls fn on consecutive windows of `width` items, `depth` windows in flight at a
  * time (1: one after the other). With depth > 1 the client prepares a window while

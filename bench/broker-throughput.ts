@@ -11,19 +11,13 @@
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { JobBroker, type JobEvent } from '../src/broker/index.js';
-import { inWindows, privateRedis } from './broker-redis.js';
+import { BENCH_DEFAULTS, inWindows, privateRedis } from './broker-redis.js';
 
 const N = Number(process.argv[2] ?? 10_000);
 const ROUNDS = Number(process.argv[3] ?? 3);
 const WIDTH = 250;
 const DEPTH = 2;
-const defaults = {
-  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-  retentionSeconds: 604_800,
-  lateLogGraceSeconds: 300,
-  logChunkMaxBytes: 512 * 1024,
-  logMaxBytes: 64 * 1024 * 1024,
-};
+const defaults = BENCH_DEFAULTS;
 
 async function broker(redis: Redis, prefix: string): Promise<{ transitions: number; seconds: number }> {
   const b = new JobBroker({ redis, prefix, defaults });

@@ -9,17 +9,11 @@
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { JobBroker } from '../src/broker/index.js';
-import { inWindows, privateRedis } from './broker-redis.js';
+import { BENCH_DEFAULTS, inWindows, privateRedis } from './broker-redis.js';
 
 const N = Number(process.argv[2] ?? 100_000);
 const WINDOW_MS = Number(process.argv[3] ?? 60) * 1000;
-const defaults = {
-  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-  retentionSeconds: 604_800,
-  lateLogGraceSeconds: 300,
-  logChunkMaxBytes: 512 * 1024,
-  logMaxBytes: 64 * 1024 * 1024,
-};
+const defaults = BENCH_DEFAULTS;
 
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);

@@ -14,6 +14,7 @@ import { provisionTopics } from '../src/consumers/topics.js';
 import { topicNames } from '../src/shared/config.js';
 import { createKafka } from '../src/shared/kafka.js';
 import { createLogger } from '../src/shared/logger.js';
+import { BENCH_DEFAULTS } from './broker-redis.js';
 
 export const logger = createLogger({ level: process.env.BENCH_LOG_LEVEL ?? 'warn', name: 'bench' });
 
@@ -33,13 +34,7 @@ export async function benchWorld(partitions = 6) {
   const broker = new JobBroker({
     redis,
     prefix,
-    defaults: {
-      timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-      retentionSeconds: 3600,
-      lateLogGraceSeconds: 300,
-      logChunkMaxBytes: 512 * 1024,
-      logMaxBytes: 64 * 1024 * 1024,
-    },
+    defaults: BENCH_DEFAULTS,
     logger,
   });
   const topics = topicNames(prefix);
