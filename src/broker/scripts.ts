@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
+import { ExtjobError } from '../shared/errors.js';
 import { luaTransitionTable } from './transitions.js';
 
 export const SCRIPTS = ['create', 'apply_many', 'fire_timer', 'cancel', 'retention', 'get'] as const;
@@ -88,7 +89,17 @@ const loaded = new WeakMap<Redis, Promise<void>>();
 export function loadScripts(redis: Redis, again = false): Promise<void> {
   let p = loaded.get(redis);
   if (!p || again) {
-    const loading = redis.function('LOAD', 'REPLACE', scriptLibrary().source).then(() => undefined);
+    const loading = redis.function('LOAD', 'REPLACE', scriptLibrary().source).then(
+      () => undefined,
+      (err: unknown) => {
+        if (err instanceof Error && /unknown command/i.test(err.message))
+          throw new ExtjobError(
+            'EXTJOB_CONFIG_INVALID',
+            `Redis at EXTJOB_REDIS_URL does not know FUNCTION: extjob needs Redis 7.0 or later (${err.message})`,
+          );
+        throw err;
+      },
+    );
     // a failed load is tried again by the next call
     loading.catch(() => {
       if (loaded.get(redis) === loading) loaded.delete(redis);

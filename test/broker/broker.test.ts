@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { JobBroker, type JobEvent } from '../../src/broker/index.js';
+import { runScript } from '../../src/broker/scripts.js';
 import { startRedis } from '../../src/cli/local/redis.js';
 import { isExtjobError } from '../../src/shared/errors.js';
 import { DEFAULTS, ev, type Harness, harness, redisUrl, waitFor } from './harness.js';
@@ -359,6 +360,16 @@ describe('hash-tagged prefix (Redis Cluster: every key in one slot)', () => {
 });
 
 describe('the function library', () => {
+  it('says Redis 7 is needed when the server does not know FUNCTION', async () => {
+    // a stand-in for a Redis 6 server: only the error it answers matters here
+    const old = {
+      function: () => Promise.reject(new Error("ERR unknown command 'FUNCTION', with args beginning with: ")),
+    } as unknown as Redis;
+    const err = await runScript(old, 'get', ['k'], []).catch((e: unknown) => e);
+    expect(isExtjobError(err, 'EXTJOB_CONFIG_INVALID')).toBe(true);
+    expect((err as Error).message).toMatch(/Redis 7\.0 or later/);
+  });
+
   it('is loaded again when the server lost it (restart without persistence, FUNCTION FLUSH)', async () => {
     const server = await startRedis();
     const redis = new Redis(server.url);
