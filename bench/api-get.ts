@@ -21,7 +21,7 @@ async function serve(redisUrl: string, prefix: string): Promise<void> {
   const express = (await import('express')).default;
   const { Redis } = await import('ioredis');
   const { JobBroker } = await import('../src/broker/index.js');
-  const { BENCH_DEFAULTS } = await import('./broker-redis.js');
+  const { BENCH_DEFAULTS, dropPrefix } = await import('./broker-redis.js');
   const { startApi } = await import('../src/api/index.js');
   const { createApp } = await import('../src/api/app.js');
   const { createRegistry } = await import('../src/api/metrics.js');
@@ -92,14 +92,7 @@ async function serve(redisUrl: string, prefix: string): Promise<void> {
   process.stdout.write(`${JSON.stringify({ fullPort, barePort })}\n`);
   process.stdin.resume();
   process.stdin.on('end', async () => {
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      keys.push(...batch);
-    } while (cursor !== '0');
-    for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
+    await dropPrefix(redis, prefix);
     process.exit(0);
   });
 }

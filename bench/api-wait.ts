@@ -17,7 +17,7 @@ import { createRegistry } from '../src/api/metrics.js';
 import { Readiness } from '../src/api/readiness.js';
 import { JobBroker } from '../src/broker/index.js';
 import { createLogger } from '../src/shared/logger.js';
-import { BENCH_DEFAULTS } from './broker-redis.js';
+import { BENCH_DEFAULTS, dropPrefix } from './broker-redis.js';
 
 const { values } = parseArgs({
   options: {
@@ -130,13 +130,6 @@ server.closeAllConnections();
 server.close();
 await api.close();
 await sub.quit();
-const keys: string[] = [];
-let cursor = '0';
-do {
-  const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-  cursor = next;
-  keys.push(...batch);
-} while (cursor !== '0');
-for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
+await dropPrefix(redis, prefix);
 await broker.close();
 redis.disconnect();

@@ -60,6 +60,16 @@ export async function privateRedis(): Promise<{ url: string; stop(): Promise<voi
 }
 
 /** Run `fn` over `items` with at most `width` in flight. */
+/** Delete every key under `prefix` (SCAN: benchmarks and tests only). */
+export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
 /** Broker defaults of every benchmark: far deadlines and retention, so nothing expires mid-run. */
 export const BENCH_DEFAULTS: BrokerDefaults = {
   timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },

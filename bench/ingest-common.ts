@@ -14,7 +14,7 @@ import { provisionTopics } from '../src/consumers/topics.js';
 import { topicNames } from '../src/shared/config.js';
 import { createKafka } from '../src/shared/kafka.js';
 import { createLogger } from '../src/shared/logger.js';
-import { BENCH_DEFAULTS } from './broker-redis.js';
+import { BENCH_DEFAULTS, dropPrefix } from './broker-redis.js';
 
 export const logger = createLogger({ level: process.env.BENCH_LOG_LEVEL ?? 'warn', name: 'bench' });
 
@@ -49,12 +49,7 @@ export async function benchWorld(partitions = 6) {
       await broker.close().catch(() => {});
       await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => {});
       await admin.disconnect();
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.del(...keys);
-      } while (cursor !== '0');
+      await dropPrefix(redis, `${prefix}:`);
       await redis.quit();
       await localRedis?.stop();
       await local?.stop();

@@ -24,6 +24,7 @@ import { startRedis } from '../src/cli/local/redis.js';
 import { encodeStructured } from '../src/consumers/formats/index.js';
 import { topicNames } from '../src/shared/config.js';
 import { createKafka, createProducer } from '../src/shared/kafka.js';
+import { dropPrefix } from './broker-redis.js';
 
 const { values } = parseArgs({
   options: {
@@ -239,12 +240,7 @@ async function main() {
   await producer.disconnect();
   svc.child.kill('SIGTERM');
   await new Promise((r) => svc.child.once('exit', r));
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  await dropPrefix(redis, `${prefix}:`);
   await redis.quit();
   await redisLocal?.stop();
   await kafkaLocal?.stop();

@@ -38,7 +38,7 @@ begin()
 local EV_WIDTH = 8
 local FIRST = 9 -- ARGV index of the first event's first argument
 local N = tonumber(ARGV[7]) or 0
-local DEDUPE_WINDOW_MS = tonumber(ARGV[8]) or 3600000
+local DEDUPE_WINDOW_MS = tonumber(ARGV[8])
 local DEDUPE_MAX = 256
 local REPLIES = {}
 
