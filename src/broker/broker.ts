@@ -312,21 +312,32 @@ export class JobBroker {
     return job;
   }
 
-  /** Several jobs, one read script each (sent back to back); undefined where a job does not exist. */
+  /**
+   * Several jobs in one round trip (one read script each, pipelined: one socket write
+   * for all of them); undefined where a job does not exist.
+   */
   async getJobs(ids: string[]): Promise<(Job | undefined)[]> {
-    const read = async (id: string) => {
-      const [h, s, x] = (await runScript(this.redis, 'get', [this.keys.job(id)], [])) as unknown as [
-        unknown,
-        string | null,
-        unknown,
-      ];
-      return decodeJob(id, pairs(h), s, pairs(x));
-    };
+    const valid = ids.filter((id) => JOB_ID_PATTERN.test(id));
+    let replies: [Error | null, unknown][];
     try {
-      return await Promise.all(ids.map((id) => (JOB_ID_PATTERN.test(id) ? read(id) : undefined)));
+      replies =
+        valid.length === 1
+          ? [[null, await runScript(this.redis, 'get', [this.keys.job(valid[0]!)], [])]]
+          : await runScripts(
+              this.redis,
+              valid.map((id) => ({ name: 'get', keys: [this.keys.job(id)], args: [] })),
+            );
     } catch (err) {
       throw redisError(err, 'get');
     }
+    const jobs = new Map<string, Job | undefined>();
+    valid.forEach((id, i) => {
+      const [err, reply] = replies[i] ?? [new Error('no reply'), null];
+      if (err) throw redisError(err, 'get');
+      const [h, s, x] = reply as [unknown, string | null, unknown];
+      jobs.set(id, decodeJob(id, pairs(h), s, pairs(x)));
+    });
+    return ids.map((id) => jobs.get(id));
   }
 
   /** Webhook targets of a job, with their secrets (never exposed by the API). */

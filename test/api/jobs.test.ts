@@ -131,6 +131,18 @@ describe('reading jobs', () => {
     expect((await problem(unknownRoute)).code).toBe('EXTJOB_ROUTE_NOT_FOUND');
   });
 
+  it('answers concurrent GETs (read together in one pipeline) each with its own job', async () => {
+    const api = await startTestApi();
+    const ids = Array.from({ length: 30 }, (_, i) => `burst-${i}`);
+    for (const id of ids) await api.req('/v1/jobs', { json: { id, name: id } });
+    const asked = [...ids, 'nope', ids[0] as string];
+    const answers = await Promise.all(asked.map((id) => api.req(`/v1/jobs/${id}`)));
+    expect(answers.map((r) => r.status)).toEqual([...ids.map(() => 200), 404, 200]);
+    const bodies = (await Promise.all(answers.map((r) => r.json()))) as { id?: string; name?: string }[];
+    ids.forEach((id, i) => expect(bodies[i]).toMatchObject({ id, name: id }));
+    expect(bodies[ids.length + 1]).toMatchObject({ id: ids[0] });
+  });
+
   it('lists newest first with filters and a cursor', async () => {
     const api = await startTestApi();
     for (let i = 0; i < 5; i++)

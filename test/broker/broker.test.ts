@@ -257,6 +257,18 @@ describe('applyEvents', () => {
   });
 });
 
+describe('getJobs', () => {
+  it('reads many jobs in one pipeline, in the order asked, undefined where none exists', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `many-${i}`);
+    for (const id of ids) await h.broker.createJob({ id, name: id });
+    const asked = [...ids, 'missing', 'bad id!', ids[3] as string];
+    const jobs = await h.broker.getJobs(asked);
+    expect(jobs.map((j) => j?.id)).toEqual([...ids, undefined, undefined, ids[3]]);
+    expect(jobs[5]).toEqual(await h.broker.getJob(ids[5] as string));
+    expect(await h.broker.getJobs([])).toEqual([]);
+  });
+});
+
 describe('cancelJob', () => {
   it('cancels a pending job at once and leaves terminal jobs unchanged', async () => {
     const { job } = await h.broker.createJob({ name: 'n' });
