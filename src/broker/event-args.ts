@@ -64,7 +64,8 @@ export function applyArgs(e: JobEvent, logMaxBytes: number): (string | Buffer | 
   const head = [
     encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type }),
     e.kind,
-    dedupeKey(e),
+    // log chunks dedupe by seq, not by key
+    e.kind === 'log' ? '' : dedupeKey(e),
     e.attempt ?? '',
   ];
   switch (e.kind) {

@@ -11,6 +11,7 @@ import {
   parseMessage,
   type RawMessage,
 } from '../../src/consumers/formats/index.js';
+import { jsonDepthExceeds } from '../../src/consumers/formats/json-bytes.js';
 
 const fixture = (name: string): Record<string, unknown> =>
   JSON.parse(readFileSync(new URL(`../fixtures/cdevents/${name}.json`, import.meta.url), 'utf8'));
@@ -518,6 +519,16 @@ describe('properties', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('JSON nesting depth', () => {
+  it('counts nesting, not brackets, and ignores brackets in strings', () => {
+    const many = JSON.stringify(Array.from({ length: 100 }, () => ({ a: [] })));
+    expect(jsonDepthExceeds(many, 32)).toBe(false);
+    expect(jsonDepthExceeds(`${'['.repeat(33)}${']'.repeat(33)}`, 32)).toBe(true);
+    expect(jsonDepthExceeds(`${'['.repeat(32)}${']'.repeat(32)}`, 32)).toBe(false);
+    expect(jsonDepthExceeds(JSON.stringify({ s: '{'.repeat(100) }), 32)).toBe(false);
   });
 });
 

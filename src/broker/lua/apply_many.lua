@@ -9,7 +9,8 @@
   ARGV[8]  dedupe window ms: applied events are remembered (by dedupe key) at
            least this long, at most DEDUPE_MAX per job
   then n groups of EV_WIDTH arguments, one per event:
-    cause, kind, dedupe key, attempt ('' = current), a1, a2, a3, a4
+    cause, kind, dedupe key ('' for log chunks: they dedupe by seq),
+    attempt ('' = current), a1, a2, a3, a4
   with a1..a4 by kind:
     accepted:  executor, detailsUrl
     heartbeat: progress JSON ('' = none)

@@ -20,6 +20,9 @@ export const timestamp = z
   .max(64)
   .regex(RFC3339, 'must be an RFC 3339 date-time')
   .refine((s) => !Number.isNaN(Date.parse(s)), 'must be a real date-time');
+/** What `timestamp` accepts, without zod. */
+export const isTimestamp = (v: unknown): v is string =>
+  typeof v === 'string' && v.length <= 64 && RFC3339.test(v) && !Number.isNaN(Date.parse(v));
 export const attempt = z.int().min(1).max(MAX_ATTEMPT);
 export const seq = z.int().min(0).max(MAX_SEQ);
 /** Exit codes: signed or unsigned 32-bit (POSIX 0-255, Windows NTSTATUS). */
@@ -27,17 +30,17 @@ export const exitCode = z
   .int()
   .min(-(2 ** 31))
   .max(2 ** 32 - 1);
-export const httpUrl = z
-  .string()
-  .max(2048)
-  .refine((s) => {
-    try {
-      const u = new URL(s);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  }, 'must be an absolute http(s) URL');
+/** An absolute http(s) URL of at most 2048 characters. */
+export function isHttpUrl(v: unknown): boolean {
+  if (typeof v !== 'string' || v.length > 2048) return false;
+  try {
+    const u = new URL(v);
+    return u.protocol === 'http:' || u.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+export const httpUrl = z.string().max(2048).refine(isHttpUrl, 'must be an absolute http(s) URL');
 export const shortText = z.string().max(256);
 export const message = z.string().max(1024);
 export const longText = z.string().max(4096);

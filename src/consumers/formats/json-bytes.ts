@@ -19,8 +19,19 @@ export function decodeUtf8(bytes: Buffer | string): string | undefined {
   }
 }
 
+/** Whether `text` opens more than `limit` objects and arrays in all (cheap: indexOf). */
+function opensMoreThan(text: string, limit: number): boolean {
+  let n = 0;
+  for (const open of ['{', '[']) {
+    for (let i = text.indexOf(open); i !== -1; i = text.indexOf(open, i + 1)) if (++n > limit) return true;
+  }
+  return false;
+}
+
 /** Depth of the deepest object/array nesting in JSON text, stopping early past `limit`. */
 export function jsonDepthExceeds(text: string, limit: number): boolean {
+  // nesting deeper than limit needs more than limit brackets: most texts stop here
+  if (!opensMoreThan(text, limit)) return false;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
