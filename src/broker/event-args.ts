@@ -41,9 +41,10 @@ export function checkEvent(e: JobEvent, logChunkMaxBytes: number): EventCheck {
     if (v !== undefined && (typeof v !== 'string' || v.length > MAX_TEXT)) return { invalid: `bad ${k}` };
   if (e.kind === 'log') {
     if (!isInt(e.seq, 0, INT32)) return { invalid: 'log seq must be an integer from 0 to 2^31-1' };
-    if (!Buffer.isBuffer(e.chunk)) return { invalid: 'log event without chunk bytes' };
-    if (e.chunk.length > logChunkMaxBytes)
-      return { invalid: `log chunk of ${e.chunk.length} bytes exceeds ${logChunkMaxBytes}`, tooLarge: true };
+    const size = chunkBytes(e.chunk);
+    if (size === undefined) return { invalid: 'log event without chunk bytes' };
+    if (size > logChunkMaxBytes)
+      return { invalid: `log chunk of ${size} bytes exceeds ${logChunkMaxBytes}`, tooLarge: true };
   }
   if (e.kind === 'finished') {
     if (!isInt(e.exitCode, -INT32 - 1, INT32)) return { invalid: 'finished without an integer exitCode' };
@@ -52,6 +53,12 @@ export function checkEvent(e: JobEvent, logChunkMaxBytes: number): EventCheck {
       return { invalid: 'error must be {type, message}' };
   }
   return {};
+}
+
+/** Size in bytes of a log chunk (text counts as UTF-8); undefined when it is neither. */
+export function chunkBytes(chunk: unknown): number | undefined {
+  if (typeof chunk === 'string') return Buffer.byteLength(chunk);
+  return Buffer.isBuffer(chunk) ? chunk.length : undefined;
 }
 
 /** Dedupe key of (source, id): 64 bits of sha1, hex. */
@@ -74,7 +81,7 @@ export function applyArgs(e: JobEvent, logMaxBytes: number): (string | Buffer | 
     case 'heartbeat':
       return [...head, e.progress ? JSON.stringify(e.progress) : ''];
     case 'log':
-      return [...head, String(e.seq), e.chunk ?? Buffer.alloc(0), logMaxBytes];
+      return [...head, String(e.seq), e.chunk ?? '', logMaxBytes];
     case 'finished':
       return [
         ...head,

@@ -130,8 +130,11 @@ export interface JobEvent {
   progress?: Progress;
   /** log: chunk sequence number (0-based or 1-based, as the executor counts). */
   seq?: number;
-  /** log: the chunk's bytes (text is UTF-8 encoded; base64 decoded). */
-  chunk?: Buffer;
+  /**
+   * log: the chunk, as text (stored as its UTF-8 bytes) or as bytes (base64 decoded).
+   * Text stays a string all the way to Redis: no copy into a Buffer on the hot path.
+   */
+  chunk?: Buffer | string;
   /** finished */
   exitCode?: number;
   error?: JobError;

@@ -149,25 +149,22 @@ function decodeChunk(
   text: string | undefined,
   b64: string | undefined,
   limits: FormatLimits,
-): Decoded<Buffer> {
+): Decoded<Buffer | string> {
   if ((text === undefined) === (b64 === undefined))
     return fail('invalid', 'data must have exactly one of text and base64');
-  let chunk: Buffer;
+  const tooLarge = (size: number) =>
+    fail('too_large', `log chunk is ${size} bytes, more than the limit of ${limits.maxChunkBytes}`);
   if (text !== undefined) {
-    if (text.length * 3 > limits.maxChunkBytes && Buffer.byteLength(text) > limits.maxChunkBytes)
-      return fail('too_large', `log chunk is over ${limits.maxChunkBytes} bytes`);
-    chunk = Buffer.from(text, 'utf8');
-  } else {
-    const s = b64 as string;
-    if (!isBase64(s)) return fail('invalid', 'data.base64 is not base64');
-    chunk = Buffer.from(s, 'base64');
+    // kept as text (see JobEvent.chunk); a UTF-16 unit is at most 3 UTF-8 bytes
+    if (text.length * 3 > limits.maxChunkBytes) {
+      const size = Buffer.byteLength(text);
+      if (size > limits.maxChunkBytes) return tooLarge(size);
+    }
+    return { ok: true, value: text };
   }
-  if (chunk.length > limits.maxChunkBytes)
-    return fail(
-      'too_large',
-      `log chunk is ${chunk.length} bytes, more than the limit of ${limits.maxChunkBytes}`,
-    );
-  return { ok: true, value: chunk };
+  if (!isBase64(b64 as string)) return fail('invalid', 'data.base64 is not base64');
+  const chunk = Buffer.from(b64 as string, 'base64');
+  return chunk.length > limits.maxChunkBytes ? tooLarge(chunk.length) : { ok: true, value: chunk };
 }
 
 /** The data object of an event of this kind (the inverse of toJobEvent's data mapping). */
@@ -188,9 +185,9 @@ export function dataOf(ev: JobEvent): Record<string, unknown> {
       break;
     case 'log': {
       put('seq', ev.seq);
-      const chunk = ev.chunk ?? Buffer.alloc(0);
+      const chunk = ev.chunk ?? '';
       const text = chunk.toString('utf8');
-      if (Buffer.from(text, 'utf8').equals(chunk)) put('text', text);
+      if (typeof chunk === 'string' || Buffer.from(text, 'utf8').equals(chunk)) put('text', text);
       else put('base64', chunk.toString('base64'));
       break;
     }
