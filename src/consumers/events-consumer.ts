@@ -1,16 +1,19 @@
 /**
  * The events consumer: a consumer group on `<prefix>.events` whose batches go through
- * processBatch. Offsets are resolved only after a batch's Redis effects and DLQ
- * records are acknowledged, and committed at most every commitIntervalMs (a crash
- * replays what was not committed yet, and replays are duplicates), so a commit round
- * trip is not paid on every batch. stop() commits what was applied, finishes the
- * in-flight batches, commits them and leaves the group; a rebalance commits too.
+ * processBatch. While Redis applies one batch of a partition, kafkajs already fetches
+ * and we parse the next; that batch's effects wait for the previous one's. Offsets are
+ * committed only once a batch's Redis effects and DLQ records are acknowledged, at most
+ * every commitIntervalMs (a crash replays what was not committed yet, and replays are
+ * duplicates), so a commit round trip is not paid on every batch. A batch abandoned
+ * (stopping, or the partition lost while waiting out an outage) is read again from its
+ * start. stop() finishes the in-flight batches, commits them and leaves the group; a
+ * rebalance commits too.
  */
 import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 import { withoutValue } from './dlq.js';
-import { type EventSink, processBatch } from './event-batch.js';
+import { type BatchReport, type EventSink, processBatch } from './event-batch.js';
 import type { FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import type { EachBatchPayload, KafkaClient, OutgoingMessage } from './kafka-types.js';
@@ -50,6 +53,10 @@ export class EventsConsumer {
   private crashed: Error | undefined;
   /** Applied but maybe not yet committed: partition -> next offset. */
   private readonly pending = new Map<number, string>();
+  private lastCommit = 0;
+  private commitTimer: NodeJS.Timeout | undefined;
+  /** Per partition, the latest batch's effects: true once durable, false if abandoned. */
+  private readonly inflight = new Map<number, Promise<boolean>>();
 
   constructor(private readonly opts: EventsConsumerOptions) {
     this.instrumentation = opts.instrumentation ?? createInstrumentation();
@@ -106,7 +113,6 @@ export class EventsConsumer {
     this.consumer
       .run({
         autoCommit: false,
-        autoCommitInterval: this.opts.commitIntervalMs ?? 250,
         eachBatchAutoResolve: false,
         partitionsConsumedConcurrently: this.opts.concurrency ?? 16,
         eachBatch: (payload) => this.onBatch(payload),
@@ -122,52 +128,95 @@ export class EventsConsumer {
     if (this.stopping) return;
     this.stopping = true;
     this.joined = false;
+    clearTimeout(this.commitTimer);
+    await Promise.all(this.inflight.values());
     await this.flush().catch((err) => this.opts.logger.warn({ err }, 'commit at stop failed'));
     await this.consumer.disconnect();
     this.instrumentation.emit('stopped', { groupId: this.opts.groupId, reason: 'stop' });
   }
 
+  /**
+   * One batch of a partition. Its effects start once the previous batch's are durable
+   * (per-partition order), and kafkajs is let go on to fetch the next batch while Redis
+   * applies this one: the offset is resolved (the fetch position) at once, but commits
+   * follow only what is durable (`pending`). Stopping, a batch is finished before
+   * kafkajs is let go, so the group is left with it committed.
+   */
   private async onBatch(p: EachBatchPayload): Promise<void> {
     const { batch } = p;
     if (batch.messages.length === 0) return;
+    const { partition } = batch;
+    const previous = this.inflight.get(partition);
+    // abandoned: its partition was sought back to it, and this batch is fetched again
+    if (previous && !(await previous)) return;
+    const work = this.apply(p);
+    this.inflight.set(partition, work);
+    void work.finally(() => {
+      if (this.inflight.get(partition) === work) this.inflight.delete(partition);
+    });
+    p.resolveOffset(batch.messages[batch.messages.length - 1]!.offset);
+    if (this.stopping || !p.isRunning()) await work;
+  }
+
+  /** Apply a batch; true once its effects are durable, false when abandoned. */
+  private async apply(p: EachBatchPayload): Promise<boolean> {
+    const { batch } = p;
     const started = performance.now();
-    const report = await processBatch(
-      { topic: batch.topic, partition: batch.partition, messages: batch.messages },
-      {
-        sink: this.opts.sink,
-        sendDlq: (messages) => this.sendDlq(messages),
-        instrumentation: this.instrumentation,
-        logger: this.opts.logger,
-        limits: this.opts.limits,
-        control: {
-          stillOwned: () => p.isRunning() && !p.isStale(),
-          keepAlive: async () => {
-            try {
-              await p.heartbeat();
-              return true;
-            } catch (err) {
-              this.opts.logger.warn({ err }, 'heartbeat failed while waiting; abandoning the batch');
-              return false;
-            }
+    const first = batch.messages[0]!.offset;
+    let report: BatchReport;
+    try {
+      report = await processBatch(
+        { topic: batch.topic, partition: batch.partition, messages: batch.messages },
+        {
+          sink: this.opts.sink,
+          sendDlq: (messages) => this.sendDlq(messages),
+          instrumentation: this.instrumentation,
+          logger: this.opts.logger,
+          limits: this.opts.limits,
+          control: {
+            stillOwned: () => !this.stopping && p.isRunning() && !p.isStale(),
+            keepAlive: async () => {
+              try {
+                await p.heartbeat();
+                return true;
+              } catch (err) {
+                this.opts.logger.warn({ err }, 'heartbeat failed while waiting; abandoning the batch');
+                return false;
+              }
+            },
+            initialDelayMs: this.opts.retryInitialMs ?? 100,
+            maxDelayMs: this.opts.retryMaxMs ?? 5_000,
           },
-          initialDelayMs: this.opts.retryInitialMs ?? 100,
-          maxDelayMs: this.opts.retryMaxMs ?? 5_000,
         },
-      },
-    );
-    if (!report.done) return;
+      );
+    } catch (err) {
+      this.opts.logger.error(
+        { err, partition: batch.partition, offset: first },
+        'batch failed; reading it again',
+      );
+      await new Promise((r) => setTimeout(r, this.opts.retryMaxMs ?? 5_000));
+      report = { done: false, applied: 0, dead: 0 };
+    }
+    if (!report.done) {
+      // Nothing of it (or of later batches) is committed: read it again from its start.
+      this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: first });
+      return false;
+    }
     const last = batch.messages[batch.messages.length - 1]!;
     const next = nextOffset(last.offset);
-    p.resolveOffset(last.offset);
     this.pending.set(batch.partition, next);
     if (this.stopping || !p.isRunning()) {
       // Stopping: this batch's offsets are committed before the group is left.
-      await p.commitOffsetsIfNecessary({
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
-      });
-      if (this.pending.get(batch.partition) === next) this.pending.delete(batch.partition);
+      try {
+        await p.commitOffsetsIfNecessary({
+          topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
+        });
+        if (this.pending.get(batch.partition) === next) this.pending.delete(batch.partition);
+      } catch (err) {
+        this.opts.logger.warn({ err, partition: batch.partition }, 'commit at stop failed');
+      }
     } else {
-      await p.commitOffsetsIfNecessary(); // commits what is resolved once per commit interval
+      this.scheduleCommit();
     }
     this.instrumentation.emit('batch', {
       topic: batch.topic,
@@ -181,10 +230,27 @@ export class EventsConsumer {
       partition: batch.partition,
       lag: Math.max(0, lag),
     });
+    return true;
+  }
+
+  /** Commit what is durable within commitIntervalMs (one commit for many batches). */
+  private scheduleCommit(): void {
+    if (this.commitTimer) return;
+    const wait = this.lastCommit + (this.opts.commitIntervalMs ?? 250) - performance.now();
+    this.commitTimer = setTimeout(
+      () => {
+        this.commitTimer = undefined;
+        if (this.stopping) return; // stop() commits
+        this.flush().catch((err) => this.opts.logger.debug({ err }, 'commit failed; retried with the next'));
+      },
+      Math.max(0, wait),
+    );
+    this.commitTimer.unref();
   }
 
   /** Commit every applied offset not known to be committed. */
   private async flush(): Promise<void> {
+    this.lastCommit = performance.now();
     const entries = [...this.pending];
     if (entries.length === 0) return;
     await this.consumer.commitOffsets(

@@ -142,6 +142,60 @@ describe('events consumer (recording sink, real Kafka)', () => {
     expect(sink.applied.map((e) => e.seq)).toEqual([1, 3]);
   });
 
+  it('fetches the next batch while one is applied, applies it after, and commits only applied offsets', async () => {
+    const w = await kafkaWorld(1);
+    const sink = new RecordingSink();
+    const real = sink.applyEvents.bind(sink);
+    let open!: () => void;
+    const gate = new Promise<void>((r) => {
+      open = r;
+    });
+    let calls = 0;
+    sink.applyEvents = async (events) => {
+      if (calls++ === 0) await gate; // the first batch stays in Redis until the gate opens
+      return real(events);
+    };
+    await w.startConsumer(sink, { commitIntervalMs: 10, maxWaitTimeMs: 100 });
+    const committed = async () => {
+      const [t] = await w.admin.fetchOffsets({ groupId: w.names.group, topics: [w.topics.events] });
+      return Number(t?.partitions[0]?.offset ?? -1);
+    };
+    try {
+      await w.produce([1, 2, 3].map((s) => encodeStructured(log('gated', s))));
+      await waitFor(() => calls === 1, { what: 'the first batch in flight' });
+      await w.produce([4, 5].map((s) => encodeStructured(log('gated', s))));
+      // the next batch is fetched, but its effects wait for the first batch's
+      await new Promise((r) => setTimeout(r, 500));
+      expect(calls).toBe(1);
+      expect(await committed()).toBeLessThan(1);
+    } finally {
+      open();
+    }
+    await waitFor(() => sink.applied.length >= 5, { what: 'all five' });
+    expect(sink.applied.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    await waitFor(async () => (await committed()) === 5, { what: 'offset 5 committed' });
+  });
+
+  it('reads a batch again from its start when applying it failed unexpectedly', async () => {
+    const w = await kafkaWorld(1);
+    const sink = new RecordingSink();
+    const c = await w.startConsumer(sink, { retryMaxMs: 50 });
+    let failed = false;
+    c.instrumentation.on('event', () => {
+      if (failed) return;
+      failed = true;
+      throw new Error('a bug after the effects');
+    });
+    await w.produce([1, 2, 3].map((s) => encodeStructured(log('again', s))));
+    await w.produce([4].map((s) => encodeStructured(log('again', s))));
+    await waitFor(() => sink.applied.filter((e) => e.seq === 4).length >= 1, { what: 'the fourth' });
+    // the failed batch was applied again (the broker would count the repeats as duplicates)
+    const seqs = sink.applied.map((e) => e.seq);
+    expect(seqs.slice(-1)).toEqual([4]);
+    expect(seqs.filter((s) => s === 1).length).toBe(2);
+    expect(seqs.indexOf(4)).toBeGreaterThan(seqs.lastIndexOf(3));
+  });
+
   it('commits what was applied at stop: a new member resumes after the last applied batch', async () => {
     const w = await kafkaWorld(1);
     const first = new RecordingSink();
