@@ -89,6 +89,8 @@ interface ScriptOutput {
   x?: string[] | Record<string, never>;
 }
 
+const APPLIED: ApplyOutcome = Object.freeze({ result: 'applied' });
+
 /** Arguments per event of the apply_many script (see lua/apply_many.lua). */
 const APPLY_WIDTH = 8;
 
@@ -273,6 +275,10 @@ export class JobBroker {
       if (!Array.isArray(answers) || answers.length !== indexes.length)
         throw redisError(new Error(`apply_many answered ${String(answers)}`), 'apply');
       indexes.forEach((eventIndex, k) => {
+        if (answers[k] === 'applied') {
+          outcomes[eventIndex] = APPLIED; // the fast path: no transition, no timer
+          return;
+        }
         const out = JSON.parse(String(answers[k])) as ScriptOutput;
         const result = out.r as ApplyResult;
         outcomes[eventIndex] = result === 'invalid' ? { result, reason: out.why ?? 'invalid' } : { result };

@@ -149,7 +149,8 @@ export class EventsConsumer {
     const previous = this.inflight.get(partition);
     // abandoned: its partition was sought back to it, and this batch is fetched again
     if (previous && !(await previous)) return;
-    const work = this.apply(p);
+    // parsed on the next turn of the event loop: kafkajs sends its next fetch first
+    const work = new Promise<void>((r) => setImmediate(r)).then(() => this.apply(p));
     this.inflight.set(partition, work);
     void work.finally(() => {
       if (this.inflight.get(partition) === work) this.inflight.delete(partition);

@@ -18,9 +18,11 @@
     finished:  exitCode, error JSON (''), summary (''), lastSeq ('')
     canceled:  reason
 
-  Returns one JSON object per event, in order: r = applied | duplicate | stale |
-  late | unknown_job | invalid, tr (transitions made), arm (timers due within the
-  arm window), log (stored | truncated | duplicate for log events), why (invalid).
+  Returns one reply per event, in order: the bare string `applied` for a log chunk or
+  heartbeat applied on the fast path (the bulk of traffic: nothing else to report),
+  otherwise a JSON object: r = applied | duplicate | stale | late | unknown_job |
+  invalid, tr (transitions made), arm (timers due within the arm window), log (stored
+  | truncated | duplicate for log events), why (invalid).
   Emits: transitions (see transition()), notify kind=log and kind=progress, dedupe
   entries (<job>:d), history/counters for duplicate/stale/late events.
 
@@ -187,8 +189,7 @@ local function apply_one(A)
         record('d', ATT)
         return result('duplicate', { log = stored })
       end
-      -- what result() encodes when nothing transitioned, without cjson
-      return '{"r":"applied","log":"' .. stored .. '","v":' .. S.v .. ',"a":' .. S.a .. ',"s":"' .. S.s .. '"}'
+      return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
       if seen(DK) then
         record('d', ATT)
@@ -201,7 +202,7 @@ local function apply_one(A)
         notify('progress')
       end
       remember(DK)
-      return '{"r":"applied","v":' .. S.v .. ',"a":' .. S.a .. ',"s":"' .. S.s .. '"}'
+      return 'applied'
     end
   end
 
