@@ -191,7 +191,10 @@ describe('apply_many', () => {
                 ],
               )) as unknown as [string];
               // the fast path answers a bare 'applied' (nothing transitioned, the attempt is unchanged)
-              const out = (reply === 'applied' ? { r: reply } : JSON.parse(reply)) as { r: string; a?: number };
+              const out = (reply === 'applied' ? { r: reply } : JSON.parse(reply)) as {
+                r: string;
+                a?: number;
+              };
               // arm the returned timers as the broker does after its scripts (moves them off :due)
               await (one.broker as unknown as Settling).applyTimers([[id, out]]);
               expected.push(out.r);

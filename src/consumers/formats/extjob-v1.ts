@@ -57,8 +57,13 @@ const text =
   (max: number, min = 0) =>
   (v: unknown) =>
     typeof v === 'string' && v.length >= min && v.length <= max;
+const anyText = text(Infinity);
+const text256 = text(256);
+const text1024 = text(1024);
+const text4096 = text(4096);
 const attempt = (v: unknown) => isInt(v, 1, f.MAX_ATTEMPT);
 const seq = (v: unknown) => isInt(v, 0, f.MAX_SEQ);
+const exitCode = (v: unknown) => isInt(v, -(2 ** 31), 2 ** 32 - 1);
 /** Only these keys, each passing its check when present, `required` present (zod's strictObject). */
 const strict =
   (checks: Record<string, (v: unknown) => boolean>, required: string[] = []) =>
@@ -70,9 +75,42 @@ const strict =
 const progress = strict({
   percent: (v) => typeof v === 'number' && v >= 0 && v <= 100,
   phase: text(128),
-  message: text(1024),
+  message: text1024,
 });
-const jobError = strict({ type: text(128, 1), message: text(4096) }, ['type', 'message']);
+const jobError = strict({ type: text(128, 1), message: text4096 }, ['type', 'message']);
+
+/** The data fields of each kind with their checks (attempt is common to all). */
+const QUICK: Record<EventKind, [string, (v: unknown) => boolean][]> = {
+  log: [
+    ['attempt', attempt],
+    ['seq', seq],
+    ['text', anyText],
+    ['base64', anyText],
+  ],
+  heartbeat: [
+    ['attempt', attempt],
+    ['progress', progress],
+  ],
+  accepted: [
+    ['attempt', attempt],
+    ['executor', text256],
+    ['detailsUrl', f.isHttpUrl],
+    ['message', text1024],
+  ],
+  finished: [
+    ['attempt', attempt],
+    ['exitCode', exitCode],
+    ['error', jobError],
+    ['summary', text4096],
+    ['lastSeq', seq],
+  ],
+  canceled: [
+    ['attempt', attempt],
+    ['reason', text1024],
+  ],
+};
+/** Fields that must be present. */
+const REQUIRED: Partial<Record<EventKind, string>> = { log: 'seq', finished: 'exitCode' };
 
 /**
  * The known fields of an event's data when its schema would accept them, checked by
@@ -80,32 +118,16 @@ const jobError = strict({ type: text(128, 1), message: text(4096) }, ['type', 'm
  * zod then says why. A property test holds the two to the same answers.
  */
 export function quickData(kind: EventKind, d: Record<string, unknown>): Record<string, unknown> | undefined {
-  if (!opt(d.attempt, attempt)) return undefined;
+  const required = REQUIRED[kind];
+  if (required !== undefined && d[required] === undefined) return undefined;
   const out: Record<string, unknown> = {};
-  const take = (keys: string[]) => {
-    for (const k of keys) if (d[k] !== undefined) out[k] = d[k];
-    return out;
-  };
-  switch (kind) {
-    case 'log':
-      if (!seq(d.seq) || !opt(d.text, text(Infinity)) || !opt(d.base64, text(Infinity))) return undefined;
-      return take(['attempt', 'seq', 'text', 'base64']);
-    case 'heartbeat':
-      return opt(d.progress, progress) ? take(['attempt', 'progress']) : undefined;
-    case 'accepted':
-      return opt(d.executor, text(256)) && opt(d.detailsUrl, f.isHttpUrl) && opt(d.message, text(1024))
-        ? take(['attempt', 'executor', 'detailsUrl', 'message'])
-        : undefined;
-    case 'finished':
-      return isInt(d.exitCode, -(2 ** 31), 2 ** 32 - 1) &&
-        opt(d.error, jobError) &&
-        opt(d.summary, text(4096)) &&
-        opt(d.lastSeq, seq)
-        ? take(['attempt', 'exitCode', 'error', 'summary', 'lastSeq'])
-        : undefined;
-    case 'canceled':
-      return opt(d.reason, text(1024)) ? take(['attempt', 'reason']) : undefined;
+  for (const [k, check] of QUICK[kind]) {
+    const v = d[k];
+    if (v === undefined) continue;
+    if (!check(v)) return undefined;
+    out[k] = v;
   }
+  return out;
 }
 
 /** Data may be left out (or null) for the types whose fields are all optional. */
@@ -113,7 +135,7 @@ const dataOptional: ReadonlySet<EventKind> = new Set(['accepted', 'heartbeat', '
 
 /** Copy the defined entries of `from` onto `to` (keeps JobEvent free of undefined keys). */
 function assignDefined<T extends object>(to: T, from: Partial<T>): T {
-  for (const [k, v] of Object.entries(from)) if (v !== undefined) (to as Record<string, unknown>)[k] = v;
+  for (const k in from) if (from[k] !== undefined) (to as Record<string, unknown>)[k] = from[k];
   return to;
 }
 
@@ -139,7 +161,9 @@ export function toJobEvent(ce: CloudEvent, type: ExtjobType, limits: FormatLimit
   if (kind === 'log') {
     const chunk = decodeChunk(d.text as string | undefined, d.base64 as string | undefined, limits);
     if (!chunk.ok) return chunk;
-    assignDefined(ev, { attempt: d.attempt as number | undefined, seq: d.seq as number, chunk: chunk.value });
+    if (d.attempt !== undefined) ev.attempt = d.attempt as number;
+    ev.seq = d.seq as number;
+    ev.chunk = chunk.value;
     return { ok: true, value: ev };
   }
   return { ok: true, value: assignDefined(ev, d as Partial<JobEvent>) };

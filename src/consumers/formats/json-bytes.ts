@@ -3,6 +3,7 @@
  * scan (so a hostile value cannot blow the stack of anything that walks the result),
  * then JSON.parse. Never throws.
  */
+import { isAscii } from 'node:buffer';
 import { type FormatLimits, fail, type ParseFailure } from './result.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -12,6 +13,8 @@ export type Decoded<T> = { ok: true; value: T } | ParseFailure;
 /** Strict UTF-8 decode; undefined when the bytes are not valid UTF-8. */
 export function decodeUtf8(bytes: Buffer | string): string | undefined {
   if (typeof bytes === 'string') return bytes;
+  // ASCII (most ids, types and headers) is its own UTF-8, and cheaper to make a string of
+  if (isAscii(bytes)) return bytes.toString('latin1');
   try {
     return utf8.decode(bytes);
   } catch {
@@ -71,6 +74,13 @@ export const isPlainObject = (v: unknown): v is Record<string, unknown> =>
 
 /** Whether a media type (parameters ignored) denotes JSON: application/json, text/json, or any +json. */
 export function isJsonMediaType(contentType: string): boolean {
-  const base = contentType.split(';')[0]?.trim().toLowerCase() ?? '';
-  return base === 'application/json' || base === 'text/json' || base.endsWith('+json');
+  let known = mediaTypes.get(contentType);
+  if (known === undefined) {
+    const base = contentType.split(';')[0]?.trim().toLowerCase() ?? '';
+    known = base === 'application/json' || base === 'text/json' || base.endsWith('+json');
+    // the few content types a deployment sends, remembered (bounded)
+    if (mediaTypes.size < 64) mediaTypes.set(contentType, known);
+  }
+  return known;
 }
+const mediaTypes = new Map<string, boolean>();
