@@ -169,6 +169,9 @@ export function toJobEvent(ce: CloudEvent, type: ExtjobType, limits: FormatLimit
   return { ok: true, value: assignDefined(ev, d as Partial<JobEvent>) };
 }
 
+const chunkTooLarge = (size: number, limits: FormatLimits) =>
+  fail('too_large', `log chunk is ${size} bytes, more than the limit of ${limits.maxChunkBytes}`);
+
 function decodeChunk(
   text: string | undefined,
   b64: string | undefined,
@@ -176,19 +179,19 @@ function decodeChunk(
 ): Decoded<Buffer | string> {
   if ((text === undefined) === (b64 === undefined))
     return fail('invalid', 'data must have exactly one of text and base64');
-  const tooLarge = (size: number) =>
-    fail('too_large', `log chunk is ${size} bytes, more than the limit of ${limits.maxChunkBytes}`);
   if (text !== undefined) {
     // kept as text (see JobEvent.chunk); a UTF-16 unit is at most 3 UTF-8 bytes
     if (text.length * 3 > limits.maxChunkBytes) {
       const size = Buffer.byteLength(text);
-      if (size > limits.maxChunkBytes) return tooLarge(size);
+      if (size > limits.maxChunkBytes) return chunkTooLarge(size, limits);
     }
     return { ok: true, value: text };
   }
   if (!isBase64(b64 as string)) return fail('invalid', 'data.base64 is not base64');
   const chunk = Buffer.from(b64 as string, 'base64');
-  return chunk.length > limits.maxChunkBytes ? tooLarge(chunk.length) : { ok: true, value: chunk };
+  return chunk.length > limits.maxChunkBytes
+    ? chunkTooLarge(chunk.length, limits)
+    : { ok: true, value: chunk };
 }
 
 /** The data object of an event of this kind (the inverse of toJobEvent's data mapping). */
