@@ -93,6 +93,8 @@ const APPLIED: ApplyOutcome = Object.freeze({ result: 'applied' });
 
 /** Arguments per event of the apply_many script (see lua/apply_many.lua). */
 const APPLY_WIDTH = 8;
+/** Events per apply_many call, about a millisecond of Redis: longer calls delay other clients. */
+const EVENTS_PER_CALL = 200;
 
 const list = <T>(v: T[] | Record<string, never> | undefined): T[] => (Array.isArray(v) ? v : []);
 
@@ -230,7 +232,7 @@ export class JobBroker {
     if (events.length === 0) return [];
     const started = performance.now();
     const outcomes: (ApplyOutcome | undefined)[] = new Array(events.length);
-    // One script call per job: its events in order, the job loaded once (apply_many).
+    // Each job's events in order, the job loaded once (apply_many).
     const groups = new Map<string, number[]>();
     events.forEach((e, i) => {
       const check = checkEvent(e, this.defaults.logChunkMaxBytes);
@@ -246,18 +248,32 @@ export class JobBroker {
       if (group) group.push(i);
       else groups.set(e.jobId, [i]);
     });
+    // Several jobs per call (apply_many), a bounded number of events each, so no call
+    // holds Redis for long; the calls go in one pipeline.
+    const jobs = [...groups];
     const calls: ScriptCall[] = [];
-    for (const [id, indexes] of groups) {
+    const perCall: number[] = []; // jobs in each call
+    for (let j = 0; j < jobs.length; ) {
+      const keys: string[] = [];
       const args: (string | number | Buffer)[] = [
-        ...this.common(id, ''),
-        indexes.length,
+        ...this.common('', ''),
+        0,
         Math.round((this.defaults.dedupeWindowSeconds ?? 3600) * 1000),
       ];
-      for (const i of indexes) {
-        const a = applyArgs(events[i] as JobEvent, this.defaults.logMaxBytes);
-        for (let k = 0; k < APPLY_WIDTH; k++) args.push(a[k] ?? '');
+      let size = 0;
+      for (; j < jobs.length && size < EVENTS_PER_CALL; j++) {
+        const [id, indexes] = jobs[j]!;
+        keys.push(this.keys.job(id));
+        args.push(id, indexes.length);
+        for (const i of indexes) {
+          const a = applyArgs(events[i] as JobEvent, this.defaults.logMaxBytes);
+          for (let k = 0; k < APPLY_WIDTH; k++) args.push(a[k] ?? '');
+        }
+        size += indexes.length;
       }
-      calls.push({ name: 'apply_many', keys: [this.keys.job(id)], args });
+      args[6] = keys.length; // ARGV[7]: the number of jobs
+      calls.push({ name: 'apply_many', keys, args });
+      perCall.push(keys.length);
     }
     let replies: [Error | null, unknown][] = [];
     try {
@@ -267,25 +283,29 @@ export class JobBroker {
     }
     const settled: [string, ScriptOutput][] = [];
     const applySeconds = (performance.now() - started) / 1000;
-    let n = 0;
-    for (const [id, indexes] of groups) {
-      const reply = replies[n++];
+    let j = 0;
+    replies.forEach((reply, c) => {
       if (!reply || reply[0]) throw redisError(reply?.[0] ?? new Error('no reply'), 'apply');
-      const answers = reply[1];
-      if (!Array.isArray(answers) || answers.length !== indexes.length)
-        throw redisError(new Error(`apply_many answered ${String(answers)}`), 'apply');
-      indexes.forEach((eventIndex, k) => {
-        if (answers[k] === 'applied') {
-          outcomes[eventIndex] = APPLIED; // the fast path: no transition, no timer
-          return;
-        }
-        const out = JSON.parse(String(answers[k])) as ScriptOutput;
-        const result = out.r as ApplyResult;
-        outcomes[eventIndex] = result === 'invalid' ? { result, reason: out.why ?? 'invalid' } : { result };
-        this.announce(id, out);
-        settled.push([id, out]);
-      });
-    }
+      const perJob = reply[1];
+      if (!Array.isArray(perJob) || perJob.length !== perCall[c])
+        throw redisError(new Error(`apply_many answered ${String(perJob)}`), 'apply');
+      for (const answers of perJob) {
+        const [id, indexes] = jobs[j++]!;
+        if (!Array.isArray(answers) || answers.length !== indexes.length)
+          throw redisError(new Error(`apply_many answered ${String(answers)} for job ${id}`), 'apply');
+        indexes.forEach((eventIndex, k) => {
+          if (answers[k] === 'applied') {
+            outcomes[eventIndex] = APPLIED; // the fast path: no transition, no timer
+            return;
+          }
+          const out = JSON.parse(String(answers[k])) as ScriptOutput;
+          const result = out.r as ApplyResult;
+          outcomes[eventIndex] = result === 'invalid' ? { result, reason: out.why ?? 'invalid' } : { result };
+          this.announce(id, out);
+          settled.push([id, out]);
+        });
+      }
+    });
     await this.applyTimers(settled);
     const now = Date.now();
     events.forEach((e, i) => {

@@ -1,7 +1,7 @@
 /**
- * Differential property: applying a job's events together (one apply_many call per
- * job and batch, log chunks written in bulk) leaves exactly what applying them one
- * call per event leaves: the same per-event results, the same keys with
+ * Differential property: applying events together (apply_many calls of several jobs,
+ * each job's events in one go, log chunks written in bulk) leaves exactly what
+ * applying them one call per event leaves: the same per-event results, the same keys with
  * the same contents (job hash, history, log chunks, indexes, counters, outbox
  * records, deadlines) and the same notifications, in the same order for each job
  * (jobs are independent: their relative order is not kept), where a run of log
@@ -174,22 +174,25 @@ describe('apply_many', () => {
               }
               events.push(e);
               const args = applyArgs(e, LOG_MAX);
-              const [reply] = (await runScript(
+              // one job, one event
+              const [[reply]] = (await runScript(
                 one.redis,
                 'apply_many',
                 [one.broker.keys.job(id)],
                 [
                   one.prefix,
-                  id,
+                  '',
                   clock,
                   DEFAULTS.retentionSeconds * 1000,
                   DEFAULTS.lateLogGraceSeconds * 1000,
                   '',
                   1,
                   3_600_000,
+                  id,
+                  1,
                   ...Array.from({ length: 8 }, (_, k) => args[k] ?? ''),
                 ],
-              )) as unknown as [string];
+              )) as unknown as [[string]];
               // the fast path answers a bare 'applied' (nothing transitioned, the attempt is unchanged)
               const out = (reply === 'applied' ? { r: reply } : JSON.parse(reply)) as {
                 r: string;

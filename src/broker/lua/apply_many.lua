@@ -1,14 +1,17 @@
 --[[
-  apply_many: apply executor events of ONE job (one or more), in order, exactly
-  once each: the same per-event results and effects as one call per event, with
-  the job loaded once and the log-chunk hot path written in bulk.
+  apply_many: apply executor events of one or more jobs, each job's in order,
+  exactly once each: the same per-event results and effects as one call per
+  event, with each job loaded once and the log-chunk hot path written in bulk.
+  One call for many jobs saves a command (and its Lua entry) per job.
 
-  KEYS[1]  job hash <prefix>:job:{<id>}
-  ARGV 1-5 common (see includes/job.lua); ARGV[6] is unused (each event has its cause)
-  ARGV[7]  number of events n
+  KEYS[j]  job hash <prefix>:job:{<id>} of the j-th job
+  ARGV 1-5 common (see includes/job.lua); ARGV[2] and ARGV[6] are unused (each job
+           has its id, each event its cause)
+  ARGV[7]  number of jobs
   ARGV[8]  dedupe window ms: applied events are remembered (by dedupe key) at
            least this long, at most DEDUPE_MAX per job
-  then n groups of EV_WIDTH arguments, one per event:
+  then per job: its id, its number of events n, and n groups of EV_WIDTH
+  arguments, one per event:
     cause, kind, dedupe key ('' for log chunks: they dedupe by seq),
     attempt ('' = current), a1, a2, a3, a4
   with a1..a4 by kind:
@@ -18,7 +21,7 @@
     finished:  exitCode, error JSON (''), summary (''), lastSeq ('')
     canceled:  reason
 
-  Returns one reply per event, in order: the bare string `applied` for a log chunk or
+  Returns per job, in order, one reply per event, in order: the bare string `applied` for a log chunk or
   heartbeat applied on the fast path (the bulk of traffic: nothing else to report),
   otherwise a JSON object: r = applied | duplicate | stale | late | unknown_job |
   invalid, tr (transitions made), arm (timers due within the arm window), log (stored
@@ -39,26 +42,20 @@
 begin()
 
 local EV_WIDTH = 8
-local FIRST = 9 -- ARGV index of the first event's first argument
-local N = tonumber(ARGV[7]) or 0
+local JOBS = tonumber(ARGV[7]) or 0
 local DEDUPE_WINDOW_MS = tonumber(ARGV[8])
 local DEDUPE_MAX = 256
-local REPLIES = {}
+local UNKNOWN = cjson.encode({ r = 'unknown_job' })
 
-if not load_job() then
-  local unknown = cjson.encode({ r = 'unknown_job' })
-  for i = 1, N do REPLIES[i] = unknown end
-  return REPLIES
-end
-
--- Deferred writes of the fast path.
-local LOG_FIELDS = {} -- HSET pairs for the current attempt's chunk hash
-local SEQ_MEMBERS = {} -- ZADD score/member pairs
-local STAGED = {} -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
-local STAGED_ATT = nil -- attempt the staged chunks belong to
-local D_LB, D_NG = 0, 0 -- byte and chunk counter increments
-local TOUCHED = false -- hb (and hd) to write
-local LOG_NOTE = nil -- seq of the last chunk stored since the last log notification
+-- Deferred writes of the fast path, per job (set by apply_job).
+local LOG_FIELDS -- HSET pairs for the current attempt's chunk hash
+local SEQ_MEMBERS -- ZADD score/member pairs
+local STAGED -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
+local STAGED_ATT -- attempt the staged chunks belong to
+local D_LB, D_NG -- byte and chunk counter increments
+local TOUCHED -- hb (and hd) to write
+local LOG_NOTE -- seq of the last chunk stored since the last log notification
+local DN0 -- the job's applied-event count when it was loaded
 
 local BULK = 200 -- pairs per bulk command (keeps unpack well inside Lua's stack)
 
@@ -102,7 +99,6 @@ end
 -- most DEDUPE_MAX + DEDUPE_TRIM_EVERY). dn counts the applied events; its last
 -- three digits order the events of one millisecond.
 local DEDUPE_TRIM_EVERY = 16
-local DN0 = S.dn
 local function remember(dk)
   S.dn = S.dn + 1
   redis.call('ZADD', KD, NOW + (S.dn % 1000) / 1000, dk)
@@ -297,20 +293,41 @@ local function apply_one(A)
   return result('applied', extra)
 end
 
+-- One job's events (its id at ARGV[A], their count at A + 1, the events from A + 2).
 -- Events before a failing one keep their effects (as separate calls would), so
 -- the deferred writes go out before the error is raised.
-local ok, err = pcall(function()
-  for i = 1, N do
-    REPLIES[i] = apply_one(FIRST + (i - 1) * EV_WIDTH)
-    -- a transition may have moved timers and per-attempt fields: reread them
-    if #OUT.tr > 0 and i < N then
-      local dn = S.dn -- not written yet (flush_dedupe)
-      load_job()
-      S.dn = dn
-    end
+local function apply_job(key, A)
+  local n = tonumber(ARGV[A + 1])
+  local replies = {}
+  focus(ARGV[A], key)
+  if not load_job() then
+    for i = 1, n do replies[i] = UNKNOWN end
+    return replies
   end
-end)
-flush()
-flush_dedupe()
-if not ok then return error(err) end
-return REPLIES
+  LOG_FIELDS, SEQ_MEMBERS, STAGED, STAGED_ATT = {}, {}, {}, nil
+  D_LB, D_NG, TOUCHED, LOG_NOTE = 0, 0, false, nil
+  DN0 = S.dn
+  local ok, err = pcall(function()
+    for i = 1, n do
+      replies[i] = apply_one(A + 2 + (i - 1) * EV_WIDTH)
+      -- a transition may have moved timers and per-attempt fields: reread them
+      if #OUT.tr > 0 and i < n then
+        local dn = S.dn -- not written yet (flush_dedupe)
+        load_job()
+        S.dn = dn
+      end
+    end
+  end)
+  flush()
+  flush_dedupe()
+  if not ok then error(err) end
+  return replies
+end
+
+local ALL = {}
+local A = 9
+for j = 1, JOBS do
+  ALL[j] = apply_job(KEYS[j], A)
+  A = A + 2 + tonumber(ARGV[A + 1]) * EV_WIDTH
+end
+return ALL

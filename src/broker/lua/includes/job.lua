@@ -5,8 +5,9 @@
 -- Common ARGV of per-job functions:
 --   1 prefix   2 job id   3 now in ms ('' = Redis TIME)   4 retention ms
 --   5 late-log grace ms   6 cause (compact JSON array, see docs/design.md)
--- KEYS[1] is the job hash; the other keys are derived from the prefix (one slot
--- on Redis Cluster only when the prefix carries a hash tag, see docs/design.md).
+-- KEYS[1] is the job hash (apply_many: one key per job); the other keys are derived
+-- from the prefix (one slot on Redis Cluster only when the prefix carries a hash tag,
+-- see docs/design.md).
 
 local P, ID, NOW, RETENTION_MS, LATE_GRACE_MS, CAUSE
 local KJ, KS, KX, KD, KCOUNTS, KOUTBOX, KRETAIN, KDUE, CHANNEL
@@ -20,6 +21,19 @@ local function now_ms(arg)
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The job the call works on from here (apply_many works on several in turn).
+local function focus(id, key)
+  ID = id
+  KJ = key
+  KS = KJ .. ':s' -- spec JSON line, then one history entry per line
+  KX = KJ .. ':x' -- mutable values longer than fit a listpack hash (> 64 bytes)
+  KD = KJ .. ':d' -- dedupe keys of applied events, scored by time
+  S = {}
+  OUT = { tr = {}, arm = {}, dis = {} }
+  SPEC_RAW = nil
+  SPEC_LINE = nil
+end
+
 -- The first statement of every per-job function.
 local function begin()
   P = ARGV[1]
@@ -28,19 +42,12 @@ local function begin()
   RETENTION_MS = tonumber(ARGV[4])
   LATE_GRACE_MS = tonumber(ARGV[5])
   CAUSE = ARGV[6]
-  KJ = KEYS[1]
-  KS = KJ .. ':s' -- spec JSON line, then one history entry per line
-  KX = KJ .. ':x' -- mutable values longer than fit a listpack hash (> 64 bytes)
-  KD = KJ .. ':d' -- dedupe keys of applied events, scored by time
   KCOUNTS = P .. ':counts'
   KOUTBOX = P .. ':outbox'
   KRETAIN = P .. ':retain'
   KDUE = P .. ':due'
   CHANNEL = P .. ':notify'
-  S = {}
-  OUT = { tr = {}, arm = {}, dis = {} }
-  SPEC_RAW = nil
-  SPEC_LINE = nil
+  focus(ID, KEYS[1] or '')
 end
 
 local function klog(a) return KJ .. ':l' .. a end
