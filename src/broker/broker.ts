@@ -253,25 +253,22 @@ export class JobBroker {
     const jobs = [...groups];
     const calls: ScriptCall[] = [];
     const perCall: number[] = []; // jobs in each call
+    const windowMs = Math.round((this.defaults.dedupeWindowSeconds ?? 3600) * 1000);
     for (let j = 0; j < jobs.length; ) {
       const keys: string[] = [];
-      const args: (string | number | Buffer)[] = [
-        ...this.common('', ''),
-        0,
-        Math.round((this.defaults.dedupeWindowSeconds ?? 3600) * 1000),
-      ];
+      const perJob: (string | number | Buffer)[] = [];
       let size = 0;
       for (; j < jobs.length && size < EVENTS_PER_CALL; j++) {
         const [id, indexes] = jobs[j]!;
         keys.push(this.keys.job(id));
-        args.push(id, indexes.length);
+        perJob.push(id, indexes.length);
         for (const i of indexes) {
           const a = applyArgs(events[i] as JobEvent, this.defaults.logMaxBytes);
-          for (let k = 0; k < APPLY_WIDTH; k++) args.push(a[k] ?? '');
+          for (let k = 0; k < APPLY_WIDTH; k++) perJob.push(a[k] ?? '');
         }
         size += indexes.length;
       }
-      args[6] = keys.length; // ARGV[7]: the number of jobs
+      const args = [...this.common('', ''), keys.length, windowMs, ...perJob];
       calls.push({ name: 'apply_many', keys, args });
       perCall.push(keys.length);
     }

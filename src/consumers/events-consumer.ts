@@ -150,7 +150,12 @@ export class EventsConsumer {
     // abandoned: its partition was sought back to it, and this batch is fetched again
     if (previous && !(await previous)) return;
     // parsed on the next turn of the event loop: kafkajs sends its next fetch first
-    const work = new Promise<void>((r) => setImmediate(r)).then(() => this.apply(p));
+    const work = new Promise<void>((r) => setImmediate(r))
+      .then(() => this.apply(p))
+      .catch((err: unknown) => {
+        this.opts.logger.error({ err, partition }, 'batch failed after its effects; reading it again');
+        return this.readAgain(p);
+      });
     this.inflight.set(partition, work);
     void work.finally(() => {
       if (this.inflight.get(partition) === work) this.inflight.delete(partition);
@@ -163,7 +168,6 @@ export class EventsConsumer {
   private async apply(p: EachBatchPayload): Promise<boolean> {
     const { batch } = p;
     const started = performance.now();
-    const first = batch.messages[0]!.offset;
     let report: BatchReport;
     try {
       report = await processBatch(
@@ -192,17 +196,14 @@ export class EventsConsumer {
       );
     } catch (err) {
       this.opts.logger.error(
-        { err, partition: batch.partition, offset: first },
+        { err, partition: batch.partition, offset: batch.messages[0]!.offset },
         'batch failed; reading it again',
       );
-      await new Promise((r) => setTimeout(r, this.opts.retryMaxMs ?? 5_000));
+      // a fault that repeats must not spin
+      if (!this.stopping) await new Promise((r) => setTimeout(r, this.opts.retryMaxMs ?? 5_000));
       report = { done: false, applied: 0, dead: 0 };
     }
-    if (!report.done) {
-      // Nothing of it (or of later batches) is committed: read it again from its start.
-      this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: first });
-      return false;
-    }
+    if (!report.done) return this.readAgain(p);
     const last = batch.messages[batch.messages.length - 1]!;
     const next = nextOffset(last.offset);
     this.pending.set(batch.partition, next);
@@ -232,6 +233,21 @@ export class EventsConsumer {
       lag: Math.max(0, lag),
     });
     return true;
+  }
+
+  /**
+   * Nothing of this batch (or of later ones of its partition) is committed: fetch it
+   * again from its first offset. Answers false, the batch's outcome.
+   */
+  private readAgain(p: EachBatchPayload): false {
+    const { topic, partition, messages } = p.batch;
+    try {
+      this.consumer.seek({ topic, partition, offset: messages[0]!.offset });
+    } catch (err) {
+      // not running any more: the next owner starts from the last commit
+      this.opts.logger.debug({ err, partition }, 'no seek back: the consumer stopped');
+    }
+    return false;
   }
 
   /** Commit what is durable within commitIntervalMs (one commit for many batches). */
