@@ -18,7 +18,7 @@ export interface Api {
  * subscriber of `<prefix>:notify`.
  */
 export async function startApi(
-  opts: Omit<ApiOptions, 'hub' | 'redisReady'> & { redis: Redis; prefix: string },
+  opts: Omit<ApiOptions, 'hub' | 'redisReady' | 'onRedisLost'> & { redis: Redis; prefix: string },
 ): Promise<Api> {
   const subscriber = opts.redis.duplicate();
   subscriber.on('error', (err) => opts.logger.warn({ err: err.message }, 'notification subscriber error'));
@@ -36,6 +36,22 @@ export async function startApi(
   await Promise.race([subscribed, new Promise((r) => (timer = setTimeout(r, 3000)))]);
   clearTimeout(timer);
   const down = new Set(['reconnecting', 'close', 'end']);
-  const router = createApiRouter({ ...opts, hub, redisReady: () => !down.has(opts.redis.status) });
-  return { router, hub, close: () => hub.close() };
+  let lost: (() => void) | undefined;
+  const router = createApiRouter({
+    ...opts,
+    hub,
+    redisReady: () => !down.has(opts.redis.status),
+    onRedisLost: (listener) => {
+      lost = listener;
+      opts.redis.on('close', listener);
+    },
+  });
+  return {
+    router,
+    hub,
+    close: () => {
+      if (lost) opts.redis.off('close', lost);
+      return hub.close();
+    },
+  };
 }

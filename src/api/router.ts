@@ -30,6 +30,8 @@ export interface ApiOptions {
   logger: Logger;
   /** False while the Redis connection is down: requests fail fast with 503. */
   redisReady?: () => boolean;
+  /** Registers a listener called when the Redis connection drops: calls waiting on it answer 503 at once. */
+  onRedisLost?: (listener: () => void) => void;
   /** Longest a broker call may take before the request answers 503. */
   callTimeoutMs?: number;
 }
@@ -49,15 +51,29 @@ export function createApiRouter(opts: ApiOptions): Router {
   const table = new TokenTable(opts.tokens);
   const timeoutMs = opts.callTimeoutMs ?? 5000;
 
-  /** A broker call with a deadline; Redis trouble becomes a 503 problem. */
+  /** Calls in progress: each one's way to fail when the Redis connection drops. */
+  const waiting = new Set<(err: Error) => void>();
+  opts.onRedisLost?.(() => {
+    const err = new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', 'the Redis connection was lost');
+    for (const fail of waiting) fail(err);
+  });
+
+  /**
+   * A broker call with a deadline; Redis trouble becomes a 503 problem, at once when
+   * the connection drops under it (a command sent just before may wait for the
+   * reconnection, and the client must not wait with it).
+   */
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
     if (opts.redisReady && !opts.redisReady())
       throw new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', 'Redis is not connected');
     let timer: NodeJS.Timeout | undefined;
+    let fail: ((err: Error) => void) | undefined;
     try {
       return await Promise.race([
         fn(),
         new Promise<never>((_, reject) => {
+          fail = reject;
+          waiting.add(reject);
           timer = setTimeout(
             () =>
               reject(
@@ -76,6 +92,7 @@ export function createApiRouter(opts: ApiOptions): Router {
       throw err;
     } finally {
       clearTimeout(timer);
+      if (fail) waiting.delete(fail);
     }
   };
 

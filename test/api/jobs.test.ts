@@ -238,6 +238,66 @@ describe('reading jobs', () => {
 });
 
 describe('Redis away', () => {
+  it('answers a read waiting on Redis with 503 as soon as the connection drops', async () => {
+    const { Redis } = await import('ioredis');
+    const { JobBroker } = await import('../../src/broker/index.js');
+    const { startApi } = await import('../../src/api/index.js');
+    const { createApp } = await import('../../src/api/app.js');
+    const { createRegistry } = await import('../../src/api/metrics.js');
+    const { Readiness } = await import('../../src/api/readiness.js');
+    const { createLogger } = await import('../../src/shared/logger.js');
+    const { DEFAULTS } = await import('../broker/harness.js');
+    const { privateRedis } = await import('../faults/helpers.js');
+    const r = await privateRedis();
+    const redis = new Redis(r.url, { maxRetriesPerRequest: null });
+    redis.on('error', () => {});
+    const logger = createLogger({ level: 'silent' });
+    const broker = new JobBroker({ redis, prefix: 't-lost', defaults: DEFAULTS });
+    await broker.createJob({ id: 'j1', name: 'one' });
+    // a deadline far away: only the dropped connection can end the wait below
+    const api = await startApi({
+      broker,
+      redis,
+      prefix: 't-lost',
+      tokens: [],
+      insecure: true,
+      logger,
+      callTimeoutMs: 600_000,
+    });
+    const app = createApp({
+      readiness: new Readiness(),
+      registry: createRegistry(),
+      logger,
+      routers: [api.router],
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((res) => server.once('listening', res));
+    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+    const blocker = new Redis(r.url);
+    blocker.on('error', () => {});
+    const pid = Number(/process_id:(\d+)/.exec(await blocker.info('server'))?.[1]);
+    try {
+      expect((await fetch(`${url}/v1/jobs/j1`)).status).toBe(200);
+      // Redis stops answering (a script spinning for 20 s), then dies
+      const spin =
+        "local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) < s + 20 do end";
+      void blocker.eval(spin, 0).catch(() => {});
+      await new Promise((res) => setTimeout(res, 200));
+      const pending = fetch(`${url}/v1/jobs/j1`, { signal: AbortSignal.timeout(15_000) });
+      await new Promise((res) => setTimeout(res, 300));
+      process.kill(pid, 'SIGKILL');
+      const res = await pending;
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE', retriable: true });
+    } finally {
+      blocker.disconnect();
+      server.closeAllConnections();
+      server.close();
+      await api.close();
+      redis.disconnect();
+    }
+  });
+
   it('answers 503 (retriable) quickly instead of hanging', async () => {
     const { Redis } = await import('ioredis');
     const { JobBroker } = await import('../../src/broker/index.js');
