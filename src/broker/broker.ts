@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { decodeHistoryEntry, decodeJob, encodeCause, historyLines, pairs, specLine } from './codec.js';
-import { applyArgs, checkEvent } from './event-args.js';
+import { checkEvent, pushApplyArgs } from './event-args.js';
 import {
   type BrokerEventMap,
   BrokerInstrumentation,
@@ -91,8 +91,6 @@ interface ScriptOutput {
 
 const APPLIED: ApplyOutcome = Object.freeze({ result: 'applied' });
 
-/** Arguments per event of the apply_many script (see lua/apply_many.lua). */
-const APPLY_WIDTH = 8;
 /** Events per apply_many call, about a millisecond of Redis: longer calls delay other clients. */
 const EVENTS_PER_CALL = 200;
 
@@ -262,10 +260,7 @@ export class JobBroker {
         const [id, indexes] = jobs[j]!;
         keys.push(this.keys.job(id));
         perJob.push(id, indexes.length);
-        for (const i of indexes) {
-          const a = applyArgs(events[i] as JobEvent, this.defaults.logMaxBytes);
-          for (let k = 0; k < APPLY_WIDTH; k++) perJob.push(a[k] ?? '');
-        }
+        for (const i of indexes) pushApplyArgs(perJob, events[i] as JobEvent, this.defaults.logMaxBytes);
         size += indexes.length;
       }
       const args = [...this.common('', ''), keys.length, windowMs, ...perJob];

@@ -31,14 +31,10 @@ export function checkEvent(e: JobEvent, logChunkMaxBytes: number): EventCheck {
     return { invalid: 'bad event source' };
   if (e.attempt !== undefined && !isInt(e.attempt, 1, 1000))
     return { invalid: 'attempt must be an integer >= 1' };
-  for (const [k, v] of [
-    ['executor', e.executor],
-    ['detailsUrl', e.detailsUrl],
-    ['summary', e.summary],
-    ['message', e.message],
-    ['reason', e.reason],
-  ] as const)
+  for (const k of TEXT_FIELDS) {
+    const v = e[k];
     if (v !== undefined && (typeof v !== 'string' || v.length > MAX_TEXT)) return { invalid: `bad ${k}` };
+  }
   if (e.kind === 'log') {
     if (!isInt(e.seq, 0, INT32)) return { invalid: 'log seq must be an integer from 0 to 2^31-1' };
     const size = chunkBytes(e.chunk);
@@ -52,8 +48,10 @@ export function checkEvent(e: JobEvent, logChunkMaxBytes: number): EventCheck {
     if (e.error !== undefined && (typeof e.error?.type !== 'string' || typeof e.error?.message !== 'string'))
       return { invalid: 'error must be {type, message}' };
   }
-  return {};
+  return VALID;
 }
+const VALID: EventCheck = Object.freeze({});
+const TEXT_FIELDS = ['executor', 'detailsUrl', 'summary', 'message', 'reason'] as const;
 
 /** Size in bytes of a log chunk (text counts as UTF-8); undefined when it is neither. */
 export function chunkBytes(chunk: unknown): number | undefined {
@@ -66,31 +64,46 @@ export function dedupeKey(e: JobEvent): string {
   return createHash('sha1').update(e.source).update('\0').update(e.id).digest('hex').slice(0, 16);
 }
 
-/** One event's arguments to the apply_many script (see lua/apply_many.lua). */
-export function applyArgs(e: JobEvent, logMaxBytes: number): (string | Buffer | number)[] {
-  const head = [
-    encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type }),
-    e.kind,
-    // log chunks dedupe by seq, not by key
-    e.kind === 'log' ? '' : dedupeKey(e),
-    e.attempt ?? '',
-  ];
+/**
+ * One event's eight arguments to the apply_many script (EV_WIDTH in
+ * lua/apply_many.lua), pushed onto `args` (no array per event on the hot path).
+ */
+export function pushApplyArgs(args: (string | Buffer | number)[], e: JobEvent, logMaxBytes: number): void {
+  const cause = encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type });
+  const attempt = e.attempt ?? '';
   switch (e.kind) {
-    case 'accepted':
-      return [...head, e.executor ?? '', e.detailsUrl ?? ''];
+    case 'log': // log chunks dedupe by seq, not by key
+      args.push(cause, 'log', '', attempt, String(e.seq), e.chunk ?? '', logMaxBytes, '');
+      return;
     case 'heartbeat':
-      return [...head, e.progress ? JSON.stringify(e.progress) : ''];
-    case 'log':
-      return [...head, String(e.seq), e.chunk ?? '', logMaxBytes];
+      args.push(
+        cause,
+        'heartbeat',
+        dedupeKey(e),
+        attempt,
+        e.progress ? JSON.stringify(e.progress) : '',
+        '',
+        '',
+        '',
+      );
+      return;
+    case 'accepted':
+      args.push(cause, 'accepted', dedupeKey(e), attempt, e.executor ?? '', e.detailsUrl ?? '', '', '');
+      return;
     case 'finished':
-      return [
-        ...head,
+      args.push(
+        cause,
+        'finished',
+        dedupeKey(e),
+        attempt,
         String(e.exitCode),
         e.error ? JSON.stringify({ type: e.error.type, message: e.error.message }) : '',
         e.summary ?? '',
         e.lastSeq ?? '',
-      ];
+      );
+      return;
     case 'canceled':
-      return [...head, e.reason ?? ''];
+      args.push(cause, 'canceled', dedupeKey(e), attempt, e.reason ?? '', '', '', '');
+      return;
   }
 }

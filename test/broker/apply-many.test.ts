@@ -10,7 +10,7 @@
 import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { applyArgs } from '../../src/broker/event-args.js';
+import { pushApplyArgs } from '../../src/broker/event-args.js';
 import type { JobEvent } from '../../src/broker/index.js';
 import { runScript } from '../../src/broker/scripts.js';
 import { DEFAULTS, type Harness, harness } from './harness.js';
@@ -173,7 +173,8 @@ describe('apply_many', () => {
                 earlier.push(e);
               }
               events.push(e);
-              const args = applyArgs(e, LOG_MAX);
+              const args: (string | number | Buffer)[] = [];
+              pushApplyArgs(args, e, LOG_MAX);
               // one job, one event
               const [[reply]] = (await runScript(
                 one.redis,
@@ -190,7 +191,7 @@ describe('apply_many', () => {
                   3_600_000,
                   id,
                   1,
-                  ...Array.from({ length: 8 }, (_, k) => args[k] ?? ''),
+                  ...args,
                 ],
               )) as unknown as [[string]];
               // the fast path answers a bare 'applied' (nothing transitioned, the attempt is unchanged)
