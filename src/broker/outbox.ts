@@ -27,7 +27,8 @@ export interface OutboxEntry {
 }
 
 /** One stream entry: one outbox entry, or two when it also stands for a command (`_a`). */
-function decodeEntry(id: string, fields: string[]): OutboxEntry[] {
+/** A stream entry's fields: `_`-prefixed meta fields apart from the job's own. */
+function splitFields(fields: string[]): { meta: Record<string, string>; h: Record<string, string> } {
   const meta: Record<string, string> = {};
   const h: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) {
@@ -35,6 +36,11 @@ function decodeEntry(id: string, fields: string[]): OutboxEntry[] {
     if (k.startsWith('_')) meta[k] = fields[i + 1] as string;
     else h[k] = fields[i + 1] as string;
   }
+  return { meta, h };
+}
+
+function decodeEntry(id: string, fields: string[]): OutboxEntry[] {
+  const { meta, h } = splitFields(fields);
   const jobId = meta._j;
   const type = meta._t as OutboxType | undefined;
   if (!jobId || !type) return [];
@@ -139,9 +145,7 @@ export async function readDeadOutbox(
 ): Promise<DeadOutboxRecord[]> {
   const rows = await redis.xrange(keys.outboxDead, '-', '+', 'COUNT', Math.max(1, Math.min(count, 10_000)));
   return rows.map(([, fields]) => {
-    const meta: Record<string, string> = {};
-    for (let i = 0; i + 1 < fields.length; i += 2)
-      if (fields[i]?.startsWith('_')) meta[fields[i] as string] = fields[i + 1] as string;
+    const { meta } = splitFields(fields);
     const outboxId = meta._id ?? '';
     return {
       outboxId,
