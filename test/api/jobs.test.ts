@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobSchema } from '../../src/api/schemas.js';
 import { ev } from '../broker/harness.js';
 import { startTestApi, TOKENS } from './support.js';
@@ -238,7 +238,8 @@ describe('reading jobs', () => {
 });
 
 describe('Redis away', () => {
-  it('answers a read waiting on Redis with 503 as soon as the connection drops', async () => {
+  /** The API on its own Redis client (given by URL), served on a free port; closed after the test. */
+  async function apiOn(redisUrl: string, prefix: string, callTimeoutMs?: number) {
     const { Redis } = await import('ioredis');
     const { JobBroker } = await import('../../src/broker/index.js');
     const { startApi } = await import('../../src/api/index.js');
@@ -247,71 +248,19 @@ describe('Redis away', () => {
     const { Readiness } = await import('../../src/api/readiness.js');
     const { createLogger } = await import('../../src/shared/logger.js');
     const { DEFAULTS } = await import('../broker/harness.js');
-    const { privateRedis } = await import('../faults/helpers.js');
-    const r = await privateRedis();
-    const redis = new Redis(r.url, { maxRetriesPerRequest: null });
+    const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
     redis.on('error', () => {});
     const logger = createLogger({ level: 'silent' });
-    const broker = new JobBroker({ redis, prefix: 't-lost', defaults: DEFAULTS });
-    await broker.createJob({ id: 'j1', name: 'one' });
-    // a deadline far away: only the dropped connection can end the wait below
+    const broker = new JobBroker({ redis, prefix, defaults: DEFAULTS });
     const api = await startApi({
       broker,
       redis,
-      prefix: 't-lost',
+      prefix,
       tokens: [],
       insecure: true,
       logger,
-      callTimeoutMs: 600_000,
+      ...(callTimeoutMs ? { callTimeoutMs } : {}),
     });
-    const app = createApp({
-      readiness: new Readiness(),
-      registry: createRegistry(),
-      logger,
-      routers: [api.router],
-    });
-    const server = app.listen(0, '127.0.0.1');
-    await new Promise((res) => server.once('listening', res));
-    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    const blocker = new Redis(r.url);
-    blocker.on('error', () => {});
-    const pid = Number(/process_id:(\d+)/.exec(await blocker.info('server'))?.[1]);
-    try {
-      expect((await fetch(`${url}/v1/jobs/j1`)).status).toBe(200);
-      // Redis stops answering (a script spinning for 20 s), then dies
-      const spin =
-        "local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) < s + 20 do end";
-      void blocker.eval(spin, 0).catch(() => {});
-      await new Promise((res) => setTimeout(res, 200));
-      const pending = fetch(`${url}/v1/jobs/j1`, { signal: AbortSignal.timeout(15_000) });
-      await new Promise((res) => setTimeout(res, 300));
-      process.kill(pid, 'SIGKILL');
-      const res = await pending;
-      expect(res.status).toBe(503);
-      expect(await res.json()).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE', retriable: true });
-    } finally {
-      blocker.disconnect();
-      server.closeAllConnections();
-      server.close();
-      await api.close();
-      redis.disconnect();
-    }
-  });
-
-  it('answers 503 (retriable) quickly instead of hanging', async () => {
-    const { Redis } = await import('ioredis');
-    const { JobBroker } = await import('../../src/broker/index.js');
-    const { startApi } = await import('../../src/api/index.js');
-    const { createApp } = await import('../../src/api/app.js');
-    const { createRegistry } = await import('../../src/api/metrics.js');
-    const { Readiness } = await import('../../src/api/readiness.js');
-    const { createLogger } = await import('../../src/shared/logger.js');
-    const { DEFAULTS } = await import('../broker/harness.js');
-    const redis = new Redis('redis://127.0.0.1:1', { maxRetriesPerRequest: null, lazyConnect: false });
-    redis.on('error', () => {});
-    const logger = createLogger({ level: 'silent' });
-    const broker = new JobBroker({ redis, prefix: 't-away', defaults: DEFAULTS });
-    const api = await startApi({ broker, redis, prefix: 't-away', tokens: [], insecure: true, logger });
     const app = createApp({
       readiness: new Readiness(),
       registry: createRegistry(),
@@ -320,28 +269,56 @@ describe('Redis away', () => {
     });
     const server = app.listen(0, '127.0.0.1');
     await new Promise((r) => server.once('listening', r));
-    const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-    try {
-      for (const [method, path, body] of [
-        ['GET', '/v1/jobs/x', undefined],
-        ['GET', '/v1/jobs', undefined],
-        ['POST', '/v1/jobs', '{"name":"x"}'],
-        ['GET', '/v1/jobs/x/wait?timeoutSeconds=5', undefined],
-        ['GET', '/v1/jobs/x/log/stream', undefined],
-      ] as const) {
-        const r = await fetch(`${url}${path}`, {
-          method,
-          ...(body ? { body, headers: { 'content-type': 'application/json' } } : {}),
-          signal: AbortSignal.timeout(10_000),
-        });
-        expect(r.status, `${method} ${path}`).toBe(503);
-        expect(await r.json()).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE', retriable: true });
-      }
-    } finally {
+    onTestFinished(async () => {
       server.closeAllConnections();
       server.close();
       await api.close();
       redis.disconnect();
+    });
+    return { broker, url: `http://127.0.0.1:${(server.address() as { port: number }).port}` };
+  }
+
+  it('answers a read waiting on Redis with 503 as soon as the connection drops', async () => {
+    const { Redis } = await import('ioredis');
+    const { privateRedis } = await import('../faults/helpers.js');
+    const r = await privateRedis();
+    // a deadline far away: only the dropped connection can end the wait below
+    const { broker, url } = await apiOn(r.url, 't-lost', 600_000);
+    await broker.createJob({ id: 'j1', name: 'one' });
+    const blocker = new Redis(r.url);
+    blocker.on('error', () => {});
+    onTestFinished(() => blocker.disconnect());
+    const pid = Number(/process_id:(\d+)/.exec(await blocker.info('server'))?.[1]);
+    expect((await fetch(`${url}/v1/jobs/j1`)).status).toBe(200);
+    // Redis stops answering (a script spinning for 20 s), then dies
+    const spin =
+      "local s = tonumber(redis.call('TIME')[1]) while tonumber(redis.call('TIME')[1]) < s + 20 do end";
+    void blocker.eval(spin, 0).catch(() => {});
+    await new Promise((res) => setTimeout(res, 200));
+    const pending = fetch(`${url}/v1/jobs/j1`, { signal: AbortSignal.timeout(15_000) });
+    await new Promise((res) => setTimeout(res, 300));
+    process.kill(pid, 'SIGKILL');
+    const res = await pending;
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE', retriable: true });
+  });
+
+  it('answers 503 (retriable) quickly instead of hanging', async () => {
+    const { url } = await apiOn('redis://127.0.0.1:1', 't-away');
+    for (const [method, path, body] of [
+      ['GET', '/v1/jobs/x', undefined],
+      ['GET', '/v1/jobs', undefined],
+      ['POST', '/v1/jobs', '{"name":"x"}'],
+      ['GET', '/v1/jobs/x/wait?timeoutSeconds=5', undefined],
+      ['GET', '/v1/jobs/x/log/stream', undefined],
+    ] as const) {
+      const r = await fetch(`${url}${path}`, {
+        method,
+        ...(body ? { body, headers: { 'content-type': 'application/json' } } : {}),
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(r.status, `${method} ${path}`).toBe(503);
+      expect(await r.json()).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE', retriable: true });
     }
   });
 });
