@@ -11,14 +11,9 @@ import {
   type JobBrokerOptions,
   type JobEvent,
 } from '../../src/broker/index.js';
+import { BROKER_DEFAULTS } from '../helpers/broker-defaults.js';
 
-export const DEFAULTS: BrokerDefaults = {
-  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-  retentionSeconds: 3600,
-  lateLogGraceSeconds: 300,
-  logChunkMaxBytes: 512 * 1024,
-  logMaxBytes: 64 * 1024 * 1024,
-};
+export const DEFAULTS: BrokerDefaults = BROKER_DEFAULTS;
 
 export function redisUrl(): string {
   try {

@@ -11,7 +11,7 @@ import type { JobEvent } from '../../src/broker/types.js';
 import { EventsConsumer } from '../../src/consumers/events-consumer.js';
 import { createKafka, createProducer } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
-import { BROKER_DEFAULTS } from './broker-defaults.js';
+import { BROKER_DEFAULTS } from '../helpers/broker-defaults.js';
 
 const env = (name: string): string => {
   const v = process.env[name];

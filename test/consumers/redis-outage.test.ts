@@ -8,8 +8,8 @@ import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { JobBroker } from '../../src/broker/index.js';
 import { encodeStructured } from '../../src/consumers/formats/index.js';
+import { BROKER_DEFAULTS } from '../helpers/broker-defaults.js';
 import { redisUrl, waitFor } from '../helpers/index.js';
-import { BROKER_DEFAULTS } from './broker-defaults.js';
 import { kafkaWorld } from './support.js';
 
 /** A TCP relay to Redis that can be cut (listener closed, connections destroyed) and restored. */

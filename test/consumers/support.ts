@@ -11,8 +11,8 @@ import { provisionTopics } from '../../src/consumers/topics.js';
 import { topicNames } from '../../src/shared/config.js';
 import { createConsumer, createProducer, type IHeaders } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
+import { BROKER_DEFAULTS } from '../helpers/broker-defaults.js';
 import { isolation, keysWithPrefix, redisClient, testKafka, unique, waitFor } from '../helpers/index.js';
-import { BROKER_DEFAULTS } from './broker-defaults.js';
 
 export const quietLogger = () => createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
