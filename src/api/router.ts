@@ -34,6 +34,8 @@ export interface ApiOptions {
   onRedisLost?: (listener: () => void) => void;
   /** Longest a broker call may take before the request answers 503. */
   callTimeoutMs?: number;
+  /** Why a webhook URL can never be delivered to (a forbidden literal address), if so. */
+  refuseNotifyUrl?: (url: string) => string | undefined;
 }
 
 interface Ctx {
@@ -123,6 +125,11 @@ export function createApiRouter(opts: ApiOptions): Router {
 
   const handlers: Record<string, Handler> = {
     createJob: async (ctx) => {
+      const notify = (ctx.body as { notify?: { url: string }[] }).notify ?? [];
+      notify.forEach(({ url }, i) => {
+        const why = opts.refuseNotifyUrl?.(url);
+        if (why) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `body.notify.${i}.url: ${why}`);
+      });
       const r = await call(() => broker.createJob(ctx.body as never, cause(ctx)));
       if (r.created) ctx.res.status(201).json({ job: r.job, eventToken: r.eventToken });
       else ctx.res.status(200).json({ job: r.job });

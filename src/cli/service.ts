@@ -21,6 +21,7 @@ import { encodeStructured, parseHttpEvent } from '../consumers/formats/index.js'
 import { formatLimits, startKafkaSide } from '../consumers/index.js';
 import { Webhooks } from '../consumers/webhooks.js';
 import { WebhookFeed } from '../consumers/webhooks-feed.js';
+import { addressPolicy, literalRefusal } from '../consumers/webhooks-guard.js';
 import { type Config, topicNames } from '../shared/config.js';
 import { createKafka, kafkaSettings } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
@@ -125,6 +126,8 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     allowPrivate: config.webhookAllowPrivate,
     logger,
   });
+  // the same policy refuses, at creation, notify URLs whose literal address it forbids
+  const notifyPolicy = addressPolicy(config.webhookAllowPrivate);
   let webhookFeed: WebhookFeed | undefined;
   if (roles.has('schedule')) {
     await webhooks.startWorker();
@@ -158,6 +161,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       logger,
       redis,
       prefix: config.redisKeyPrefix,
+      refuseNotifyUrl: (url) => literalRefusal(url, notifyPolicy),
     });
     const hub = api.hub;
     // /wait and the streams need the notification subscription.

@@ -124,6 +124,22 @@ export function refusal(address: string, policy: AddressPolicy = addressPolicy()
   return undefined;
 }
 
+/**
+ * Why a webhook URL whose host is a literal IP address would be refused at every
+ * delivery (so a job can be refused at creation); undefined when the host is a name
+ * (judged at delivery, by what it resolves to then) or an allowed address.
+ */
+export function literalRefusal(url: string, policy: AddressPolicy): string | undefined {
+  let host: string;
+  try {
+    host = new URL(url).hostname;
+  } catch {
+    return undefined; // the request schema refuses what is not a URL
+  }
+  const ip = host.startsWith('[') ? host.slice(1, -1) : host;
+  return isIP(ip) ? refusal(ip, policy) : undefined;
+}
+
 /** A delivery refused for its target (address, scheme, credentials): a retry cannot help. */
 export class RefusedTargetError extends Error {
   override name = 'RefusedTargetError';

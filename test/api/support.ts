@@ -35,7 +35,12 @@ export interface TestApi {
 }
 
 export async function startTestApi(
-  opts: { insecure?: boolean; events?: EventGateway; deliveries?: DeliveryLog } = {},
+  opts: {
+    insecure?: boolean;
+    events?: EventGateway;
+    deliveries?: DeliveryLog;
+    refuseNotifyUrl?: (url: string) => string | undefined;
+  } = {},
 ): Promise<TestApi> {
   const h = await harness();
   const logger = createLogger({ level: 'silent' });
@@ -52,6 +57,7 @@ export async function startTestApi(
     logger,
     ...(opts.events ? { events: opts.events } : {}),
     ...(opts.deliveries ? { deliveries: opts.deliveries } : {}),
+    ...(opts.refuseNotifyUrl ? { refuseNotifyUrl: opts.refuseNotifyUrl } : {}),
   });
   const app = createApp({
     readiness: new Readiness(),

@@ -9,6 +9,7 @@ import {
   addressPolicy,
   embeddedIPv4,
   guardedLookup,
+  literalRefusal,
   RefusedTargetError,
   refusal,
 } from '../../src/consumers/webhooks-guard.js';
@@ -194,5 +195,24 @@ describe('job creation', () => {
       json: { name: 'x', notify: [{ url: 'https://hooks.example/x?a=1' }] },
     });
     expect(ok.status).toBe(201);
+  });
+
+  it('refuses a URL whose literal address the policy forbids, and only that, at creation', async () => {
+    const policy = addressPolicy(['10.9.0.0/16']);
+    const api = await startTestApi({ refuseNotifyUrl: (url) => literalRefusal(url, policy) });
+    for (const [url, detail] of [
+      ['http://10.0.0.1/hook', /body\.notify\.0\.url: address 10\.0\.0\.1 is not allowed \(private\)/],
+      ['http://[::1]:8080/hook', /address ::1 is not allowed \(loopback\)/],
+      ['http://[::ffff:169.254.169.254]/', /not allowed \(link-local, as 169\.254\.169\.254\)/],
+    ] as const) {
+      const r = await api.req('/v1/jobs', { json: { name: 'x', notify: [{ url }] } });
+      expect(r.status, url).toBe(400);
+      expect(((await r.json()) as { detail: string }).detail, url).toMatch(detail);
+    }
+    // names are judged at delivery (by what they resolve to then); allowed and public addresses pass
+    for (const url of ['http://localhost/hook', 'http://10.9.1.2/hook', 'https://93.184.216.34/hook'])
+      expect((await api.req('/v1/jobs', { json: { name: 'x', notify: [{ url }] } })).status, url).toBe(201);
+    expect(literalRefusal('http://10.0.0.1/', addressPolicy(true))).toBeUndefined();
+    expect(literalRefusal('not a url', policy)).toBeUndefined();
   });
 });
