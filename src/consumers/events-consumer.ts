@@ -55,6 +55,11 @@ export class EventsConsumer {
   private readonly pending = new Map<number, string>();
   private lastCommit = 0;
   private commitTimer: NodeJS.Timeout | undefined;
+  /**
+   * Partitions of the current assignment. A batch that finishes after its partition
+   * moved away is not committed: a late commit could move the new owner's offset back.
+   */
+  private readonly assigned = new Set<number>();
   /** Per partition, the latest batch's effects: true once durable, false if abandoned. */
   private readonly inflight = new Map<number, Promise<boolean>>();
 
@@ -72,6 +77,9 @@ export class EventsConsumer {
     const { events } = this.consumer;
     this.consumer.on(events.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
+      this.assigned.clear();
+      for (const partition of payload.memberAssignment[this.topics.events] ?? [])
+        this.assigned.add(partition);
       const partitions = Object.values(payload.memberAssignment).reduce((n, ps) => n + ps.length, 0);
       opts.logger.info(
         { groupId: payload.groupId, partitions, assignment: payload.memberAssignment },
@@ -93,6 +101,7 @@ export class EventsConsumer {
     });
     this.consumer.on(events.REBALANCING, () => {
       this.joined = false;
+      this.assigned.clear(); // until the next join says which partitions are ours
       // Best effort: what was applied is committed before the partitions move on.
       this.flush().catch((err) => opts.logger.debug({ err }, 'commit before rebalance failed'));
     });
@@ -206,19 +215,23 @@ export class EventsConsumer {
     if (!report.done) return this.readAgain(p);
     const last = batch.messages[batch.messages.length - 1]!;
     const next = nextOffset(last.offset);
-    this.pending.set(batch.partition, next);
-    if (this.stopping || !p.isRunning()) {
-      // Stopping: this batch's offsets are committed before the group is left.
-      try {
-        await p.commitOffsetsIfNecessary({
-          topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
-        });
-        if (this.pending.get(batch.partition) === next) this.pending.delete(batch.partition);
-      } catch (err) {
-        this.opts.logger.warn({ err, partition: batch.partition }, 'commit at stop failed');
+    // A batch that finished after its partition moved away (or during a rebalance) is
+    // not committed: whoever owns the partition replays it, as duplicates.
+    if (this.assigned.has(batch.partition)) {
+      this.pending.set(batch.partition, next);
+      if (this.stopping || !p.isRunning()) {
+        // Stopping: this batch's offsets are committed before the group is left.
+        try {
+          await p.commitOffsetsIfNecessary({
+            topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
+          });
+          if (this.pending.get(batch.partition) === next) this.pending.delete(batch.partition);
+        } catch (err) {
+          this.opts.logger.warn({ err, partition: batch.partition }, 'commit at stop failed');
+        }
+      } else {
+        this.scheduleCommit();
       }
-    } else {
-      this.scheduleCommit();
     }
     this.instrumentation.emit('batch', {
       topic: batch.topic,
