@@ -54,7 +54,7 @@ const VALID: EventCheck = Object.freeze({});
 const TEXT_FIELDS = ['executor', 'detailsUrl', 'summary', 'message', 'reason'] as const;
 
 /** Size in bytes of a log chunk (text counts as UTF-8); undefined when it is neither. */
-export function chunkBytes(chunk: unknown): number | undefined {
+function chunkBytes(chunk: unknown): number | undefined {
   if (typeof chunk === 'string') return Buffer.byteLength(chunk);
   return Buffer.isBuffer(chunk) ? chunk.length : undefined;
 }
