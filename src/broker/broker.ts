@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { decodeHistoryEntry, decodeJob, encodeCause, historyLines, pairs, specLine } from './codec.js';
-import { checkEvent, pushApplyArgs } from './event-args.js';
+import { ApplyCall, checkEvent } from './event-args.js';
 import {
   type BrokerEventMap,
   BrokerInstrumentation,
@@ -254,17 +254,18 @@ export class JobBroker {
     const windowMs = Math.round((this.defaults.dedupeWindowSeconds ?? 3600) * 1000);
     for (let j = 0; j < jobs.length; ) {
       const keys: string[] = [];
-      const perJob: (string | number | Buffer)[] = [];
-      let size = 0;
-      for (; j < jobs.length && size < EVENTS_PER_CALL; j++) {
+      const call = new ApplyCall();
+      for (; j < jobs.length && call.events < EVENTS_PER_CALL; j++) {
         const [id, indexes] = jobs[j]!;
         keys.push(this.keys.job(id));
-        perJob.push(id, indexes.length);
-        for (const i of indexes) pushApplyArgs(perJob, events[i] as JobEvent, this.defaults.logMaxBytes);
-        size += indexes.length;
+        call.addJob(id, indexes.length);
+        for (const i of indexes) call.addEvent(events[i] as JobEvent);
       }
-      const args = [...this.common('', ''), keys.length, windowMs, ...perJob];
-      calls.push({ name: 'apply_many', keys, args });
+      calls.push({
+        name: 'apply_many',
+        keys,
+        args: [...this.common('', ''), ...call.args(windowMs, this.defaults.logMaxBytes)],
+      });
       perCall.push(keys.length);
     }
     let replies: [Error | null, unknown][] = [];
@@ -283,6 +284,11 @@ export class JobBroker {
         throw redisError(new Error(`apply_many answered ${String(perJob)}`), 'apply');
       for (const answers of perJob) {
         const [id, indexes] = jobs[j++]!;
+        // every event applied on the fast path: their count
+        if (answers === indexes.length) {
+          for (const eventIndex of indexes) outcomes[eventIndex] = APPLIED;
+          continue;
+        }
         if (!Array.isArray(answers) || answers.length !== indexes.length)
           throw redisError(new Error(`apply_many answered ${String(answers)} for job ${id}`), 'apply');
         indexes.forEach((eventIndex, k) => {

@@ -64,46 +64,66 @@ export function dedupeKey(e: JobEvent): string {
   return createHash('sha1').update(e.source).update('\0').update(e.id).digest('hex').slice(0, 16);
 }
 
+/** Text as Redis will store it: a lone UTF-16 surrogate becomes U+FFFD (cjson refuses it). */
+const wellFormed = (s: string): string => (s.isWellFormed() ? s : s.toWellFormed());
+
 /**
- * One event's eight arguments to the apply_many script (EV_WIDTH in
- * lua/apply_many.lua), pushed onto `args` (no array per event on the hot path).
+ * One apply_many call being built (see lua/apply_many.lua): jobs, each followed by
+ * its events, packed as one JSON array. One argument instead of several per event:
+ * ioredis costs more per argument than JSON.stringify does. Binary log chunks cannot
+ * be JSON text: they follow as arguments of their own, which the array points at.
  */
-export function pushApplyArgs(args: (string | Buffer | number)[], e: JobEvent, logMaxBytes: number): void {
-  const cause = encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type });
-  const attempt = e.attempt ?? '';
-  switch (e.kind) {
-    case 'log': // log chunks dedupe by seq, not by key
-      args.push(cause, 'log', '', attempt, String(e.seq), e.chunk ?? '', logMaxBytes, '');
-      return;
-    case 'heartbeat':
-      args.push(
-        cause,
-        'heartbeat',
-        dedupeKey(e),
-        attempt,
-        e.progress ? JSON.stringify(e.progress) : '',
-        '',
-        '',
-        '',
-      );
-      return;
-    case 'accepted':
-      args.push(cause, 'accepted', dedupeKey(e), attempt, e.executor ?? '', e.detailsUrl ?? '', '', '');
-      return;
-    case 'finished':
-      args.push(
-        cause,
-        'finished',
-        dedupeKey(e),
-        attempt,
-        String(e.exitCode),
-        e.error ? JSON.stringify({ type: e.error.type, message: e.error.message }) : '',
-        e.summary ?? '',
-        e.lastSeq ?? '',
-      );
-      return;
-    case 'canceled':
-      args.push(cause, 'canceled', dedupeKey(e), attempt, e.reason ?? '', '', '', '');
-      return;
+export class ApplyCall {
+  jobs = 0;
+  events = 0;
+  private readonly fields: (string | number)[] = [];
+  private readonly chunks: Buffer[] = [];
+
+  addJob(id: string, eventCount: number): void {
+    this.fields.push(id, eventCount);
+    this.jobs++;
+  }
+
+  /** The event's fields: cause, kind, attempt ('' = current), then its kind's own. */
+  addEvent(e: JobEvent): void {
+    const f = this.fields;
+    f.push(
+      encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type }),
+      e.kind,
+      e.attempt ?? '',
+    );
+    this.events++;
+    switch (e.kind) {
+      case 'log': {
+        // log chunks dedupe by seq, not by key
+        const chunk = e.chunk ?? '';
+        if (typeof chunk === 'string') f.push(e.seq ?? 0, wellFormed(chunk));
+        else f.push(e.seq ?? 0, this.chunks.push(chunk)); // the chunk's number among the binary ones
+        return;
+      }
+      case 'heartbeat':
+        f.push(dedupeKey(e), e.progress ? JSON.stringify(e.progress) : '');
+        return;
+      case 'accepted':
+        f.push(dedupeKey(e), wellFormed(e.executor ?? ''), wellFormed(e.detailsUrl ?? ''));
+        return;
+      case 'finished':
+        f.push(
+          dedupeKey(e),
+          e.exitCode ?? 0,
+          e.error ? JSON.stringify({ type: e.error.type, message: e.error.message }) : '',
+          wellFormed(e.summary ?? ''),
+          e.lastSeq ?? '',
+        );
+        return;
+      case 'canceled':
+        f.push(dedupeKey(e), wellFormed(e.reason ?? ''));
+        return;
+    }
+  }
+
+  /** The call's arguments after the six common ones (ARGV 7 on). */
+  args(dedupeWindowMs: number, logMaxBytes: number): (string | number | Buffer)[] {
+    return [this.jobs, dedupeWindowMs, logMaxBytes, JSON.stringify(this.fields), ...this.chunks];
   }
 }

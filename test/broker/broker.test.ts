@@ -240,6 +240,26 @@ describe('applyEvents', () => {
     }
   });
 
+  it('stores text and byte chunks as sent; a lone surrogate in text becomes U+FFFD', async () => {
+    const { job } = await h.broker.createJob({ name: 'n' });
+    const bytes = Buffer.from([0xff, 0x00, 0xc3, 0x28, 0x22, 0x5c]); // not UTF-8, NUL, quote, backslash
+    const r = await h.broker.applyEvents([
+      ev('accepted', job.id, { executor: 'ex\ud800' }),
+      ev('log', job.id, { seq: 0, chunk: 'caf\u00e9 "q" \\ \u{1f600}\n' }),
+      ev('log', job.id, { seq: 1, chunk: bytes }),
+      ev('log', job.id, { seq: 2, chunk: 'a\ud800b\udc00' }),
+      ev('log', job.id, { seq: 3, chunk: Buffer.from('plain') }),
+    ]);
+    expect(r).toEqual(['applied', 'applied', 'applied', 'applied', 'applied']);
+    const log = await h.broker.readLog(job.id);
+    expect(log?.chunks.map((c) => c.data)).toEqual([
+      Buffer.from('caf\u00e9 "q" \\ \u{1f600}\n'),
+      bytes,
+      Buffer.from('a\ufffdb\ufffd'),
+      Buffer.from('plain'),
+    ]);
+    expect((await h.broker.getJob(job.id))?.executor).toBe('ex\ufffd');
+  });
   it('publishes notifications for state, progress and log', async () => {
     const sub = new Redis(redisUrl());
     const got: { kind: string; state: string; seq?: number }[] = [];

@@ -10,22 +10,24 @@
   ARGV[7]  number of jobs
   ARGV[8]  dedupe window ms: applied events are remembered (by dedupe key) at
            least this long, at most DEDUPE_MAX per job
-  then per job: its id, its number of events n, and n groups of EV_WIDTH
-  arguments, one per event:
-    cause, kind, dedupe key ('' for log chunks: they dedupe by seq),
-    attempt ('' = current), a1, a2, a3, a4
-  with a1..a4 by kind:
-    accepted:  executor, detailsUrl
-    heartbeat: progress JSON ('' = none)
-    log:       seq, bytes, log max bytes
-    finished:  exitCode, error JSON (''), summary (''), lastSeq ('')
-    canceled:  reason
+  ARGV[9]  log max bytes (per attempt)
+  ARGV[10] the jobs and their events, one JSON array (one argument rather than
+           several per event: cheaper to send and to receive): per job its id, its
+           number of events n, then its n events, each as
+             cause, kind, attempt ('' = current), then by kind:
+               log:       seq, bytes (text, or k: the bytes are ARGV[10 + k])
+               heartbeat: dedupe key, progress JSON ('' = none)
+               accepted:  dedupe key, executor, detailsUrl
+               finished:  dedupe key, exitCode, error JSON (''), summary (''), lastSeq ('')
+               canceled:  dedupe key, reason
+  ARGV 11- binary log chunks (not valid UTF-8, so not JSON text)
 
-  Returns per job, in order, one reply per event, in order: the bare string `applied` for a log chunk or
-  heartbeat applied on the fast path (the bulk of traffic: nothing else to report),
-  otherwise a JSON object: r = applied | duplicate | stale | late | unknown_job |
-  invalid, tr (transitions made), arm (timers due within the arm window), log (stored
-  | truncated | duplicate for log events), why (invalid).
+  Returns per job, in order: the number of its events when all of them were log
+  chunks or heartbeats applied on the fast path (the bulk of traffic: nothing else
+  to report), otherwise one reply per event, in order: the bare string `applied`
+  for such an event, otherwise a JSON object: r = applied | duplicate | stale | late |
+  unknown_job | invalid, tr (transitions made), arm (timers due within the arm
+  window), log (stored | truncated | duplicate for log events), why (invalid).
   Emits: transitions (see transition()), notify kind=log and kind=progress, dedupe
   entries (<job>:d), history/counters for duplicate/stale/late events.
 
@@ -41,9 +43,12 @@
 --@include job
 begin()
 
-local EV_WIDTH = 8
 local JOBS = tonumber(ARGV[7]) or 0
 local DEDUPE_WINDOW_MS = tonumber(ARGV[8])
+local LOG_MAX_BYTES = tonumber(ARGV[9])
+local E = cjson.decode(ARGV[10])
+-- fields of an event by kind (cause, kind, attempt and its own)
+local WIDTH = { log = 5, heartbeat = 5, accepted = 6, finished = 8, canceled = 5 }
 local DEDUPE_MAX = 256
 local UNKNOWN = cjson.encode({ r = 'unknown_job' })
 
@@ -129,7 +134,7 @@ local function touch_deferred()
 end
 
 -- Store a log chunk of the current attempt; late chunks are flagged.
-local function store_log(seq, data, max_bytes, late, deferred)
+local function store_log(seq, data, late, deferred)
   if deferred then
     if STAGED_ATT and STAGED_ATT ~= S.a then flush_logs() end
     if STAGED[seq] then return 'duplicate' end
@@ -137,7 +142,7 @@ local function store_log(seq, data, max_bytes, late, deferred)
   local kl = klog(S.a)
   if redis.call('HEXISTS', kl, seq) == 1 then return 'duplicate' end
   local size = #data
-  if S.lB + size > tonumber(max_bytes) then
+  if S.lB + size > LOG_MAX_BYTES then
     redis.call('HINCRBY', KJ, 'lT', 1)
     redis.call('HINCRBY', KJ, 'lTB', size)
     return 'truncated'
@@ -166,21 +171,26 @@ local function store_log(seq, data, max_bytes, late, deferred)
   return 'stored'
 end
 
--- One event; A is the index of its first argument. Returns its JSON reply.
+-- One event; A is the index of its first field in E. Returns its reply.
 local function apply_one(A)
-  CAUSE = ARGV[A]
+  CAUSE = E[A]
   OUT = { tr = {}, arm = {}, dis = {} }
-  local KIND = ARGV[A + 1]
-  local DK = ARGV[A + 2]
+  local KIND = E[A + 1]
   -- no attempt named during a retry's backoff: the attempt that just ended (stale)
-  local ATT = tonumber(ARGV[A + 3]) or (S.bd and S.a - 1 or S.a)
-  local a1, a2, a3, a4 = ARGV[A + 4], ARGV[A + 5], ARGV[A + 6], ARGV[A + 7]
+  local ATT = tonumber(E[A + 2]) or (S.bd and S.a - 1 or S.a)
+  local DK, a1, a2, a3, a4
+  if KIND == 'log' then
+    a1, a2 = E[A + 3], E[A + 4]
+    if type(a2) == 'number' then a2 = ARGV[10 + a2] end
+  else
+    DK, a1, a2, a3, a4 = E[A + 3], E[A + 4], E[A + 5], E[A + 6], E[A + 7]
+  end
 
   -- Fast path: log chunks and heartbeats of the current attempt of a live job.
   if ATT == S.a and (S.s == 'running' or S.s == 'canceling') then
     if KIND == 'log' then
       touch_deferred()
-      local stored = store_log(a1, a2, a3, false, true)
+      local stored = store_log(a1, a2, false, true)
       if stored == 'duplicate' then
         record('d', ATT)
         return result('duplicate', { log = stored })
@@ -219,7 +229,7 @@ local function apply_one(A)
 
   if TERMINAL[S.s] then
     if KIND == 'log' and S.f and NOW <= S.f + LATE_GRACE_MS then
-      local stored = store_log(a1, a2, a3, true, false)
+      local stored = store_log(a1, a2, true, false)
       if stored == 'duplicate' then
         record('d', ATT)
         return result('duplicate', { log = stored })
@@ -260,7 +270,7 @@ local function apply_one(A)
     end
   elseif KIND == 'log' then
     touch()
-    local stored = store_log(a1, a2, a3, false, false)
+    local stored = store_log(a1, a2, false, false)
     extra = { log = stored }
     if stored == 'duplicate' then
       record('d', ATT)
@@ -293,23 +303,36 @@ local function apply_one(A)
   return result('applied', extra)
 end
 
--- One job's events (its id at ARGV[A], their count at A + 1, the events from A + 2).
--- Events before a failing one keep their effects (as separate calls would), so
--- the deferred writes go out before the error is raised.
+-- One job's events (its id at E[A], their count at A + 1, the events from A + 2);
+-- returns its replies and where the next job starts. Events before a failing one
+-- keep their effects (as separate calls would), so the deferred writes go out
+-- before the error is raised.
 local function apply_job(key, A)
-  local n = tonumber(ARGV[A + 1])
+  local n = tonumber(E[A + 1])
   local replies = {}
-  focus(ARGV[A], key)
+  local fast = 0 -- events answered with the bare 'applied'
+  focus(E[A], key)
+  A = A + 2
+  local first = A
+  for i = 1, n do
+    local width = WIDTH[E[A + 1]]
+    if not width then return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. tostring(E[A + 1])) end
+    A = A + width
+  end
   if not load_job() then
     for i = 1, n do replies[i] = UNKNOWN end
-    return replies
+    return replies, A
   end
   LOG_FIELDS, SEQ_MEMBERS, STAGED, STAGED_ATT = {}, {}, {}, nil
   D_LB, D_NG, TOUCHED, LOG_NOTE = 0, 0, false, nil
   DN0 = S.dn
   local ok, err = pcall(function()
+    local at = first
     for i = 1, n do
-      replies[i] = apply_one(A + 2 + (i - 1) * EV_WIDTH)
+      local reply = apply_one(at)
+      replies[i] = reply
+      if reply == 'applied' then fast = fast + 1 end
+      at = at + WIDTH[E[at + 1]]
       -- a transition may have moved timers and per-attempt fields: reread them
       if #OUT.tr > 0 and i < n then
         local dn = S.dn -- not written yet (flush_dedupe)
@@ -321,13 +344,13 @@ local function apply_job(key, A)
   flush()
   flush_dedupe()
   if not ok then error(err) end
-  return replies
+  if fast == n then return n, A end
+  return replies, A
 end
 
 local ALL = {}
-local A = 9
+local A = 1
 for j = 1, JOBS do
-  ALL[j] = apply_job(KEYS[j], A)
-  A = A + 2 + tonumber(ARGV[A + 1]) * EV_WIDTH
+  ALL[j], A = apply_job(KEYS[j], A)
 end
 return ALL
