@@ -19,11 +19,16 @@ const CDEVENTS_TYPE = /^dev\.cdevents\.taskrun\.(started|finished)\.[0-9A-Za-z.+
  */
 export function eventTypeLabel(type: string | undefined): string {
   if (type === undefined || type === '') return 'unknown';
-  if (EXTJOB_TYPE.test(type)) return type;
-  const cd = CDEVENTS_TYPE.exec(type);
-  if (cd) return `dev.cdevents.taskrun.${cd[1]}`;
-  return 'other';
+  let label = typeLabels.get(type);
+  if (label === undefined) {
+    const cd = CDEVENTS_TYPE.exec(type);
+    label = EXTJOB_TYPE.test(type) ? type : cd ? `dev.cdevents.taskrun.${cd[1]}` : 'other';
+    // the few types a deployment sends, remembered (bounded: types are client text)
+    if (typeLabels.size < 256) typeLabels.set(type, label);
+  }
+  return label;
 }
+const typeLabels = new Map<string, string>();
 
 /**
  * Keeps the first `max` distinct values it sees (trimmed to 64 characters of a safe

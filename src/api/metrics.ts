@@ -267,9 +267,26 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
       if (isSeconds(p.durationSeconds)) duration.observe({ state: p.to }, p.durationSeconds);
     }
   });
+  // Counted per event: each (type, result) series is looked up once (labels() hashes
+  // its labels on every call). Both labels are bounded, and so is this map.
+  const eventSeries = new Map<string, Map<string, { inc(): void }>>();
+  const countEvent = (type: string | undefined, result: string) => {
+    const t = eventTypeLabel(type);
+    let byResult = eventSeries.get(t);
+    if (!byResult) {
+      byResult = new Map();
+      eventSeries.set(t, byResult);
+    }
+    let series = byResult.get(result);
+    if (!series) {
+      series = events.labels({ type: t, result });
+      byResult.set(result, series);
+    }
+    series.inc();
+  };
   listen<BrokerEventPayloads['event_applied']>(broker?.instrumentation, 'event_applied', (p) => {
     // Invalid events never reach the broker; the consumers count those (below).
-    events.inc({ type: eventTypeLabel(p.type), result: boundedLabel(p.result, RESULTS) });
+    countEvent(p.type, boundedLabel(p.result, RESULTS));
     if (isSeconds(p.applySeconds)) applySeconds.observe(p.applySeconds);
     if (p.result === 'applied' && isSeconds(p.lagSeconds)) lagSeconds.observe(p.lagSeconds);
   });
@@ -342,7 +359,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
 
   listen<ConsumerEventPayloads['event']>(consumers, 'event', (p) => {
-    if (p.result === 'invalid') events.inc({ type: eventTypeLabel(p.type), result: 'invalid' });
+    if (p.result === 'invalid') countEvent(p.type, 'invalid');
   });
   listen<ConsumerEventPayloads['dlq']>(consumers, 'dlq', (p) => {
     dlq.inc({ reason: boundedLabel(p.reason, DLQ_REASONS) });

@@ -4,7 +4,7 @@
  * later v1 may add optional fields without breaking older brokers.
  */
 import { z } from 'zod';
-import type { EventKind, JobEvent } from '../../broker/types.js';
+import { type EventKind, JOB_ID_PATTERN, type JobEvent } from '../../broker/types.js';
 import type { CloudEvent } from './cloudevents-v1.js';
 import { isBase64 } from './cloudevents-v1.js';
 import * as f from './fields.js';
@@ -142,8 +142,10 @@ function assignDefined<T extends object>(to: T, from: Partial<T>): T {
 export function toJobEvent(ce: CloudEvent, type: ExtjobType, limits: FormatLimits): Decoded<JobEvent> {
   const kind = EXTJOB_TYPES[type];
   if (ce.subject === undefined) return fail('invalid', 'subject (the job id) is required');
-  const id = f.jobId.safeParse(ce.subject);
-  if (!id.success) return fail('invalid', f.describeIssues(id.error, 'subject'));
+  if (!JOB_ID_PATTERN.test(ce.subject)) {
+    const id = f.jobId.safeParse(ce.subject); // says why
+    return fail('invalid', id.success ? 'subject is not a job id' : f.describeIssues(id.error, 'subject'));
+  }
   let data = ce.data;
   if (data === undefined || data === null) {
     if (!dataOptional.has(kind)) return fail('invalid', `data is required for ${type}`);
@@ -156,7 +158,7 @@ export function toJobEvent(ce: CloudEvent, type: ExtjobType, limits: FormatLimit
     if (!parsed.success) return fail('invalid', f.describeIssues(parsed.error, 'data'));
     d = parsed.data as Record<string, unknown>;
   }
-  const ev: JobEvent = { kind, jobId: id.data, id: ce.id, source: ce.source, type };
+  const ev: JobEvent = { kind, jobId: ce.subject, id: ce.id, source: ce.source, type };
   if (ce.time !== undefined) ev.time = ce.time;
   if (kind === 'log') {
     const chunk = decodeChunk(d.text as string | undefined, d.base64 as string | undefined, limits);
