@@ -7,7 +7,7 @@ import type { Cause, HistoryEntry, Job, JobState } from './types.js';
 
 const OUR_TYPES = 'dev.extjob.';
 /** Our own event types are stored as "~<rest>" (they appear in every history entry). */
-const shortType = (t: string) => (t.startsWith(OUR_TYPES) ? `~${t.slice(OUR_TYPES.length)}` : t);
+export const shortType = (t: string) => (t.startsWith(OUR_TYPES) ? `~${t.slice(OUR_TYPES.length)}` : t);
 const longType = (t: string) => (t.startsWith('~') ? `${OUR_TYPES}${t.slice(1)}` : t);
 
 /** Compact cause as stored in history and outbox records. */

@@ -4,7 +4,7 @@
  * what the state machine needs (ids, attempt, seq, chunk size).
  */
 import { createHash } from 'node:crypto';
-import { encodeCause } from './codec.js';
+import { shortType } from './codec.js';
 import { JOB_ID_PATTERN, type JobEvent } from './types.js';
 
 const KINDS = new Set(['accepted', 'heartbeat', 'log', 'finished', 'canceled']);
@@ -84,14 +84,14 @@ export class ApplyCall {
     this.jobs++;
   }
 
-  /** The event's fields: cause, kind, attempt ('' = current), then its kind's own. */
+  /**
+   * The event's fields: kind, attempt ('' = current), the cause's parts (event id,
+   * source, short type: Lua encodes the cause only for the events that write one),
+   * then its kind's own.
+   */
   addEvent(e: JobEvent): void {
     const f = this.fields;
-    f.push(
-      encodeCause({ kind: 'event', eventId: e.id, source: e.source, type: e.type }),
-      e.kind,
-      e.attempt ?? '',
-    );
+    f.push(e.kind, e.attempt ?? '', wellFormed(e.id), wellFormed(e.source), wellFormed(shortType(e.type)));
     this.events++;
     switch (e.kind) {
       case 'log': {

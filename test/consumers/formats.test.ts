@@ -11,7 +11,7 @@ import {
   parseMessage,
   type RawMessage,
 } from '../../src/consumers/formats/index.js';
-import { jsonDepthExceeds } from '../../src/consumers/formats/json-bytes.js';
+import { decodeUtf8, jsonDepthExceeds } from '../../src/consumers/formats/json-bytes.js';
 
 const fixture = (name: string): Record<string, unknown> =>
   JSON.parse(readFileSync(new URL(`../fixtures/cdevents/${name}.json`, import.meta.url), 'utf8'));
@@ -551,5 +551,37 @@ describe('header names that are object keys', () => {
       },
     };
     expect(parseMessage(msg)).toMatchObject({ ok: true, event: { kind: 'canceled', jobId: 'job-1' } });
+  });
+});
+
+describe('decodeUtf8', () => {
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const expected = (b: Uint8Array) => {
+    try {
+      return strict.decode(b);
+    } catch {
+      return undefined;
+    }
+  };
+  it('decodes exactly what a strict decoder accepts, and nothing else', () => {
+    const bytes = fc.oneof(
+      fc.uint8Array({ maxLength: 12 }),
+      // valid text, with U+FFFD itself, a BOM and astral characters among it
+      fc.string({ unit: 'binary' }).map((s) => new TextEncoder().encode(`${s}\ufffd\ufeff\u{1f600}`)),
+      // valid text with one byte changed
+      fc
+        .tuple(fc.string({ unit: 'binary', minLength: 1 }), fc.nat(), fc.integer({ min: 0x80, max: 0xff }))
+        .map(([s, at, byte]) => {
+          const b = new TextEncoder().encode(s);
+          b[at % b.length] = byte;
+          return b;
+        }),
+    );
+    fc.assert(
+      fc.property(bytes, (b) => {
+        expect(decodeUtf8(Buffer.from(b))).toBe(expected(b));
+      }),
+      { numRuns: 3000 },
+    );
   });
 });

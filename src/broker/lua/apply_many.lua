@@ -14,7 +14,8 @@
   ARGV[10] the jobs and their events, one JSON array (one argument rather than
            several per event: cheaper to send and to receive): per job its id, its
            number of events n, then its n events, each as
-             cause, kind, attempt ('' = current), then by kind:
+             kind, attempt ('' = current), event id, source, type (short, see
+             codec.ts; the three make the cause, encoded only when written), then by kind:
                log:       seq, bytes (text, or k: the bytes are ARGV[10 + k])
                heartbeat: dedupe key, progress JSON ('' = none)
                accepted:  dedupe key, executor, detailsUrl
@@ -47,8 +48,8 @@ local JOBS = tonumber(ARGV[7]) or 0
 local DEDUPE_WINDOW_MS = tonumber(ARGV[8])
 local LOG_MAX_BYTES = tonumber(ARGV[9])
 local E = cjson.decode(ARGV[10])
--- fields of an event by kind (cause, kind, attempt and its own)
-local WIDTH = { log = 5, heartbeat = 5, accepted = 6, finished = 8, canceled = 5 }
+-- fields of an event by kind (kind, attempt, id, source, type and its own)
+local WIDTH = { log = 7, heartbeat = 7, accepted = 8, finished = 10, canceled = 7 }
 local DEDUPE_MAX = 256
 local UNKNOWN = cjson.encode({ r = 'unknown_job' })
 
@@ -171,19 +172,23 @@ local function store_log(seq, data, late, deferred)
   return 'stored'
 end
 
+-- The cause of the event at A, as history and outbox records keep it.
+local function cause_at(A)
+  return cjson.encode({ 'e', E[A + 2], E[A + 3], E[A + 4] })
+end
+
 -- One event; A is the index of its first field in E. Returns its reply.
 local function apply_one(A)
-  CAUSE = E[A]
   OUT = { tr = {}, arm = {}, dis = {} }
-  local KIND = E[A + 1]
+  local KIND = E[A]
   -- no attempt named during a retry's backoff: the attempt that just ended (stale)
-  local ATT = tonumber(E[A + 2]) or (S.bd and S.a - 1 or S.a)
+  local ATT = tonumber(E[A + 1]) or (S.bd and S.a - 1 or S.a)
   local DK, a1, a2, a3, a4
   if KIND == 'log' then
-    a1, a2 = E[A + 3], E[A + 4]
+    a1, a2 = E[A + 5], E[A + 6]
     if type(a2) == 'number' then a2 = ARGV[10 + a2] end
   else
-    DK, a1, a2, a3, a4 = E[A + 3], E[A + 4], E[A + 5], E[A + 6], E[A + 7]
+    DK, a1, a2, a3, a4 = E[A + 5], E[A + 6], E[A + 7], E[A + 8], E[A + 9]
   end
 
   -- Fast path: log chunks and heartbeats of the current attempt of a live job.
@@ -192,12 +197,14 @@ local function apply_one(A)
       touch_deferred()
       local stored = store_log(a1, a2, false, true)
       if stored == 'duplicate' then
+        CAUSE = cause_at(A)
         record('d', ATT)
         return result('duplicate', { log = stored })
       end
       return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
       if seen(DK) then
+        CAUSE = cause_at(A)
         record('d', ATT)
         return result('duplicate')
       end
@@ -212,6 +219,7 @@ local function apply_one(A)
     end
   end
 
+  CAUSE = cause_at(A)
   -- Everything else, with the deferred writes out first.
   flush()
   if ATT < S.a then
@@ -315,8 +323,8 @@ local function apply_job(key, A)
   A = A + 2
   local first = A
   for i = 1, n do
-    local width = WIDTH[E[A + 1]]
-    if not width then return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. tostring(E[A + 1])) end
+    local width = WIDTH[E[A]]
+    if not width then return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. tostring(E[A])) end
     A = A + width
   end
   if not load_job() then
@@ -332,7 +340,7 @@ local function apply_job(key, A)
       local reply = apply_one(at)
       replies[i] = reply
       if reply == 'applied' then fast = fast + 1 end
-      at = at + WIDTH[E[at + 1]]
+      at = at + WIDTH[E[at]]
       -- a transition may have moved timers and per-attempt fields: reread them
       if #OUT.tr > 0 and i < n then
         local dn = S.dn -- not written yet (flush_dedupe)

@@ -3,7 +3,6 @@
  * scan (so a hostile value cannot blow the stack of anything that walks the result),
  * then JSON.parse. Never throws.
  */
-import { isAscii } from 'node:buffer';
 import { type FormatLimits, fail, type ParseFailure } from './result.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -13,8 +12,10 @@ export type Decoded<T> = { ok: true; value: T } | ParseFailure;
 /** Strict UTF-8 decode; undefined when the bytes are not valid UTF-8. */
 export function decodeUtf8(bytes: Buffer | string): string | undefined {
   if (typeof bytes === 'string') return bytes;
-  // ASCII (most ids, types and headers) is its own UTF-8, and cheaper to make a string of
-  if (isAscii(bytes)) return bytes.toString('latin1');
+  // The lenient decoder is faster, and marks every invalid sequence with U+FFFD: text
+  // without one is the strict decoding too.
+  const text = bytes.toString('utf8');
+  if (!text.includes('\ufffd')) return text;
   try {
     return utf8.decode(bytes);
   } catch {
