@@ -135,14 +135,27 @@ export function findHeader(headers: Headers, lowerName: string): string | undefi
   return undefined;
 }
 
+/** The attribute of each `ce_*` header as most producers name it (others are lower-cased). */
+const CE_HEADERS = new Map(
+  ['specversion', 'id', 'source', 'type', 'subject', 'time', 'datacontenttype', 'dataschema'].map((a) => [
+    `ce_${a}`,
+    a,
+  ]),
+);
+
 /** A binary-mode event: attributes from `ce_*` headers, data from the value. */
 export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<CloudEvent> {
   const headers = msg.headers ?? {};
-  const attrs: Record<string, unknown> = Object.create(null);
-  for (const name of Object.keys(headers)) {
-    const lower = name.toLowerCase();
-    if (!lower.startsWith('ce_')) continue;
-    const attr = lower.slice(3);
+  const attrs: Record<string, unknown> = {};
+  for (const name in headers) {
+    let attr = CE_HEADERS.get(name);
+    if (attr === undefined) {
+      const lower = name.toLowerCase();
+      if (!lower.startsWith('ce_')) continue;
+      attr = lower.slice(3);
+      // an extension attribute we ignore anyway, and not a key to set on attrs
+      if (attr === '__proto__') continue;
+    }
     if (Object.hasOwn(attrs, attr)) return fail('invalid', `attribute ${attr} is given by two headers`);
     const text = headerText(headers, name, limits);
     if (!text.ok) return text;
