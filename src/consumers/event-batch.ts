@@ -58,10 +58,34 @@ export interface BatchReport {
   dead: number;
 }
 
+/** A batch parsed, not yet applied (see parseBatch). */
+export interface ParsedBatch {
+  input: BatchInput;
+  outcomes: (Outcome | undefined)[];
+  /** The good events, in offset order, and the message index of each. */
+  events: JobEvent[];
+  eventIndex: number[];
+  eventAt: (JobEvent | undefined)[];
+  /** Good events whose key was missing or not their job id (counted once applied). */
+  keyProblems: KeyProblem[];
+}
+type KeyProblem = 'missing' | 'mismatch';
+
 export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<BatchReport> {
-  const { topic, partition, messages } = input;
-  const inst = deps.instrumentation;
+  return applyBatch(parseBatch(input, deps), deps);
+}
+
+/**
+ * Parse every message of a batch (no I/O): the consumer parses a partition's next batch
+ * while Redis still applies the previous one.
+ */
+export function parseBatch(
+  input: BatchInput,
+  deps: Pick<BatchDeps, 'instrumentation' | 'limits'>,
+): ParsedBatch {
+  const { messages } = input;
   const outcomes: (Outcome | undefined)[] = new Array(messages.length);
+  const keyProblems: KeyProblem[] = [];
   const events: JobEvent[] = [];
   const eventIndex: number[] = [];
   const eventAt: (JobEvent | undefined)[] = new Array(messages.length);
@@ -72,14 +96,20 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
       outcomes[i] = { dlq: r.reason, detail: r.detail };
       continue;
     }
-    if (msg.key === null || msg.key === undefined)
-      inst?.emit('key_problem', { problem: 'missing', partition });
-    else if (r.keyMismatch) inst?.emit('key_problem', { problem: 'mismatch', partition });
+    if (msg.key === null || msg.key === undefined) keyProblems.push('missing');
+    else if (r.keyMismatch) keyProblems.push('mismatch');
     events.push(r.event);
     eventIndex.push(i);
     eventAt[i] = r.event;
   }
+  return { input, outcomes, events, eventIndex, eventAt, keyProblems };
+}
 
+/** Apply a parsed batch, dead-letter what cannot apply; done once all of it is durable. */
+export async function applyBatch(parsed: ParsedBatch, deps: BatchDeps): Promise<BatchReport> {
+  const { input, outcomes, events, eventIndex, eventAt, keyProblems } = parsed;
+  const { topic, partition, messages } = input;
+  const inst = deps.instrumentation;
   if (events.length > 0) {
     const results = await applyAll(events, deps);
     if (results === ABORTED) return { done: false, applied: 0, dead: 0 };
@@ -104,6 +134,7 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
   }
 
   if (inst) {
+    for (const problem of keyProblems) inst.emit('key_problem', { problem, partition });
     outcomes.forEach((o, i) => {
       if (!o) return;
       const ev = eventAt[i];

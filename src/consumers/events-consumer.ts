@@ -1,8 +1,8 @@
 /**
- * The events consumer: a consumer group on `<prefix>.events` whose batches go through
- * processBatch. While Redis applies one batch of a partition, kafkajs already fetches
- * and we parse the next; that batch's effects wait for the previous one's. Offsets are
- * committed only once a batch's Redis effects and DLQ records are acknowledged, at most
+ * The events consumer: a consumer group on `<prefix>.events` whose batches are parsed
+ * and applied by event-batch.ts. While Redis applies one batch of a partition, we
+ * parse the next and kafkajs fetches the one after; a batch's effects wait for the
+ * previous one's. Offsets are committed only once a batch's Redis effects and DLQ records are acknowledged, at most
  * every commitIntervalMs (a crash replays what was not committed yet, and replays are
  * duplicates), so a commit round trip is not paid on every batch. A batch abandoned
  * (stopping, or the partition lost while waiting out an outage) is read again from its
@@ -13,7 +13,7 @@ import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 import { withoutValue } from './dlq.js';
-import { type BatchReport, type EventSink, processBatch } from './event-batch.js';
+import { applyBatch, type BatchReport, type EventSink, type ParsedBatch, parseBatch } from './event-batch.js';
 import type { FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import type { EachBatchPayload, KafkaClient, OutgoingMessage } from './kafka-types.js';
@@ -155,12 +155,18 @@ export class EventsConsumer {
     const { batch } = p;
     if (batch.messages.length === 0) return;
     const { partition } = batch;
+    const started = performance.now();
+    // parsed while Redis still applies the previous batch
+    const parsed = parseBatch(
+      { topic: batch.topic, partition, messages: batch.messages },
+      { limits: this.opts.limits },
+    );
     const previous = this.inflight.get(partition);
     // abandoned: its partition was sought back to it, and this batch is fetched again
     if (previous && !(await previous)) return;
-    // parsed on the next turn of the event loop: kafkajs sends its next fetch first
+    // applied on the next turn of the event loop: kafkajs sends its next fetch first
     const work = new Promise<void>((r) => setImmediate(r))
-      .then(() => this.apply(p))
+      .then(() => this.apply(p, parsed, started))
       .catch((err: unknown) => {
         this.opts.logger.error({ err, partition }, 'batch failed after its effects; reading it again');
         return this.readAgain(p);
@@ -174,35 +180,31 @@ export class EventsConsumer {
   }
 
   /** Apply a batch; true once its effects are durable, false when abandoned. */
-  private async apply(p: EachBatchPayload): Promise<boolean> {
+  private async apply(p: EachBatchPayload, parsed: ParsedBatch, started: number): Promise<boolean> {
     const { batch } = p;
-    const started = performance.now();
     let report: BatchReport;
     try {
-      report = await processBatch(
-        { topic: batch.topic, partition: batch.partition, messages: batch.messages },
-        {
-          sink: this.opts.sink,
-          sendDlq: (messages) => this.sendDlq(messages),
-          instrumentation: this.instrumentation,
-          logger: this.opts.logger,
-          limits: this.opts.limits,
-          control: {
-            stillOwned: () => !this.stopping && p.isRunning() && !p.isStale(),
-            keepAlive: async () => {
-              try {
-                await p.heartbeat();
-                return true;
-              } catch (err) {
-                this.opts.logger.warn({ err }, 'heartbeat failed while waiting; abandoning the batch');
-                return false;
-              }
-            },
-            initialDelayMs: this.opts.retryInitialMs ?? 100,
-            maxDelayMs: this.opts.retryMaxMs ?? 5_000,
+      report = await applyBatch(parsed, {
+        sink: this.opts.sink,
+        sendDlq: (messages) => this.sendDlq(messages),
+        instrumentation: this.instrumentation,
+        logger: this.opts.logger,
+        limits: this.opts.limits,
+        control: {
+          stillOwned: () => !this.stopping && p.isRunning() && !p.isStale(),
+          keepAlive: async () => {
+            try {
+              await p.heartbeat();
+              return true;
+            } catch (err) {
+              this.opts.logger.warn({ err }, 'heartbeat failed while waiting; abandoning the batch');
+              return false;
+            }
           },
+          initialDelayMs: this.opts.retryInitialMs ?? 100,
+          maxDelayMs: this.opts.retryMaxMs ?? 5_000,
         },
-      );
+      });
     } catch (err) {
       this.opts.logger.error(
         { err, partition: batch.partition, offset: batch.messages[0]!.offset },
