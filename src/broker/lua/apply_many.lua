@@ -62,6 +62,9 @@ local D_LB, D_NG -- byte and chunk counter increments
 local TOUCHED -- hb (and hd) to write
 local LOG_NOTE -- seq of the last chunk stored since the last log notification
 local DN0 -- the job's applied-event count when it was loaded
+-- Seqs of the current attempt known to be stored (read with one HMGET for all the
+-- job's chunks in the call, then kept up to date), valid while the attempt is KNOWN_ATT.
+local KNOWN, KNOWN_ATT
 
 local BULK = 200 -- pairs per bulk command (keeps unpack well inside Lua's stack)
 
@@ -141,7 +144,12 @@ local function store_log(seq, data, late, deferred)
     if STAGED[seq] then return 'duplicate' end
   end
   local kl = klog(S.a)
-  if redis.call('HEXISTS', kl, seq) == 1 then return 'duplicate' end
+  local known = KNOWN_ATT == S.a
+  if known then
+    if KNOWN[seq] then return 'duplicate' end
+  elseif redis.call('HEXISTS', kl, seq) == 1 then
+    return 'duplicate'
+  end
   local size = #data
   if S.lB + size > LOG_MAX_BYTES then
     redis.call('HINCRBY', KJ, 'lT', 1)
@@ -151,6 +159,7 @@ local function store_log(seq, data, late, deferred)
   local member = seq
   if late then member = seq .. ':L' end
   S.lB = S.lB + size
+  if known then KNOWN[seq] = true end
   if deferred then
     STAGED[seq] = true
     STAGED_ATT = S.a
@@ -172,14 +181,34 @@ local function store_log(seq, data, late, deferred)
   return 'stored'
 end
 
--- The cause of the event at A, as history and outbox records keep it.
-local function cause_at(A)
-  return cjson.encode({ 'e', E[A + 2], E[A + 3], E[A + 4] })
+-- Which of the log chunks among a job's n events (from E[first]) are stored for its
+-- current attempt: one HMGET rather than an HEXISTS per chunk.
+local function prefetch_logs(first, n)
+  KNOWN, KNOWN_ATT = {}, S.a
+  local seqs = {}
+  local at = first
+  for _ = 1, n do
+    if E[at] == 'log' then seqs[#seqs + 1] = E[at + 5] end
+    at = at + WIDTH[E[at]]
+  end
+  local kl = klog(S.a)
+  for i = 1, #seqs, BULK do
+    local got = redis.call('HMGET', kl, unpack(seqs, i, math.min(#seqs, i + BULK - 1)))
+    for k = 1, #got do
+      if got[k] then KNOWN[seqs[i + k - 1]] = true end
+    end
+  end
+end
+
+-- For an event at A that reports more than the bare 'applied': a reply of its own,
+-- and its cause as history and outbox records keep it.
+local function begin_event(A)
+  OUT = { tr = {}, arm = {}, dis = {} }
+  CAUSE = cjson.encode({ 'e', E[A + 2], E[A + 3], E[A + 4] })
 end
 
 -- One event; A is the index of its first field in E. Returns its reply.
 local function apply_one(A)
-  OUT = { tr = {}, arm = {}, dis = {} }
   local KIND = E[A]
   -- no attempt named during a retry's backoff: the attempt that just ended (stale)
   local ATT = tonumber(E[A + 1]) or (S.bd and S.a - 1 or S.a)
@@ -197,14 +226,14 @@ local function apply_one(A)
       touch_deferred()
       local stored = store_log(a1, a2, false, true)
       if stored == 'duplicate' then
-        CAUSE = cause_at(A)
+        begin_event(A)
         record('d', ATT)
         return result('duplicate', { log = stored })
       end
       return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
       if seen(DK) then
-        CAUSE = cause_at(A)
+        begin_event(A)
         record('d', ATT)
         return result('duplicate')
       end
@@ -219,7 +248,7 @@ local function apply_one(A)
     end
   end
 
-  CAUSE = cause_at(A)
+  begin_event(A)
   -- Everything else, with the deferred writes out first.
   flush()
   if ATT < S.a then
@@ -334,6 +363,7 @@ local function apply_job(key, A)
   LOG_FIELDS, SEQ_MEMBERS, STAGED, STAGED_ATT = {}, {}, {}, nil
   D_LB, D_NG, TOUCHED, LOG_NOTE = 0, 0, false, nil
   DN0 = S.dn
+  prefetch_logs(first, n)
   local ok, err = pcall(function()
     local at = first
     for i = 1, n do
@@ -342,7 +372,7 @@ local function apply_job(key, A)
       if reply == 'applied' then fast = fast + 1 end
       at = at + WIDTH[E[at]]
       -- a transition may have moved timers and per-attempt fields: reread them
-      if #OUT.tr > 0 and i < n then
+      if reply ~= 'applied' and #OUT.tr > 0 and i < n then
         local dn = S.dn -- not written yet (flush_dedupe)
         load_job()
         S.dn = dn
