@@ -14,7 +14,7 @@ export function decodeUtf8(bytes: Buffer | string): string | undefined {
   if (typeof bytes === 'string') return bytes;
   // The lenient decoder is faster, and marks every invalid sequence with U+FFFD: text
   // without one is the strict decoding too.
-  const text = bytes.toString('utf8');
+  const text = bytes.toString(); // utf8; without arguments Buffer skips its encoding lookup
   if (!text.includes('\ufffd')) return text;
   try {
     return utf8.decode(bytes);
