@@ -144,7 +144,7 @@ try {
     ourLat = latencies(sent, visible(sent));
     await consumer.stop();
     await sub.quit();
-    report('  extjob batch processing time (apply + DLQ + commit)', batchMs);
+    report('  extjob batch processing time (parse + apply + DLQ)', batchMs);
     console.log(
       `  batches: ${sizes.length}, mean size ${fmt(sizes.reduce((a, b) => a + b, 0) / Math.max(1, sizes.length))}`,
     );
