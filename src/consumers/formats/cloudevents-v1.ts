@@ -131,7 +131,7 @@ export function headerText(
 /** Header names as sent, found case-insensitively ("content-type", "Content-Type"). */
 export function findHeader(headers: Headers, lowerName: string): string | undefined {
   if (lowerName in headers) return lowerName;
-  for (const k of Object.keys(headers)) if (k.toLowerCase() === lowerName) return k;
+  for (const k in headers) if (k.length === lowerName.length && k.toLowerCase() === lowerName) return k;
   return undefined;
 }
 
