@@ -83,35 +83,43 @@ async function prepare(round: number) {
   return { prefix, topic, jobs };
 }
 
+/** Times from the group join to the N-th message seen. */
+function stopwatch() {
+  let seen = 0;
+  let first = 0;
+  let done!: (seconds: number) => void;
+  const seconds = new Promise<number>((r) => {
+    done = r;
+  });
+  return {
+    joined: () => {
+      first = performance.now();
+    },
+    saw: (n: number) => {
+      seen += n;
+      if (seen >= N) done((performance.now() - first) / 1000);
+    },
+    seconds,
+  };
+}
+
 /** Seconds for a read-only kafkajs consumer group to read the topic. */
 async function consumeOnly(topic: string): Promise<number> {
   const c = createConsumer(w.kafka, {
     groupId: `bench-base-${randomUUID()}`,
     maxBytesPerPartition: 1024 * 1024,
   });
-  let seen = 0;
-  let first = 0;
-  let last = 0;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => {
-    done = r;
-  });
-  c.on(c.events.GROUP_JOIN, () => {
-    first = performance.now();
-  });
+  const watch = stopwatch();
+  c.on(c.events.GROUP_JOIN, watch.joined);
   await c.connect();
   await c.subscribe({ topics: [topic], fromBeginning: true });
   await c.run({
     partitionsConsumedConcurrently: CONCURRENCY,
-    eachBatch: async ({ batch: b }) => {
-      seen += b.messages.length;
-      last = performance.now();
-      if (seen >= N) done();
-    },
+    eachBatch: async ({ batch: b }) => watch.saw(b.messages.length),
   });
-  await finished;
+  const seconds = await watch.seconds;
   await c.disconnect();
-  return (last - first) / 1000;
+  return seconds;
 }
 
 /** Seconds for extjob's events consumer to parse, apply to Redis and commit the topic. */
@@ -127,31 +135,19 @@ async function ingest(prefix: string): Promise<number> {
     logger,
     concurrency: CONCURRENCY,
   });
-  let seen = 0;
+  const watch = stopwatch();
   let applied = 0;
-  let first = 0;
-  let last = 0;
-  let done!: () => void;
-  const finished = new Promise<void>((r) => {
-    done = r;
-  });
-  consumer.instrumentation.on('joined', () => {
-    first = performance.now();
-  });
-  consumer.instrumentation.on('batch', (b) => {
-    seen += b.size;
-    last = performance.now();
-    if (seen >= N) done();
-  });
+  consumer.instrumentation.on('joined', watch.joined);
+  consumer.instrumentation.on('batch', (b) => watch.saw(b.size));
   consumer.instrumentation.on('event', (e) => {
     if (e.result === 'applied') applied++;
   });
   await consumer.start();
-  await finished;
+  const seconds = await watch.seconds;
   await consumer.stop();
   await producer.disconnect();
   if (applied !== N) console.log(`WARNING: ${applied} of ${N} events applied`);
-  return (last - first) / 1000;
+  return seconds;
 }
 
 /**
