@@ -85,7 +85,8 @@ describe('the real local stack', () => {
       return { status: res.status, body: (await res.json()) as { checks: Record<string, { ok: boolean }> } };
     };
     try {
-      expect((await readyz()).status).toBe(200);
+      // ready once the events consumer joined its group (start does not wait for that)
+      await waitFor(async () => (await readyz()).status === 200, { timeoutMs: 30_000, what: '/readyz 200' });
       await kafka.stop();
       const down = await waitFor(async () => ((await readyz()).status === 503 ? readyz() : undefined), {
         timeoutMs: 20_000,
