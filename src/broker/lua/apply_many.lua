@@ -68,6 +68,16 @@ local KNOWN, KNOWN_ATT
 
 local BULK = 200 -- pairs per bulk command (keeps unpack well inside Lua's stack)
 
+-- One wake-up for a run of stored chunks (listeners re-read the log from where
+-- they are; seq is the last chunk stored). It may go out before the chunks are
+-- written: nothing is seen before the script ends but the notifications' order.
+local function note_logs()
+  if LOG_NOTE then
+    notify('log', LOG_NOTE)
+    LOG_NOTE = nil
+  end
+end
+
 local function flush_logs()
   if #LOG_FIELDS > 0 then
     local kl, kq = klog(STAGED_ATT), kseq(STAGED_ATT)
@@ -79,27 +89,26 @@ local function flush_logs()
     end
     LOG_FIELDS, SEQ_MEMBERS, STAGED, STAGED_ATT = {}, {}, {}, nil
   end
-  if D_LB ~= 0 then redis.call('HINCRBY', KJ, 'lB', D_LB) end
-  if D_NG ~= 0 then redis.call('HINCRBY', KJ, 'ng', D_NG) end
-  D_LB, D_NG = 0, 0
-  -- one wake-up for a run of stored chunks (listeners re-read the log from
-  -- where they are; seq is the last chunk stored)
-  if LOG_NOTE then
-    notify('log', LOG_NOTE)
-    LOG_NOTE = nil
-  end
+  note_logs()
 end
 
+-- Everything deferred, written out; the job hash's fields in one command (lB is
+-- written as S.lB: the stored value plus every chunk stored since).
 local function flush()
   flush_logs()
+  local f = {}
   if TOUCHED then
-    if S.s == 'running' and S.th and S.th > 0 then
-      redis.call('HSET', KJ, 'hb', NOW, 'hd', S.hd)
-    else
-      redis.call('HSET', KJ, 'hb', NOW)
-    end
+    f[1], f[2] = 'hb', NOW
+    if S.s == 'running' and S.th and S.th > 0 then f[3], f[4] = 'hd', S.hd end
     TOUCHED = false
   end
+  if D_LB ~= 0 then
+    f[#f + 1] = 'lB'
+    f[#f + 1] = S.lB
+  end
+  if #f > 0 then redis.call('HSET', KJ, unpack(f)) end
+  if D_NG ~= 0 then redis.call('HINCRBY', KJ, 'ng', D_NG) end
+  D_LB, D_NG = 0, 0
 end
 
 -- Dedupe (see seen() in includes/job.lua): the dedupe keys of applied events
@@ -240,7 +249,7 @@ local function apply_one(A)
       touch_deferred()
       if a1 ~= '' then
         set_text('pg', a1)
-        flush_logs() -- the log wake-up goes out before this one
+        note_logs() -- the log wake-up goes out before this one
         notify('progress')
       end
       remember(DK)
