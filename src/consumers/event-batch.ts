@@ -79,10 +79,7 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
  * Parse every message of a batch (no I/O): the consumer parses a partition's next batch
  * while Redis still applies the previous one.
  */
-export function parseBatch(
-  input: BatchInput,
-  deps: Pick<BatchDeps, 'instrumentation' | 'limits'>,
-): ParsedBatch {
+export function parseBatch(input: BatchInput, deps: Pick<BatchDeps, 'limits'>): ParsedBatch {
   const { messages } = input;
   const outcomes: (Outcome | undefined)[] = new Array(messages.length);
   const keyProblems: KeyProblem[] = [];

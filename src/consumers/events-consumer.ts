@@ -2,12 +2,12 @@
  * The events consumer: a consumer group on `<prefix>.events` whose batches are parsed
  * and applied by event-batch.ts. While Redis applies one batch of a partition, we
  * parse the next and kafkajs fetches the one after; a batch's effects wait for the
- * previous one's. Offsets are committed only once a batch's Redis effects and DLQ records are acknowledged, at most
- * every commitIntervalMs (a crash replays what was not committed yet, and replays are
- * duplicates), so a commit round trip is not paid on every batch. A batch abandoned
- * (stopping, or the partition lost while waiting out an outage) is read again from its
- * start. stop() finishes the in-flight batches, commits them and leaves the group; a
- * rebalance commits too.
+ * previous one's. Offsets are committed only once a batch's Redis effects and DLQ
+ * records are acknowledged, at most every commitIntervalMs (a crash replays what was
+ * not committed yet, and replays are duplicates), so a commit round trip is not paid
+ * on every batch. A batch abandoned (stopping, or the partition lost while waiting out
+ * an outage) is read again from its start. stop() finishes the in-flight batches,
+ * commits them and leaves the group; a rebalance commits too.
  */
 import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
