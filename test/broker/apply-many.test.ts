@@ -241,4 +241,30 @@ describe('apply_many', () => {
       { numRuns: 80 },
     );
   }, 120_000);
+
+  it('refuses a call naming an unknown event kind before it changes the job', async () => {
+    const h = await harness();
+    try {
+      const { job } = await h.broker.createJob({ name: 'n' });
+      const before = await h.redis.hgetall(h.broker.keys.job(job.id));
+      const call = new ApplyCall();
+      call.addJob(job.id, 2);
+      call.addEvent({
+        kind: 'accepted',
+        jobId: job.id,
+        id: 'a',
+        source: 's',
+        type: 'dev.extjob.accepted.v1',
+      });
+      const [id, n, ...fields] = JSON.parse(call.args(1, 1)[3] as string) as unknown[];
+      const bogus = [id, n, ...fields, 'bogus', '', 'b', 's', 't', '', ''];
+      const args = [h.prefix, '', Date.now(), 1000, 1000, '', 1, 1000, 1000, JSON.stringify(bogus)];
+      await expect(runScript(h.redis, 'apply_many', [h.broker.keys.job(job.id)], args)).rejects.toThrow(
+        /EXTJOB_BAD_ARGUMENT unknown event kind bogus/,
+      );
+      expect(await h.redis.hgetall(h.broker.keys.job(job.id))).toEqual(before);
+    } finally {
+      await h.cleanup();
+    }
+  });
 });

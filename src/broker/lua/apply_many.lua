@@ -335,7 +335,7 @@ local function apply_one(A)
     else
       end_attempt('failed', nil, code, false)
     end
-  elseif KIND == 'canceled' then
+  else -- canceled (apply_job refused unknown kinds before any effect)
     if S.s == 'pending' or S.s == 'canceling' then
       transition('canceled')
     else
@@ -343,8 +343,6 @@ local function apply_one(A)
       set_text('er', cjson.encode({ type = 'canceled_by_executor', message = a1 }))
       transition('failed', '{"canceledByExecutor":true}')
     end
-  else
-    return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. KIND)
   end
   return result('applied', extra)
 end
