@@ -6,6 +6,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import type { BrokerDefaults } from '../src/broker/index.js';
+import { brokerDefaults } from '../src/cli/service.js';
+import { loadConfig } from '../src/shared/config.js';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -70,14 +72,8 @@ export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
   } while (cursor !== '0');
 }
 
-/** Broker defaults of every benchmark: far deadlines and retention, so nothing expires mid-run. */
-export const BENCH_DEFAULTS: BrokerDefaults = {
-  timeouts: { acceptSeconds: 3600, heartbeatSeconds: 0, runSeconds: 21600, cancelGraceSeconds: 60 },
-  retentionSeconds: 604_800,
-  lateLogGraceSeconds: 300,
-  logChunkMaxBytes: 512 * 1024,
-  logMaxBytes: 64 * 1024 * 1024,
-};
+/** Broker defaults of every benchmark: production's (deadlines and retention far beyond a run). */
+export const BENCH_DEFAULTS: BrokerDefaults = brokerDefaults(loadConfig({}));
 
 /**
  * Calls fn on consecutive windows of `width` items, `depth` windows in flight at a
