@@ -1,8 +1,8 @@
 /**
  * One partition's batch of executor events: parse every message, dead-letter the bad
- * ones, apply the good ones in offset order with one applyEvents call, dead-letter
- * events for unknown jobs, and only then report the batch done (the caller resolves
- * and commits the offsets). Outages are waited out; nothing here skips a good event.
+ * ones, apply the good ones (each job's in offset order, one applyEvents call per
+ * group of keys), dead-letter events for unknown jobs, and only then report the batch
+ * done (the caller resolves and commits the offsets). Outages are waited out; nothing here skips a good event.
  */
 import type { ApplyResult, JobEvent } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
@@ -41,6 +41,8 @@ export interface BatchDeps {
   instrumentation?: Instrumentation | undefined;
   logger?: Logger | undefined;
   limits?: FormatLimits | undefined;
+  /** Messages parsed before their effects are sent to Redis (see keyGroups). Default 512. */
+  groupMessages?: number | undefined;
 }
 
 export interface BatchInput {
@@ -58,61 +60,53 @@ export interface BatchReport {
   dead: number;
 }
 
-/** A batch parsed, not yet applied (see parseBatch). */
-export interface ParsedBatch {
-  input: BatchInput;
-  outcomes: (Outcome | undefined)[];
-  /** The good events, in offset order, and the message index of each. */
-  events: JobEvent[];
-  eventIndex: number[];
-  eventAt: (JobEvent | undefined)[];
-  /** Good events whose key was missing or not their job id (counted once applied). */
-  keyProblems: KeyProblem[];
-}
 type KeyProblem = 'missing' | 'mismatch';
 
-export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<BatchReport> {
-  return applyBatch(parseBatch(input, deps), deps);
-}
-
 /**
- * Parse every message of a batch (no I/O): the consumer parses a partition's next batch
- * while Redis still applies the previous one.
+ * Parse a batch and apply it, group by group: a group's events go to Redis as soon as
+ * it is parsed, so Redis applies one group while the next is parsed, and the batch is
+ * durable soon after its last message is parsed. A job's events share its id as key,
+ * so they fall in one group, in offset order (see keyGroups). Dead-letter what cannot
+ * apply; done once all of it is durable.
  */
-export function parseBatch(input: BatchInput, deps: Pick<BatchDeps, 'limits'>): ParsedBatch {
-  const { messages } = input;
-  const outcomes: (Outcome | undefined)[] = new Array(messages.length);
-  const keyProblems: KeyProblem[] = [];
-  const events: JobEvent[] = [];
-  const eventIndex: number[] = [];
-  const eventAt: (JobEvent | undefined)[] = new Array(messages.length);
-  for (let i = 0; i < messages.length; i++) {
-    const msg = messages[i]!;
-    const r = parseMessage(msg, deps.limits ?? DEFAULT_LIMITS);
-    if (!r.ok) {
-      outcomes[i] = { dlq: r.reason, detail: r.detail };
-      continue;
-    }
-    if (msg.key === null || msg.key === undefined) keyProblems.push('missing');
-    else if (r.keyMismatch) keyProblems.push('mismatch');
-    events.push(r.event);
-    eventIndex.push(i);
-    eventAt[i] = r.event;
-  }
-  return { input, outcomes, events, eventIndex, eventAt, keyProblems };
-}
-
-/** Apply a parsed batch, dead-letter what cannot apply; done once all of it is durable. */
-export async function applyBatch(parsed: ParsedBatch, deps: BatchDeps): Promise<BatchReport> {
-  const { input, outcomes, events, eventIndex, eventAt, keyProblems } = parsed;
+export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<BatchReport> {
   const { topic, partition, messages } = input;
   const inst = deps.instrumentation;
-  if (events.length > 0) {
-    const results = await applyAll(events, deps);
+  const limits = deps.limits ?? DEFAULT_LIMITS;
+  const outcomes: (Outcome | undefined)[] = new Array(messages.length);
+  const eventAt: (JobEvent | undefined)[] = new Array(messages.length);
+  const keyProblems: KeyProblem[] = [];
+  const sent: { events: JobEvent[]; at: number[]; first: Promise<SinkOutcome[]> }[] = [];
+  for (const group of keyGroups(messages, deps.groupMessages ?? 512)) {
+    const events: JobEvent[] = [];
+    const at: number[] = [];
+    for (const i of group) {
+      const msg = messages[i]!;
+      const r = parseMessage(msg, limits);
+      if (!r.ok) {
+        outcomes[i] = { dlq: r.reason, detail: r.detail };
+        continue;
+      }
+      if (msg.key === null || msg.key === undefined) keyProblems.push('missing');
+      else if (r.keyMismatch) keyProblems.push('mismatch');
+      events.push(r.event);
+      at.push(i);
+      eventAt[i] = r.event;
+    }
+    if (events.length === 0) continue;
+    const first = checked(callSink(deps.sink, events), events.length);
+    first.catch(() => {}); // awaited below, maybe after it failed
+    sent.push({ events, at, first });
+  }
+  // Groups hold different jobs: each is retried on its own, one after the other.
+  let applied = 0;
+  for (const { events, at, first } of sent) {
+    const results = await applyAll(events, deps, first);
     if (results === ABORTED) return { done: false, applied: 0, dead: 0 };
     results.forEach((o, j) => {
-      outcomes[eventIndex[j]!] = o;
+      outcomes[at[j]!] = o;
     });
+    applied += events.length;
   }
 
   const dead: OutgoingMessage[] = [];
@@ -120,14 +114,14 @@ export async function applyBatch(parsed: ParsedBatch, deps: BatchDeps): Promise<
     if (o && 'dlq' in o) dead.push(dlqMessage({ topic, partition, message: messages[i]! }, o.dlq, o.detail));
   });
   if (dead.length > 0) {
-    const sent = await retrying(() => deps.sendDlq(dead), {
+    const delivered = await retrying(() => deps.sendDlq(dead), {
       ...deps.control,
       onRetry: (attempt, delayMs, err) => {
         inst?.emit('retry', { operation: 'dlq', attempt, delayMs, error: describe(err) });
         deps.logger?.warn({ err, topic, partition, attempt }, 'DLQ produce failed; retrying');
       },
     });
-    if (sent === ABORTED) return { done: false, applied: 0, dead: 0 };
+    if (delivered === ABORTED) return { done: false, applied: 0, dead: 0 };
   }
 
   if (inst) {
@@ -141,11 +135,37 @@ export async function applyBatch(parsed: ParsedBatch, deps: BatchDeps): Promise<
       if ('dlq' in o) inst.emit('dlq', { reason: o.dlq });
     });
   }
-  return { done: true, applied: events.length, dead: dead.length };
+  return { done: true, applied, dead: dead.length };
 }
 
-/** Apply in one call; on a permanent failure, isolate the culprit event by event. */
-async function applyAll(events: JobEvent[], deps: BatchDeps): Promise<Outcome[] | typeof ABORTED> {
+/**
+ * A batch's message indexes in groups of about `size`, by a hash of the key:
+ * all messages with one key fall in one group, in offset order. Events whose key is
+ * missing or not their job id (counted as key problems) keep offset order only among
+ * messages with the same key.
+ */
+export function keyGroups(messages: InMessage[], size: number): number[][] {
+  const n = Math.ceil(messages.length / size);
+  if (n <= 1) return [messages.map((_, i) => i)];
+  const groups: number[][] = Array.from({ length: n }, () => []);
+  for (let i = 0; i < messages.length; i++) {
+    const key = messages[i]!.key;
+    let h = 0;
+    if (key) for (let b = 0; b < key.length; b++) h = (Math.imul(h, 31) + key[b]!) | 0;
+    groups[(h >>> 0) % n]!.push(i);
+  }
+  return groups.filter((g) => g.length > 0);
+}
+
+/**
+ * Apply in one call (`first`, when already sent, is that call); on a permanent
+ * failure, isolate the culprit event by event.
+ */
+async function applyAll(
+  events: JobEvent[],
+  deps: BatchDeps,
+  first?: Promise<SinkOutcome[]>,
+): Promise<Outcome[] | typeof ABORTED> {
   const control: RetryControl = {
     ...deps.control,
     onRetry: (attempt, delayMs, err) => {
@@ -154,8 +174,13 @@ async function applyAll(events: JobEvent[], deps: BatchDeps): Promise<Outcome[] 
     },
   };
   const apply = (evs: JobEvent[]) => checked(callSink(deps.sink, evs), evs.length);
+  let sent = first;
   try {
-    const results = await retrying(() => apply(events), control);
+    const results = await retrying(() => {
+      const call = sent ?? apply(events);
+      sent = undefined;
+      return call;
+    }, control);
     if (results === ABORTED) return ABORTED;
     return results.map(toOutcome(events));
   } catch (err) {

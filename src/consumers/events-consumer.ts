@@ -1,8 +1,8 @@
 /**
  * The events consumer: a consumer group on `<prefix>.events` whose batches are parsed
- * and applied by event-batch.ts. While Redis applies one batch of a partition, we
- * parse the next and kafkajs fetches the one after; a batch's effects wait for the
- * previous one's. Offsets are committed only once a batch's Redis effects and DLQ
+ * and applied by event-batch.ts, which sends a batch's effects to Redis group by group
+ * as it parses them; kafkajs fetches the next batch while Redis applies. A batch
+ * starts once the previous one of its partition is durable. Offsets are committed only once a batch's Redis effects and DLQ
  * records are acknowledged, at most every commitIntervalMs (a crash replays what was
  * not committed yet, and replays are duplicates), so a commit round trip is not paid
  * on every batch. A batch abandoned (stopping, or the partition lost while waiting out
@@ -13,7 +13,7 @@ import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 import { withoutValue } from './dlq.js';
-import { applyBatch, type BatchReport, type EventSink, type ParsedBatch, parseBatch } from './event-batch.js';
+import { type BatchReport, type EventSink, processBatch } from './event-batch.js';
 import type { FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import type { EachBatchPayload, KafkaClient, OutgoingMessage } from './kafka-types.js';
@@ -31,6 +31,8 @@ export interface EventsConsumerOptions {
   instrumentation?: Instrumentation;
   /** Partitions processed at the same time by this process (one batch each). Default 16. */
   concurrency?: number;
+  /** Messages of a batch parsed before their effects are sent to Redis. Default 512. */
+  groupMessages?: number;
   sessionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   /** Longest a fetch waits on the broker for new messages (and so a stop waits). Default 1 s. */
@@ -145,9 +147,9 @@ export class EventsConsumer {
   }
 
   /**
-   * One batch of a partition. Its effects start once the previous batch's are durable
-   * (per-partition order), and kafkajs is let go on to fetch the next batch while Redis
-   * applies this one: the offset is resolved (the fetch position) at once, but commits
+   * One batch of a partition. It starts once the previous batch's effects are durable
+   * (per-partition order); once its effects are sent, kafkajs is let go on to fetch the
+   * next batch while Redis applies this one: the offset is resolved (the fetch position) at once, but commits
    * follow only what is durable (`pending`). Stopping, a batch is finished before
    * kafkajs is let go, so the group is left with it committed.
    */
@@ -156,21 +158,14 @@ export class EventsConsumer {
     if (batch.messages.length === 0) return;
     const { partition } = batch;
     const started = performance.now();
-    // parsed while Redis still applies the previous batch
-    const parsed = parseBatch(
-      { topic: batch.topic, partition, messages: batch.messages },
-      { limits: this.opts.limits },
-    );
     const previous = this.inflight.get(partition);
     // abandoned: its partition was sought back to it, and this batch is fetched again
     if (previous && !(await previous)) return;
-    // applied on the next turn of the event loop: kafkajs sends its next fetch first
-    const work = new Promise<void>((r) => setImmediate(r))
-      .then(() => this.apply(p, parsed, started))
-      .catch((err: unknown) => {
-        this.opts.logger.error({ err, partition }, 'batch failed after its effects; reading it again');
-        return this.readAgain(p);
-      });
+    // parses the batch and sends its effects to Redis before answering
+    const work = this.apply(p, started).catch((err: unknown) => {
+      this.opts.logger.error({ err, partition }, 'batch failed after its effects; reading it again');
+      return this.readAgain(p);
+    });
     this.inflight.set(partition, work);
     void work.finally(() => {
       if (this.inflight.get(partition) === work) this.inflight.delete(partition);
@@ -180,16 +175,17 @@ export class EventsConsumer {
   }
 
   /** Apply a batch; true once its effects are durable, false when abandoned. */
-  private async apply(p: EachBatchPayload, parsed: ParsedBatch, started: number): Promise<boolean> {
+  private async apply(p: EachBatchPayload, started: number): Promise<boolean> {
     const { batch } = p;
     let report: BatchReport;
     try {
-      report = await applyBatch(parsed, {
+      report = await processBatch(batch, {
         sink: this.opts.sink,
         sendDlq: (messages) => this.sendDlq(messages),
         instrumentation: this.instrumentation,
         logger: this.opts.logger,
         limits: this.opts.limits,
+        groupMessages: this.opts.groupMessages,
         control: {
           stillOwned: () => !this.stopping && p.isRunning() && !p.isStale(),
           keepAlive: async () => {

@@ -3,7 +3,8 @@
  * real broker, configured from the environment. It prints one line per batch
  * ("batch <applied> <duplicates>") and "ready" once it joined the group. HOLD_MS keeps
  * each batch open after its Redis effects and before its offsets are committed, so a
- * SIGKILL lands in the window that forces a replay.
+ * SIGKILL lands in the window that forces a replay. Batches are parsed and sent in
+ * groups of 16 messages, so a batch's groups are in flight at once when it is killed.
  */
 import { Redis } from 'ioredis';
 import { JobBroker } from '../../src/broker/index.js';
@@ -52,6 +53,7 @@ const consumer = new EventsConsumer({
   sessionTimeoutMs: 6000,
   heartbeatIntervalMs: 500,
   maxBytesPerPartition: Number(process.env.MAX_BYTES ?? 1024 * 1024),
+  groupMessages: 16,
 });
 consumer.instrumentation.on('joined', () => process.stdout.write('ready\n'));
 await consumer.start();

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { ApplyResult, JobEvent } from '../../src/broker/types.js';
 import { DLQ_HEADERS } from '../../src/consumers/dlq.js';
-import { type EventSink, processBatch } from '../../src/consumers/event-batch.js';
+import { type EventSink, keyGroups, processBatch } from '../../src/consumers/event-batch.js';
 import { encodeBinary, encodeStructured } from '../../src/consumers/formats/index.js';
 import type { InMessage, OutgoingMessage } from '../../src/consumers/kafka-types.js';
 import { ExtjobError } from '../../src/shared/errors.js';
@@ -109,6 +109,63 @@ describe('processBatch', () => {
       ),
       { numRuns: 60 },
     );
+  });
+
+  it('sends each group as soon as it is parsed and applies every job in offset order, retrying failed groups', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.record({ job: fc.nat({ max: 9 }), binary: fc.boolean() }), {
+          minLength: 1,
+          maxLength: 120,
+        }),
+        fc.integer({ min: 1, max: 40 }),
+        fc.array(fc.boolean(), { maxLength: 12 }),
+        async (specs, groupMessages, failCalls) => {
+          const messages = specs.map((s, i) =>
+            inMessage(i, (s.binary ? encodeBinary : encodeStructured)(event(i, `job-${s.job}`))),
+          );
+          const applied: JobEvent[] = [];
+          let calls = 0;
+          const sink: EventSink = {
+            applyEvents: async () => [],
+            applyEventsDetailed: async (evs) => {
+              // a failed call fails before any effect, as a Redis outage does
+              if (failCalls[calls++]) throw new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', 'down');
+              applied.push(...evs);
+              return evs.map(() => ({ result: 'applied' as ApplyResult }));
+            },
+          };
+          const done = processBatch(
+            { topic: 't', partition: 0, messages },
+            { sink, control, groupMessages, sendDlq: async () => {} },
+          );
+          // every group went out before the first reply was awaited
+          expect(calls).toBe(keyGroups(messages, groupMessages).length);
+          const report = await done;
+          expect(report).toEqual({ done: true, applied: specs.length, dead: 0 });
+          expect(applied.length).toBe(specs.length);
+          expect(new Set(applied.map((e) => e.id)).size).toBe(specs.length);
+          for (let job = 0; job < 10; job++) {
+            const order = applied.filter((e) => e.jobId === `job-${job}`).map((e) => Number(e.id.slice(2)));
+            expect(order).toEqual([...order].sort((a, b) => a - b));
+          }
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it('groups a batch by key, each key in one group in offset order', () => {
+    const messages = Array.from({ length: 100 }, (_, i) =>
+      inMessage(i, encodeStructured(event(i, `job-${i % 10}`))),
+    );
+    const groups = keyGroups(messages, 20);
+    expect(groups.length).toBeGreaterThan(1);
+    expect(groups.flat().sort((a, b) => a - b)).toEqual([...Array(100).keys()]);
+    for (const g of groups) expect(g).toEqual([...g].sort((a, b) => a - b));
+    const groupOf = (i: number) => groups.findIndex((g) => g.includes(i));
+    for (let i = 10; i < 100; i++) expect(groupOf(i)).toBe(groupOf(i % 10));
+    expect(keyGroups(messages, 100)).toEqual([[...Array(100).keys()]]);
   });
 
   it('abandons the batch (no DLQ, not done) when it stops being ours during an outage', async () => {
