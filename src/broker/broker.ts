@@ -307,14 +307,11 @@ export class JobBroker {
     await this.applyTimers(settled);
     const now = Date.now();
     events.forEach((e, i) => {
-      const o = outcomes[i] as ApplyOutcome;
-      const lag = e.time ? (now - Date.parse(e.time)) / 1000 : Number.NaN;
-      this.instrumentation.emit('event_applied', {
-        type: e.type,
-        result: o.result,
-        applySeconds,
-        ...(Number.isFinite(lag) && o.result === 'applied' ? { lagSeconds: Math.max(0, lag) } : {}),
-      });
+      const result = (outcomes[i] as ApplyOutcome).result;
+      const applied: BrokerEventMap['event_applied'][0] = { type: e.type, result, applySeconds };
+      const lag = e.time && result === 'applied' ? (now - Date.parse(e.time)) / 1000 : Number.NaN;
+      if (Number.isFinite(lag)) applied.lagSeconds = Math.max(0, lag);
+      this.instrumentation.emit('event_applied', applied);
     });
     return outcomes as ApplyOutcome[];
   }

@@ -3,7 +3,7 @@
  * arguments of the apply script. The wire parsers check formats; this checks
  * what the state machine needs (ids, attempt, seq, chunk size).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { shortType } from './codec.js';
 import { JOB_ID_PATTERN, type JobEvent } from './types.js';
 
@@ -61,7 +61,7 @@ function chunkBytes(chunk: unknown): number | undefined {
 
 /** Dedupe key of (source, id): 64 bits of sha1, hex. */
 export function dedupeKey(e: JobEvent): string {
-  return createHash('sha1').update(e.source).update('\0').update(e.id).digest('hex').slice(0, 16);
+  return hash('sha1', `${e.source}\0${e.id}`).slice(0, 16);
 }
 
 /** Text as Redis will store it: a lone UTF-16 surrogate becomes U+FFFD (cjson refuses it). */

@@ -227,8 +227,12 @@ const toOutcome =
         dlq: o.tooLarge ? 'too_large' : 'invalid',
         detail: `refused by the broker: ${o.reason ?? 'invalid'}`,
       };
-    return { result: o.result };
+    return RESULTS[o.result] ?? { result: o.result };
   };
+/** One outcome object per result, shared: a batch makes thousands. */
+const RESULTS = Object.fromEntries(
+  (['applied', 'duplicate', 'stale', 'late'] as const).map((r) => [r, Object.freeze({ result: r })]),
+) as Record<Exclude<ApplyResult, 'invalid' | 'unknown_job'>, Outcome>;
 
 async function checked(p: Promise<SinkOutcome[]>, n: number): Promise<SinkOutcome[]> {
   const r = await p;

@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import { describeIssues, eventId, eventSource, eventType, isTimestamp, timestamp } from './fields.js';
 import { type Decoded, decodeUtf8, isJsonMediaType, isPlainObject, parseJsonBytes } from './json-bytes.js';
-import { type FormatLimits, fail, type RawMessage } from './result.js';
+import { type FormatLimits, fail, type ParseFailure, type RawMessage } from './result.js';
 
 export const STRUCTURED_CONTENT_TYPE = 'application/cloudevents+json';
 
@@ -108,24 +108,25 @@ export function fromStructured(obj: Record<string, unknown>, limits: FormatLimit
 
 export type Headers = NonNullable<RawMessage['headers']>;
 
-/** One header's value as text; undefined when absent. Fails on repeats, bad UTF-8 or size. */
+/**
+ * One header's value as text; undefined when absent; a failure on repeats, bad UTF-8
+ * or size. No result object around the text: a binary-mode event reads six headers.
+ */
 export function headerText(
   headers: Headers,
   name: string,
   limits: FormatLimits,
-): Decoded<string | undefined> {
+): string | undefined | ParseFailure {
   let raw = headers[name];
   if (Array.isArray(raw)) {
     if (raw.length > 1) return fail('invalid', `header ${name} appears ${raw.length} times`);
     raw = raw[0];
   }
-  if (raw === undefined || raw === null) return { ok: true, value: undefined };
+  if (raw === undefined || raw === null) return undefined;
   const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
   if (size > limits.maxHeaderBytes)
     return fail('too_large', `header ${name} is ${size} bytes, more than ${limits.maxHeaderBytes}`);
-  const text = decodeUtf8(raw);
-  if (text === undefined) return fail('malformed', `header ${name} is not valid UTF-8`);
-  return { ok: true, value: text };
+  return decodeUtf8(raw) ?? fail('malformed', `header ${name} is not valid UTF-8`);
 }
 
 /** Header names as sent, found case-insensitively ("content-type", "Content-Type"). */
@@ -158,14 +159,14 @@ export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<Cloud
     }
     if (Object.hasOwn(attrs, attr)) return fail('invalid', `attribute ${attr} is given by two headers`);
     const text = headerText(headers, name, limits);
-    if (!text.ok) return text;
-    if (text.value !== undefined) attrs[attr] = text.value;
+    if (typeof text === 'object') return text;
+    if (text !== undefined) attrs[attr] = text;
   }
   const ctName = findHeader(headers, 'content-type');
   if (ctName !== undefined) {
     const ct = headerText(headers, ctName, limits);
-    if (!ct.ok) return ct;
-    if (ct.value !== undefined) attrs.datacontenttype = ct.value;
+    if (typeof ct === 'object') return ct;
+    if (ct !== undefined) attrs.datacontenttype = ct;
   }
   const checked = checkAttributes(attrs, 'binary');
   if (!checked.ok) return checked;

@@ -49,11 +49,11 @@ function parseUnchecked(msg: RawMessage, limits: FormatLimits): Decoded<JobEvent
   const ctName = findHeader(headers, 'content-type');
   if (ctName !== undefined) {
     const ct = headerText(headers, ctName, limits);
-    if (!ct.ok) return ct;
-    if (ct.value !== undefined && !isJsonMediaType(ct.value))
+    if (typeof ct === 'object') return ct;
+    if (ct !== undefined && !isJsonMediaType(ct))
       return fail(
         'invalid',
-        `content-type "${ct.value.slice(0, 100)}" without ce_ headers; expected ${STRUCTURED_CONTENT_TYPE} or binary mode`,
+        `content-type "${ct.slice(0, 100)}" without ce_ headers; expected ${STRUCTURED_CONTENT_TYPE} or binary mode`,
       );
   }
   if (msg.value === null || msg.value === undefined) return fail('malformed', 'the message has no value');
