@@ -64,6 +64,11 @@ export class EventsConsumer {
   private readonly assigned = new Set<number>();
   /** Per partition, the latest batch's effects: true once durable, false if abandoned. */
   private readonly inflight = new Map<number, Promise<boolean>>();
+  /**
+   * Per partition, the first offset of a batch abandoned and sought back to: later
+   * batches fetched before the seek took effect are skipped until it is read again.
+   */
+  private readonly rereading = new Map<number, bigint>();
 
   constructor(private readonly opts: EventsConsumerOptions) {
     this.instrumentation = opts.instrumentation ?? createInstrumentation();
@@ -80,6 +85,7 @@ export class EventsConsumer {
     this.consumer.on(events.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
       this.assigned.clear();
+      this.rereading.clear(); // a new assignment starts from the committed offsets
       for (const partition of payload.memberAssignment[this.topics.events] ?? [])
         this.assigned.add(partition);
       const partitions = Object.values(payload.memberAssignment).reduce((n, ps) => n + ps.length, 0);
@@ -161,11 +167,20 @@ export class EventsConsumer {
     const previous = this.inflight.get(partition);
     // abandoned: its partition was sought back to it, and this batch is fetched again
     if (previous && !(await previous)) return;
-    // parses the batch and sends its effects to Redis before answering
-    const work = this.apply(p, started).catch((err: unknown) => {
-      this.opts.logger.error({ err, partition }, 'batch failed after its effects; reading it again');
-      return this.readAgain(p);
-    });
+    const from = this.rereading.get(partition);
+    if (from !== undefined) {
+      // fetched before the seek back: not applied, not resolved
+      if (BigInt(batch.messages[0]!.offset) > from) return;
+      this.rereading.delete(partition);
+    }
+    // parsed and sent to Redis on the next turn of the event loop: kafkajs sends its
+    // next fetch first, and the fetch's round trip overlaps the parsing
+    const work = new Promise<void>((r) => setImmediate(r))
+      .then(() => this.apply(p, started))
+      .catch((err: unknown) => {
+        this.opts.logger.error({ err, partition }, 'batch failed after its effects; reading it again');
+        return this.readAgain(p);
+      });
     this.inflight.set(partition, work);
     void work.finally(() => {
       if (this.inflight.get(partition) === work) this.inflight.delete(partition);
@@ -252,6 +267,7 @@ export class EventsConsumer {
    */
   private readAgain(p: EachBatchPayload): false {
     const { topic, partition, messages } = p.batch;
+    this.rereading.set(partition, BigInt(messages[0]!.offset));
     try {
       this.consumer.seek({ topic, partition, offset: messages[0]!.offset });
     } catch (err) {
