@@ -2,7 +2,8 @@
  * One partition's batch of executor events: parse every message, dead-letter the bad
  * ones, apply the good ones (each job's in offset order, one applyEvents call per
  * group of keys), dead-letter events for unknown jobs, and only then report the batch
- * done (the caller resolves and commits the offsets). Outages are waited out; nothing here skips a good event.
+ * done (the caller resolves and commits the offsets). Outages are waited out; nothing
+ * here skips a good event.
  */
 import type { ApplyResult, JobEvent } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';

@@ -1,13 +1,14 @@
 /**
  * The events consumer: a consumer group on `<prefix>.events` whose batches are parsed
  * and applied by event-batch.ts, which sends a batch's effects to Redis group by group
- * as it parses them; kafkajs fetches the next batch while Redis applies. A batch
- * starts once the previous one of its partition is durable. Offsets are committed only once a batch's Redis effects and DLQ
- * records are acknowledged, at most every commitIntervalMs (a crash replays what was
- * not committed yet, and replays are duplicates), so a commit round trip is not paid
- * on every batch. A batch abandoned (stopping, or the partition lost while waiting out
- * an outage) is read again from its start. stop() finishes the in-flight batches,
- * commits them and leaves the group; a rebalance commits too.
+ * as it parses them. kafkajs fetches the next batch while we parse and Redis applies;
+ * a batch starts once the previous one of its partition is durable. Offsets are
+ * committed only once a batch's Redis effects and DLQ records are acknowledged, at
+ * most every commitIntervalMs (a crash replays what was not committed yet, and
+ * replays are duplicates), so a commit round trip is not paid on every batch. A batch
+ * abandoned (stopping, or the partition lost while waiting out an outage) is read
+ * again from its start. stop() finishes the in-flight batches, commits them and
+ * leaves the group; a rebalance commits too.
  */
 import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
@@ -154,10 +155,10 @@ export class EventsConsumer {
 
   /**
    * One batch of a partition. It starts once the previous batch's effects are durable
-   * (per-partition order); once its effects are sent, kafkajs is let go on to fetch the
-   * next batch while Redis applies this one: the offset is resolved (the fetch position) at once, but commits
-   * follow only what is durable (`pending`). Stopping, a batch is finished before
-   * kafkajs is let go, so the group is left with it committed.
+   * (per-partition order), and kafkajs is let go on to fetch the next batch while we
+   * parse this one and Redis applies it: the offset is resolved (the fetch position)
+   * at once, but commits follow only what is durable (`pending`). Stopping, a batch is
+   * finished before kafkajs is let go, so the group is left with it committed.
    */
   private async onBatch(p: EachBatchPayload): Promise<void> {
     const { batch } = p;
