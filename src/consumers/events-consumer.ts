@@ -65,11 +65,6 @@ export class EventsConsumer {
   private readonly assigned = new Set<number>();
   /** Per partition, the latest batch's effects: true once durable, false if abandoned. */
   private readonly inflight = new Map<number, Promise<boolean>>();
-  /**
-   * Per partition, the first offset of a batch abandoned and sought back to: later
-   * batches fetched before the seek took effect are skipped until it is read again.
-   */
-  private readonly rereading = new Map<number, bigint>();
 
   constructor(private readonly opts: EventsConsumerOptions) {
     this.instrumentation = opts.instrumentation ?? createInstrumentation();
@@ -86,7 +81,6 @@ export class EventsConsumer {
     this.consumer.on(events.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
       this.assigned.clear();
-      this.rereading.clear(); // a new assignment starts from the committed offsets
       for (const partition of payload.memberAssignment[this.topics.events] ?? [])
         this.assigned.add(partition);
       const partitions = Object.values(payload.memberAssignment).reduce((n, ps) => n + ps.length, 0);
@@ -168,12 +162,6 @@ export class EventsConsumer {
     const previous = this.inflight.get(partition);
     // abandoned: its partition was sought back to it, and this batch is fetched again
     if (previous && !(await previous)) return;
-    const from = this.rereading.get(partition);
-    if (from !== undefined) {
-      // fetched before the seek back: not applied, not resolved
-      if (BigInt(batch.messages[0]!.offset) > from) return;
-      this.rereading.delete(partition);
-    }
     // parsed and sent to Redis on the next turn of the event loop: kafkajs sends its
     // next fetch first, and the fetch's round trip overlaps the parsing
     const work = new Promise<void>((r) => setImmediate(r))
@@ -268,7 +256,6 @@ export class EventsConsumer {
    */
   private readAgain(p: EachBatchPayload): false {
     const { topic, partition, messages } = p.batch;
-    this.rereading.set(partition, BigInt(messages[0]!.offset));
     try {
       this.consumer.seek({ topic, partition, offset: messages[0]!.offset });
     } catch (err) {

@@ -187,13 +187,13 @@ describe('events consumer (recording sink, real Kafka)', () => {
       throw new Error('a bug after the effects');
     });
     await w.produce([1, 2, 3].map((s) => encodeStructured(log('again', s))));
+    await waitFor(() => failed, { what: 'the failure' });
+    // produced after the failure, so never in the failed batch
     await w.produce([4].map((s) => encodeStructured(log('again', s))));
-    await waitFor(() => sink.applied.filter((e) => e.seq === 4).length >= 1, { what: 'the fourth' });
-    // the failed batch was applied again (the broker would count the repeats as duplicates)
-    const seqs = sink.applied.map((e) => e.seq);
-    expect(seqs.slice(-1)).toEqual([4]);
-    expect(seqs.filter((s) => s === 1).length).toBe(2);
-    expect(seqs.indexOf(4)).toBeGreaterThan(seqs.lastIndexOf(3));
+    await waitFor(() => sink.applied.some((e) => e.seq === 4), { what: 'the fourth' });
+    // the failed batch was applied again (the broker would count the repeats as
+    // duplicates), before anything after it
+    expect(sink.applied.map((e) => e.seq)).toEqual([1, 2, 3, 1, 2, 3, 4]);
   });
 
   it('commits what was applied at stop: a new member resumes after the last applied batch', async () => {
