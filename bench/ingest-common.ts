@@ -6,10 +6,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
+import { createRegistry, instrumentMetrics } from '../src/api/metrics.js';
 import { JobBroker } from '../src/broker/index.js';
 import type { JobEvent } from '../src/broker/types.js';
 import { startKafka } from '../src/cli/local/kafka.js';
 import { startRedis } from '../src/cli/local/redis.js';
+import type { Instrumentation } from '../src/consumers/instrumentation.js';
 import { provisionTopics } from '../src/consumers/topics.js';
 import { topicNames } from '../src/shared/config.js';
 import { createKafka } from '../src/shared/kafka.js';
@@ -55,6 +57,14 @@ export async function benchWorld(partitions = 6) {
       await local?.stop();
     },
   };
+}
+
+/**
+ * The service's metrics on a consumer and its broker, as `extjob serve` wires them, so
+ * the benchmark pays for the per-event counters too. Returns the function that stops them.
+ */
+export function serviceMetrics(broker: JobBroker, consumer: Instrumentation): () => void {
+  return instrumentMetrics(createRegistry(), { broker, consumers: consumer });
 }
 
 /** Create `m` jobs and mark them running (so every later event is a plain effect). */

@@ -2,7 +2,8 @@
  * Produce -> visible latency at a steady rate (default 1,000 events/s for 10 s): log
  * chunks produced to the events topic by a separate load process (bench/ingest-load.ts,
  * wall-clock send times), timed until the broker's notification for the
- * stored chunk arrives (what /wait and the SSE streams see). Baseline in the same run:
+ * stored chunk arrives (what /wait and the SSE streams see). The consumer runs with the
+ * service's metrics listening. Baseline in the same run:
  * kafkajs produce -> consume latency of the same traffic with a read-only consumer.
  * Each side first gets WARMUP_SECONDS of the same traffic, not measured: a freshly
  * started Kafka broker and a fresh process answer the first seconds of offset commits
@@ -16,7 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { EventsConsumer } from '../src/consumers/events-consumer.js';
 import { createConsumer, createProducer } from '../src/shared/kafka.js';
-import { benchWorld, fmt, logger, percentile, runningJobs } from './ingest-common.js';
+import { benchWorld, fmt, logger, percentile, runningJobs, serviceMetrics } from './ingest-common.js';
 
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -130,6 +131,7 @@ try {
       batchMs.push(b.seconds * 1000);
       sizes.push(b.size);
     });
+    const stopMetrics = serviceMetrics(w.broker, consumer.instrumentation);
     await consumer.start();
     await ready;
     await new Promise((r) => setTimeout(r, 1000)); // fetch sessions settle after the join
@@ -143,6 +145,7 @@ try {
       await new Promise((r) => setTimeout(r, 50));
     ourLat = latencies(sent, visible(sent));
     await consumer.stop();
+    stopMetrics();
     await sub.quit();
     report('  extjob batch processing time (parse + apply + DLQ)', batchMs);
     console.log(

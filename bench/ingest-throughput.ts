@@ -1,9 +1,10 @@
 /**
  * End-to-end ingest throughput: N executor events for M jobs, already in the events
- * topic, consumed by the events consumer and applied to the real broker on Redis,
- * against baselines measured in the same run: a kafkajs consumer group that only
- * reads the same messages (same group settings, no processing; target >= 0.6x), and
- * the broker's own applyEvents on the same mix of events without Kafka.
+ * topic, consumed by the events consumer and applied to the real broker on Redis (with
+ * the service's metrics listening), against baselines measured in the same run: a
+ * kafkajs consumer group that only reads the same messages (same group settings, no
+ * processing; target >= 0.6x), and the broker's own applyEvents on the same mix of
+ * events without Kafka.
  * Every rate is timed from the moment the group was joined to the last message.
  *
  * A service runs for hours, so what counts is the rate once the code is warm (JIT
@@ -21,7 +22,7 @@ import { provisionTopics } from '../src/consumers/topics.js';
 import { topicNames } from '../src/shared/config.js';
 import { createConsumer, createProducer } from '../src/shared/kafka.js';
 import { inWindows } from './broker-redis.js';
-import { benchWorld, fmt, logger, runningJobs } from './ingest-common.js';
+import { benchWorld, fmt, logger, runningJobs, serviceMetrics } from './ingest-common.js';
 
 const N = Number(process.env.BENCH_EVENTS ?? 100_000);
 const M = Number(process.env.BENCH_JOBS ?? 1_000);
@@ -122,7 +123,10 @@ async function consumeOnly(topic: string): Promise<number> {
   return seconds;
 }
 
-/** Seconds for extjob's events consumer to parse, apply to Redis and commit the topic. */
+/**
+ * Seconds for extjob's events consumer to parse, apply to Redis and commit the topic,
+ * with the service's metrics listening.
+ */
 async function ingest(prefix: string): Promise<number> {
   const producer = createProducer(w.kafka);
   await producer.connect();
@@ -142,9 +146,11 @@ async function ingest(prefix: string): Promise<number> {
   consumer.instrumentation.on('event', (e) => {
     if (e.result === 'applied') applied++;
   });
+  const stopMetrics = serviceMetrics(w.broker, consumer.instrumentation);
   await consumer.start();
   const seconds = await watch.seconds;
   await consumer.stop();
+  stopMetrics();
   await producer.disconnect();
   if (applied !== N) console.log(`WARNING: ${applied} of ${N} events applied`);
   return seconds;
