@@ -175,11 +175,10 @@ async function applyAll(
     },
   };
   const apply = (evs: JobEvent[]) => checked(callSink(deps.sink, evs), evs.length);
-  let sent = first;
   try {
     const results = await retrying(() => {
-      const call = sent ?? apply(events);
-      sent = undefined;
+      const call = first ?? apply(events);
+      first = undefined; // a retry sends the call again
       return call;
     }, control);
     if (results === ABORTED) return ABORTED;
