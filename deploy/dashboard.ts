@@ -139,7 +139,7 @@ export const ROWS: RowDef[] = [
       ]),
       ts(
         'Event apply time',
-        'Time of the pipelined Redis round trip that applied each event (one per Kafka batch).',
+        'Time of each pipelined Redis round trip that applied a batch of events.',
         's',
         quantiles('extjob_event_apply_seconds_bucket', [], [0.5, 0.99]),
       ),

@@ -50,7 +50,12 @@ export interface BrokerEventPayloads {
     acceptLatencySeconds?: number;
     durationSeconds?: number;
   };
-  event_applied: { type?: string; result: string; applySeconds?: number; lagSeconds?: number };
+  /** One applyEvents call: outcomes[i] is what became of events[i]. */
+  events_applied: {
+    events: readonly { type?: string; time?: string }[];
+    outcomes: readonly { result: string }[];
+    applySeconds?: number;
+  };
   timeout: { kind: string };
   timer_fired: { kind: string; lateSeconds: number; effect?: string };
 }
@@ -234,15 +239,42 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
 
   // --- events ---
+  // Counted per event, tens of thousands a second: each (type, result) series is looked
+  // up once (labels() hashes its labels on every call), and an event only adds to a plain
+  // number, handed to prom-client when a scrape reads the counter. Both labels are
+  // bounded, and so is this map.
+  const eventSeries = new Map<string, Map<string, { child: { inc(n: number): void }; n: number }>>();
   const events = new Counter({
     name: 'extjob_events_total',
     help: 'Executor events handled, by type and result (applied, duplicate, stale, late, invalid, unknown_job).',
     labelNames: ['type', 'result'],
     registers: r,
+    collect() {
+      for (const byResult of eventSeries.values())
+        for (const series of byResult.values())
+          if (series.n > 0) {
+            series.child.inc(series.n);
+            series.n = 0;
+          }
+    },
   });
+  const countEvent = (type: string | undefined, result: string) => {
+    const t = eventTypeLabel(type);
+    let byResult = eventSeries.get(t);
+    if (!byResult) {
+      byResult = new Map();
+      eventSeries.set(t, byResult);
+    }
+    let series = byResult.get(result);
+    if (!series) {
+      series = { child: events.labels({ type: t, result }), n: 0 };
+      byResult.set(result, series);
+    }
+    series.n++;
+  };
   const applySeconds = new Histogram({
     name: 'extjob_event_apply_seconds',
-    help: 'Time of the pipelined Redis round trip that applied the event (each event of a batch observes it).',
+    help: 'Time of the pipelined Redis round trip that applied a batch of events (one observation a round trip).',
     buckets: APPLY_BUCKETS,
     registers: r,
   });
@@ -267,28 +299,17 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
       if (isSeconds(p.durationSeconds)) duration.observe({ state: p.to }, p.durationSeconds);
     }
   });
-  // Counted per event: each (type, result) series is looked up once (labels() hashes
-  // its labels on every call). Both labels are bounded, and so is this map.
-  const eventSeries = new Map<string, Map<string, { inc(): void }>>();
-  const countEvent = (type: string | undefined, result: string) => {
-    const t = eventTypeLabel(type);
-    let byResult = eventSeries.get(t);
-    if (!byResult) {
-      byResult = new Map();
-      eventSeries.set(t, byResult);
-    }
-    let series = byResult.get(result);
-    if (!series) {
-      series = events.labels({ type: t, result });
-      byResult.set(result, series);
-    }
-    series.inc();
-  };
-  listen<BrokerEventPayloads['event_applied']>(broker?.instrumentation, 'event_applied', (p) => {
+  listen<BrokerEventPayloads['events_applied']>(broker?.instrumentation, 'events_applied', (p) => {
     // Invalid events never reach the broker; the consumers count those (below).
-    countEvent(p.type, boundedLabel(p.result, RESULTS));
+    const now = Date.now();
+    p.events.forEach((e, i) => {
+      const result = boundedLabel(p.outcomes[i]?.result, RESULTS);
+      countEvent(e.type, result);
+      if (result !== 'applied' || !e.time) return;
+      const lag = Math.max(0, (now - Date.parse(e.time)) / 1000); // NaN for an unreadable time
+      if (isSeconds(lag)) lagSeconds.observe(lag);
+    });
     if (isSeconds(p.applySeconds)) applySeconds.observe(p.applySeconds);
-    if (p.result === 'applied' && isSeconds(p.lagSeconds)) lagSeconds.observe(p.lagSeconds);
   });
   listen<BrokerEventPayloads['timeout']>(broker?.instrumentation, 'timeout', (p) => {
     timeouts.inc({ kind: boundedLabel(p.kind, TIMEOUT_KINDS) });

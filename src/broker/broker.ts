@@ -32,6 +32,7 @@ import { runScript, runScripts, type ScriptCall, type ScriptName } from './scrip
 import { prepareSpec } from './spec.js';
 import { parseTimer, type TimerData, TimerService } from './timers.js';
 import {
+  type ApplyOutcome,
   type ApplyResult,
   type Cause,
   type HistoryEntry,
@@ -64,14 +65,6 @@ export interface JobBrokerOptions {
   timers?: { concurrency?: number; retentionSweepMs?: number; scanEveryMs?: number };
   /** Clock for the scripts in ms (default Date.now; hosts must keep clocks in sync, e.g. NTP). Tests only. */
   now?: () => number;
-}
-
-export interface ApplyOutcome {
-  result: ApplyResult;
-  /** Why an event is invalid (for the DLQ reason). */
-  reason?: string;
-  /** The chunk was over the per-chunk limit (EXTJOB_PAYLOAD_TOO_LARGE). */
-  tooLarge?: boolean;
 }
 
 interface ScriptOutput {
@@ -305,15 +298,9 @@ export class JobBroker {
       }
     });
     await this.applyTimers(settled);
-    const now = Date.now();
-    events.forEach((e, i) => {
-      const result = (outcomes[i] as ApplyOutcome).result;
-      const applied: BrokerEventMap['event_applied'][0] = { type: e.type, result, applySeconds };
-      const lag = e.time && result === 'applied' ? (now - Date.parse(e.time)) / 1000 : Number.NaN;
-      if (Number.isFinite(lag)) applied.lagSeconds = Math.max(0, lag);
-      this.instrumentation.emit('event_applied', applied);
-    });
-    return outcomes as ApplyOutcome[];
+    const done = outcomes as ApplyOutcome[];
+    this.instrumentation.emit('events_applied', { events, outcomes: done, applySeconds });
+    return done;
   }
 
   async cancelJob(id: string, cause: Cause): Promise<Job> {

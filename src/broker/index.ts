@@ -1,5 +1,5 @@
 /** The broker's public surface. */
-export { type ApplyOutcome, type BrokerDefaults, JobBroker, type JobBrokerOptions } from './broker.js';
+export { type BrokerDefaults, JobBroker, type JobBrokerOptions } from './broker.js';
 export {
   type BrokerEventMap,
   BrokerInstrumentation,

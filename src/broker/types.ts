@@ -108,6 +108,15 @@ export interface Job {
 
 export type EventKind = 'accepted' | 'heartbeat' | 'log' | 'finished' | 'canceled';
 
+/** What became of one executor event. */
+export interface ApplyOutcome {
+  result: ApplyResult;
+  /** Why an event is invalid (for the DLQ reason). */
+  reason?: string;
+  /** The chunk was over the per-chunk limit (EXTJOB_PAYLOAD_TOO_LARGE). */
+  tooLarge?: boolean;
+}
+
 /**
  * An executor's event after parsing, whatever its wire format (CloudEvents
  * structured or binary, CDEvents, HTTP). `source` + `id` identify it for dedupe.

@@ -110,15 +110,16 @@ describe('instrumentMetrics', () => {
 
   it('counts events once: results from the broker, invalid ones from the consumers', async () => {
     const { registry, broker, consumers } = setup();
-    broker.emit('event_applied', {
-      type: 'dev.extjob.finished.v1',
-      result: 'applied',
+    const finished = { type: 'dev.extjob.finished.v1' };
+    const halfSecondAgo = new Date(Date.now() - 500).toISOString();
+    broker.emit('events_applied', {
+      events: [{ ...finished, time: halfSecondAgo }, finished, { ...finished, time: 'not a time' }],
+      outcomes: [{ result: 'applied' }, { result: 'duplicate' }, { result: 'applied' }],
       applySeconds: 0.002,
-      lagSeconds: 0.5,
     });
-    broker.emit('event_applied', {
-      type: 'dev.extjob.finished.v1',
-      result: 'duplicate',
+    broker.emit('events_applied', {
+      events: [{ ...finished, time: halfSecondAgo }],
+      outcomes: [{ result: 'duplicate' }],
       applySeconds: 0.001,
     });
     // The consumers report every result too; only `invalid` is theirs to count.
@@ -128,15 +129,28 @@ describe('instrumentMetrics', () => {
     consumers.emit('dlq', { reason: 'malformed' });
     expect(
       await sample(registry, 'extjob_events_total{type="dev.extjob.finished.v1",result="applied"}'),
-    ).toBe(1);
+    ).toBe(2);
     expect(
       await sample(registry, 'extjob_events_total{type="dev.extjob.finished.v1",result="duplicate"}'),
-    ).toBe(1);
+    ).toBe(2);
     expect(await sample(registry, 'extjob_events_total{type="unknown",result="invalid"}')).toBe(1);
     expect(await sample(registry, 'extjob_events_total{type="other",result="invalid"}')).toBe(1);
     expect(await sample(registry, 'extjob_dlq_total{reason="malformed"}')).toBe(1);
+    // one observation a round trip; a lag only for applied events with a readable time
     expect(await sample(registry, 'extjob_event_apply_seconds_count')).toBe(2);
     expect(await sample(registry, 'extjob_event_lag_seconds_count')).toBe(1);
+    const lag = await sample(registry, 'extjob_event_lag_seconds_sum');
+    expect(lag).toBeGreaterThanOrEqual(0.5);
+    expect(lag).toBeLessThan(30);
+    // counts reach prom-client at scrape time, and every scrape sees the ones since
+    broker.emit('events_applied', {
+      events: [finished],
+      outcomes: [{ result: 'applied' }],
+      applySeconds: 0.001,
+    });
+    expect(
+      await sample(registry, 'extjob_events_total{type="dev.extjob.finished.v1",result="applied"}'),
+    ).toBe(3);
   });
 
   it('keeps consumer lag per owned partition and forgets it on a rebalance', async () => {
