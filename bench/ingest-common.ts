@@ -4,7 +4,9 @@
  * nobody else's commands queue in front of ours) under a key prefix of the run's own,
  * topics of its own, and cleanup of all of it.
  */
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { createRegistry, instrumentMetrics } from '../src/api/metrics.js';
 import { JobBroker } from '../src/broker/index.js';
@@ -40,7 +42,23 @@ export async function benchWorld(partitions = 6) {
     logger,
   });
   const topics = topicNames(prefix);
+  const kafkaPid = local?.pid;
   return {
+    /**
+     * CPU seconds used so far by this process, and by Redis and the Kafka broker when
+     * the run started them (a shared one also works for others: left out).
+     */
+    async cpu(): Promise<CpuSample> {
+      const own = process.cpuUsage();
+      const sample: CpuSample = { node: (own.user + own.system) / 1e6 };
+      if (localRedis) {
+        const info = await redis.info('cpu');
+        const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1]);
+        sample.redis = field('used_cpu_user') + field('used_cpu_sys');
+      }
+      if (kafkaPid !== undefined) sample.kafka = processCpuSeconds(kafkaPid);
+      return sample;
+    },
     kafka,
     brokers,
     prefix,
@@ -89,3 +107,35 @@ export function percentile(sorted: number[], p: number): number {
 }
 
 export const fmt = (n: number, digits = 1) => n.toFixed(digits);
+
+export interface CpuSample {
+  node: number;
+  redis?: number;
+  kafka?: number;
+}
+
+/** CPU used between two samples, in microseconds per event, and in all. */
+export function cpuPerEvent(from: CpuSample, to: CpuSample, events: number) {
+  const per = (a?: number, b?: number) =>
+    a === undefined || b === undefined ? undefined : ((b - a) * 1e6) / events;
+  const out = {
+    node: per(from.node, to.node)!,
+    redis: per(from.redis, to.redis),
+    kafka: per(from.kafka, to.kafka),
+  };
+  return { ...out, total: out.node + (out.redis ?? 0) + (out.kafka ?? 0) };
+}
+
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** utime + stime of a process (all its threads), in seconds, from /proc. */
+function processCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // fields after the command name (which may hold spaces) in parentheses
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}

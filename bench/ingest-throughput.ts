@@ -15,6 +15,7 @@
  *   npx tsx bench/ingest-throughput.ts     (BENCH_EVENTS, BENCH_JOBS, BENCH_ROUNDS to change N, M, rounds)
  */
 import { randomUUID } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import type { JobEvent } from '../src/broker/types.js';
 import { EventsConsumer } from '../src/consumers/events-consumer.js';
 import { encodeBinary, encodeStructured } from '../src/consumers/formats/index.js';
@@ -22,7 +23,7 @@ import { provisionTopics } from '../src/consumers/topics.js';
 import { topicNames } from '../src/shared/config.js';
 import { createConsumer, createProducer } from '../src/shared/kafka.js';
 import { inWindows } from './broker-redis.js';
-import { benchWorld, fmt, logger, runningJobs, serviceMetrics } from './ingest-common.js';
+import { benchWorld, cpuPerEvent, fmt, logger, runningJobs, serviceMetrics } from './ingest-common.js';
 
 const N = Number(process.env.BENCH_EVENTS ?? 100_000);
 const M = Number(process.env.BENCH_JOBS ?? 1_000);
@@ -173,28 +174,59 @@ async function direct(jobs: string[]): Promise<number> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** Events/s of `seconds` for N events, and the CPU each event took (this process, Redis, Kafka). */
+async function measured(run: () => Promise<number>) {
+  const from = await w.cpu();
+  const seconds = await run();
+  const cpu = cpuPerEvent(from, await w.cpu(), N);
+  return { rate: N / seconds, cpu };
+}
+
+const us = (v: number | undefined) => (v === undefined ? '-' : fmt(v));
+const cpuLine = (c: ReturnType<typeof cpuPerEvent>) =>
+  `node ${us(c.node)} + redis ${us(c.redis)} + kafka ${us(c.kafka)} = ${us(c.total)} us`;
+
 try {
-  const rows: { base: number; ours: number; direct: number }[] = [];
+  const rows: { base: number; ours: number; direct: number; baseCpu: number; oursCpu: number }[] = [];
   for (let round = 0; round <= ROUNDS; round++) {
     const { prefix, topic, jobs } = await prepare(round);
-    const base = N / (await consumeOnly(topic));
-    const ours = N / (await ingest(prefix));
+    const base = await measured(() => consumeOnly(topic));
+    const ours = await measured(() => ingest(prefix));
     const alone = N / (await direct(jobs));
     const what = round === 0 ? 'warm-up (not counted)' : `round ${round}`;
     console.log(
-      `${what}: consume-only ${fmt(base, 0)}/s, extjob ${fmt(ours, 0)}/s (${fmt(ours / base, 2)}x), ` +
-        `broker alone ${fmt(alone, 0)}/s (extjob at ${fmt(ours / alone, 2)}x of it)`,
+      `${what}: consume-only ${fmt(base.rate, 0)}/s, extjob ${fmt(ours.rate, 0)}/s (${fmt(ours.rate / base.rate, 2)}x), ` +
+        `broker alone ${fmt(alone, 0)}/s (extjob at ${fmt(ours.rate / alone, 2)}x of it)`,
     );
-    if (round > 0) rows.push({ base, ours, direct: alone });
+    console.log(`  CPU an event: consume-only ${cpuLine(base.cpu)}; extjob ${cpuLine(ours.cpu)}`);
+    if (round > 0)
+      rows.push({
+        base: base.rate,
+        ours: ours.rate,
+        direct: alone,
+        baseCpu: base.cpu.total,
+        oursCpu: ours.cpu.total,
+      });
   }
+  const cores = availableParallelism();
+  const oursCpu = median(rows.map((r) => r.oursCpu));
+  const ceiling = (cores * 1e6) / oursCpu;
+  const base = median(rows.map((r) => r.base));
   console.log(`\nmedians of ${ROUNDS} rounds, ${N} events for ${M} jobs each:`);
-  console.log(`baseline kafkajs consume-only: ${fmt(median(rows.map((r) => r.base)), 0)} events/s`);
+  console.log(`baseline kafkajs consume-only: ${fmt(base, 0)} events/s`);
   console.log(`extjob ingest (parse + Redis + commit): ${fmt(median(rows.map((r) => r.ours)), 0)} events/s`);
   console.log(`broker applyEvents without Kafka: ${fmt(median(rows.map((r) => r.direct)), 0)} events/s`);
   console.log(
     `ratio to kafkajs consume-only: ${fmt(median(rows.map((r) => r.ours / r.base)), 2)}x (target >= 0.6x)`,
   );
   console.log(`ratio to the broker's own apply rate: ${fmt(median(rows.map((r) => r.ours / r.direct)), 2)}x`);
+  // What the machine allows: every process here shares its cores, so extjob can go no
+  // faster than its CPU per event spread perfectly over all of them.
+  console.log(
+    `CPU an event: consume-only ${fmt(median(rows.map((r) => r.baseCpu)))} us, extjob ${fmt(oursCpu)} us ` +
+      `(Redis and Kafka counted when this run started them); ${cores} cores allow extjob at most ` +
+      `${fmt(ceiling, 0)} events/s, ${fmt(ceiling / base, 2)}x of consume-only`,
+  );
 } finally {
   await admin.disconnect();
   await w.close();
