@@ -108,6 +108,8 @@ export function percentile(sorted: number[], p: number): number {
 
 export const fmt = (n: number, digits = 1) => n.toFixed(digits);
 
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 export interface CpuSample {
   node: number;
   redis?: number;

@@ -19,7 +19,7 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { EventsConsumer } from '../src/consumers/events-consumer.js';
 import { createConsumer, createProducer } from '../src/shared/kafka.js';
-import { benchWorld, fmt, logger, percentile, runningJobs, serviceMetrics } from './ingest-common.js';
+import { benchWorld, fmt, logger, median, percentile, runningJobs, serviceMetrics } from './ingest-common.js';
 
 const RATE = Number(process.env.BENCH_RATE ?? 1000);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -211,7 +211,6 @@ try {
     p99s.ours.push(report('  extjob produce->visible (applied in Redis, notified)', lat.ours!));
   }
 
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   console.log(
     `\nsteady ${RATE} events/s for ${SECONDS} s after ${WARMUP_SECONDS} s not measured, ${M} jobs, ` +
       `medians of ${ROUNDS} rounds:`,

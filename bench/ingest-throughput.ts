@@ -23,7 +23,15 @@ import { provisionTopics } from '../src/consumers/topics.js';
 import { topicNames } from '../src/shared/config.js';
 import { createConsumer, createProducer } from '../src/shared/kafka.js';
 import { inWindows } from './broker-redis.js';
-import { benchWorld, cpuPerEvent, fmt, logger, runningJobs, serviceMetrics } from './ingest-common.js';
+import {
+  benchWorld,
+  cpuPerEvent,
+  fmt,
+  logger,
+  median,
+  runningJobs,
+  serviceMetrics,
+} from './ingest-common.js';
 
 const N = Number(process.env.BENCH_EVENTS ?? 100_000);
 const M = Number(process.env.BENCH_JOBS ?? 1_000);
@@ -171,8 +179,6 @@ async function direct(jobs: string[]): Promise<number> {
   await inWindows(byPartition, 3600, (batch) => w.broker.applyEvents(batch), 2);
   return (performance.now() - t0) / 1000;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Events/s of `seconds` for N events, and the CPU each event took (this process, Redis, Kafka). */
 async function measured(run: () => Promise<number>) {
