@@ -25,6 +25,7 @@ import { createConsumer, createProducer } from '../src/shared/kafka.js';
 import { inWindows } from './broker-redis.js';
 import {
   benchWorld,
+  type CpuSample,
   cpuPerEvent,
   fmt,
   logger,
@@ -93,28 +94,42 @@ async function prepare(round: number) {
   return { prefix, topic, jobs };
 }
 
-/** Times from the group join to the N-th message seen. */
+/**
+ * From the group join to the N-th message seen: the rate, and the CPU each event took
+ * in that window (this process, Redis, Kafka).
+ */
 function stopwatch() {
   let seen = 0;
   let first = 0;
-  let done!: (seconds: number) => void;
-  const seconds = new Promise<number>((r) => {
+  let from: Promise<CpuSample> | undefined;
+  let done!: (m: Promise<Measured>) => void;
+  const measured = new Promise<Measured>((r) => {
     done = r;
   });
   return {
     joined: () => {
       first = performance.now();
+      from = w.cpu();
     },
     saw: (n: number) => {
+      if (seen >= N) return;
       seen += n;
-      if (seen >= N) done((performance.now() - first) / 1000);
+      if (seen < N) return;
+      const rate = N / ((performance.now() - first) / 1000);
+      const to = w.cpu();
+      done(Promise.all([from!, to]).then(([a, b]) => ({ rate, cpu: cpuPerEvent(a, b, N) })));
     },
-    seconds,
+    measured,
   };
 }
 
-/** Seconds for a read-only kafkajs consumer group to read the topic. */
-async function consumeOnly(topic: string): Promise<number> {
+interface Measured {
+  rate: number;
+  cpu: ReturnType<typeof cpuPerEvent>;
+}
+
+/** A read-only kafkajs consumer group reading the topic. */
+async function consumeOnly(topic: string): Promise<Measured> {
   const c = createConsumer(w.kafka, {
     groupId: `bench-base-${randomUUID()}`,
     maxBytesPerPartition: 1024 * 1024,
@@ -127,16 +142,16 @@ async function consumeOnly(topic: string): Promise<number> {
     partitionsConsumedConcurrently: CONCURRENCY,
     eachBatch: async ({ batch: b }) => watch.saw(b.messages.length),
   });
-  const seconds = await watch.seconds;
+  const measured = await watch.measured;
   await c.disconnect();
-  return seconds;
+  return measured;
 }
 
 /**
- * Seconds for extjob's events consumer to parse, apply to Redis and commit the topic,
- * with the service's metrics listening.
+ * extjob's events consumer parsing, applying to Redis and committing the topic, with
+ * the service's metrics listening.
  */
-async function ingest(prefix: string): Promise<number> {
+async function ingest(prefix: string): Promise<Measured> {
   const producer = createProducer(w.kafka);
   await producer.connect();
   const consumer = new EventsConsumer({
@@ -157,12 +172,12 @@ async function ingest(prefix: string): Promise<number> {
   });
   const stopMetrics = serviceMetrics(w.broker, consumer.instrumentation);
   await consumer.start();
-  const seconds = await watch.seconds;
+  const measured = await watch.measured;
   await consumer.stop();
   stopMetrics();
   await producer.disconnect();
   if (applied !== N) console.log(`WARNING: ${applied} of ${N} events applied`);
-  return seconds;
+  return measured;
 }
 
 /**
@@ -180,16 +195,8 @@ async function direct(jobs: string[]): Promise<number> {
   return (performance.now() - t0) / 1000;
 }
 
-/** Events/s of `seconds` for N events, and the CPU each event took (this process, Redis, Kafka). */
-async function measured(run: () => Promise<number>) {
-  const from = await w.cpu();
-  const seconds = await run();
-  const cpu = cpuPerEvent(from, await w.cpu(), N);
-  return { rate: N / seconds, cpu };
-}
-
 const us = (v: number | undefined) => (v === undefined ? '-' : fmt(v));
-const cpuLine = (c: ReturnType<typeof cpuPerEvent>) =>
+const cpuLine = (c: Measured['cpu']) =>
   `node ${us(c.node)} + redis ${us(c.redis)} + kafka ${us(c.kafka)} = ${us(c.total)} us`;
 
 try {
@@ -199,8 +206,8 @@ try {
   const rows: { base: number; ours: number; direct: number; baseCpu: number; oursCpu: number }[] = [];
   for (let round = 0; round <= ROUNDS; round++) {
     const { prefix, topic, jobs } = await prepare(round);
-    const base = await measured(() => consumeOnly(topic));
-    const ours = await measured(() => ingest(prefix));
+    const base = await consumeOnly(topic);
+    const ours = await ingest(prefix);
     const alone = N / (await direct(jobs));
     const ceiling = (cores * 1e6) / ours.cpu.total;
     const what = round === 0 ? 'warm-up (not counted)' : `round ${round}`;
