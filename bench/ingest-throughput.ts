@@ -186,7 +186,7 @@ async function ingest(prefix: string): Promise<Measured> {
  * of the jobs each) in batches the size of a fetched partition batch (about 3,600
  * here), two in flight.
  */
-async function direct(jobs: string[]): Promise<number> {
+async function directSeconds(jobs: string[]): Promise<number> {
   const partitionOf = new Map(jobs.map((id, i) => [id, i % 6]));
   const events = eventsFor(jobs, 'direct', 1_000_000);
   const byPartition = [0, 1, 2, 3, 4, 5].flatMap((p) => events.filter((e) => partitionOf.get(e.jobId) === p));
@@ -203,77 +203,38 @@ try {
   // What the machine allows: every process here shares its cores, so extjob can go no
   // faster than its CPU per event spread perfectly over all of them (its ceiling).
   const cores = availableParallelism();
-  const rows: { base: number; ours: number; direct: number; baseCpu: number; oursCpu: number }[] = [];
+  const rows: { base: Measured; ours: Measured; direct: number; ceiling: number }[] = [];
   for (let round = 0; round <= ROUNDS; round++) {
     const { prefix, topic, jobs } = await prepare(round);
     const base = await consumeOnly(topic);
     const ours = await ingest(prefix);
-    const alone = N / (await direct(jobs));
+    const direct = N / (await directSeconds(jobs));
     const ceiling = (cores * 1e6) / ours.cpu.total;
     const what = round === 0 ? 'warm-up (not counted)' : `round ${round}`;
     console.log(
       `${what}: consume-only ${fmt(base.rate, 0)}/s, extjob ${fmt(ours.rate, 0)}/s (${fmt(ours.rate / base.rate, 2)}x), ` +
-        `broker alone ${fmt(alone, 0)}/s (extjob at ${fmt(ours.rate / alone, 2)}x of it)`,
+        `broker alone ${fmt(direct, 0)}/s (extjob at ${fmt(ours.rate / direct, 2)}x of it)`,
     );
     console.log(`  CPU an event: consume-only ${cpuLine(base.cpu)}; extjob ${cpuLine(ours.cpu)}`);
     console.log(
       `  ${cores} cores allow extjob at most ${fmt(ceiling, 0)}/s (${fmt(ceiling / base.rate, 2)}x of consume-only)`,
     );
-    if (round > 0)
-      rows.push({
-        base: base.rate,
-        ours: ours.rate,
-        direct: alone,
-        baseCpu: base.cpu.total,
-        oursCpu: ours.cpu.total,
-      });
+    if (round > 0) rows.push({ base, ours, direct, ceiling });
   }
-  const med = (f: (r: (typeof rows)[number]) => number) => median(rows.map(f));
-  const ceiling = (r: (typeof rows)[number]) => (cores * 1e6) / r.oursCpu;
+  const med = (f: (r: (typeof rows)[number]) => number, digits = 2) => fmt(median(rows.map(f)), digits);
   console.log(`\nmedians of ${ROUNDS} rounds, ${N} events for ${M} jobs each:`);
+  console.log(`baseline kafkajs consume-only: ${med((r) => r.base.rate, 0)} events/s`);
+  console.log(`extjob ingest (parse + Redis + commit): ${med((r) => r.ours.rate, 0)} events/s`);
+  console.log(`broker applyEvents without Kafka: ${med((r) => r.direct, 0)} events/s`);
+  console.log(`ratio to kafkajs consume-only: ${med((r) => r.ours.rate / r.base.rate)}x (target >= 0.6x)`);
+  console.log(`ratio to the broker's own apply rate: ${med((r) => r.ours.rate / r.direct)}x`);
   console.log(
-    `baseline kafkajs consume-only: ${fmt(
-      med((r) => r.base),
-      0,
-    )} events/s`,
-  );
-  console.log(
-    `extjob ingest (parse + Redis + commit): ${fmt(
-      med((r) => r.ours),
-      0,
-    )} events/s`,
-  );
-  console.log(
-    `broker applyEvents without Kafka: ${fmt(
-      med((r) => r.direct),
-      0,
-    )} events/s`,
-  );
-  console.log(
-    `ratio to kafkajs consume-only: ${fmt(
-      med((r) => r.ours / r.base),
-      2,
-    )}x (target >= 0.6x)`,
-  );
-  console.log(
-    `ratio to the broker's own apply rate: ${fmt(
-      med((r) => r.ours / r.direct),
-      2,
-    )}x`,
-  );
-  console.log(
-    `CPU an event: consume-only ${fmt(med((r) => r.baseCpu))} us, extjob ${fmt(med((r) => r.oursCpu))} us ` +
+    `CPU an event: consume-only ${med((r) => r.base.cpu.total, 1)} us, extjob ${med((r) => r.ours.cpu.total, 1)} us ` +
       '(Redis and Kafka counted when this run started them)',
   );
   console.log(
-    `extjob's ceiling on ${cores} cores: ${fmt(
-      med((r) => ceiling(r) / r.base),
-      2,
-    )}x of consume-only; ` +
-      `extjob reached ${fmt(
-        med((r) => r.ours / ceiling(r)),
-        2,
-      )} of its ceiling`,
+    `extjob's ceiling on ${cores} cores: ${med((r) => r.ceiling / r.base.rate)}x of consume-only; ` +
+      `extjob reached ${med((r) => r.ours.rate / r.ceiling)} of its ceiling`,
   );
 } finally {
   await admin.disconnect();
