@@ -33,13 +33,15 @@
   entries (<job>:d), history/counters for duplicate/stale/late events.
 
   Log chunks and heartbeats of a running or canceling job (the bulk of traffic)
-  take a fast path: the chunk's hash field and sequence entry are written in
-  bulk, and the heartbeat time and byte counters once, before anything else
-  reads them (any other event first writes them out). A run of stored chunks
-  is announced by one log notification carrying the last stored seq (rather
-  than one per chunk): listeners use it to wake up and re-read the log. Subscribers see the
-  notifications only after the whole script, so the order of writes inside it
-  is invisible.
+  take a fast path: the chunk's hash field and sequence entry, and the
+  heartbeat's dedupe entry, are written in bulk; the heartbeat time, the byte
+  counters and the latest progress once, before anything else reads them (any
+  other event first writes them out). Which chunks and heartbeats are already
+  stored is read once per job (HMGET, ZMSCORE). A run of stored chunks is
+  announced by one log notification carrying the last stored seq (rather than
+  one per chunk), and progress by one notification: listeners use them to wake
+  up and re-read the job. Subscribers see the notifications only after the
+  whole script, so the order of writes inside it is invisible.
 ]]
 --@include job
 begin()
@@ -56,11 +58,17 @@ local UNKNOWN = cjson.encode({ r = 'unknown_job' })
 -- Deferred writes of the fast path, per job (set by apply_job).
 local LOG_FIELDS -- HSET pairs for the current attempt's chunk hash
 local SEQ_MEMBERS -- ZADD score/member pairs
+local NLOG -- chunks staged in LOG_FIELDS and SEQ_MEMBERS
 local STAGED -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
 local STAGED_ATT -- attempt the staged chunks belong to
 local D_LB, D_NG -- byte and chunk counter increments
 local TOUCHED -- hb (and hd) to write
 local LOG_NOTE -- seq of the last chunk stored since the last log notification
+local PROGRESS -- the latest progress JSON not written yet
+local DK_ADD, NDK -- ZADD score/member pairs of <job>:d, and how many
+-- Dedupe keys in <job>:d (read with one ZMSCORE for the job's heartbeats in the
+-- call), or remembered since.
+local SEEN
 local DN0 -- the job's applied-event count when it was loaded
 -- Seqs of the current attempt known to be stored (read with one HMGET for all the
 -- job's chunks in the call, then kept up to date), valid while the attempt is KNOWN_ATT.
@@ -79,15 +87,11 @@ local function note_logs()
 end
 
 local function flush_logs()
-  if #LOG_FIELDS > 0 then
+  if NLOG > 0 then
     local kl, kq = klog(STAGED_ATT), kseq(STAGED_ATT)
-    for i = 1, #LOG_FIELDS, 2 * BULK do
-      redis.call('HSET', kl, unpack(LOG_FIELDS, i, math.min(#LOG_FIELDS, i + 2 * BULK - 1)))
-    end
-    for i = 1, #SEQ_MEMBERS, 2 * BULK do
-      redis.call('ZADD', kq, unpack(SEQ_MEMBERS, i, math.min(#SEQ_MEMBERS, i + 2 * BULK - 1)))
-    end
-    LOG_FIELDS, SEQ_MEMBERS, STAGED, STAGED_ATT = {}, {}, {}, nil
+    redis.call('HSET', kl, unpack(LOG_FIELDS, 1, 2 * NLOG))
+    redis.call('ZADD', kq, unpack(SEQ_MEMBERS, 1, 2 * NLOG))
+    LOG_FIELDS, SEQ_MEMBERS, NLOG, STAGED, STAGED_ATT = {}, {}, 0, {}, nil
   end
   note_logs()
 end
@@ -96,6 +100,15 @@ end
 -- written as S.lB: the stored value plus every chunk stored since).
 local function flush()
   flush_logs()
+  if PROGRESS then
+    set_text('pg', PROGRESS)
+    notify('progress')
+    PROGRESS = nil
+  end
+  if NDK > 0 then
+    redis.call('ZADD', KD, unpack(DK_ADD, 1, 2 * NDK))
+    DK_ADD, NDK = {}, 0
+  end
   local f = {}
   if TOUCHED then
     f[1], f[2] = 'hb', NOW
@@ -119,7 +132,18 @@ end
 local DEDUPE_TRIM_EVERY = 16
 local function remember(dk)
   S.dn = S.dn + 1
+  SEEN[dk] = true
   redis.call('ZADD', KD, NOW + (S.dn % 1000) / 1000, dk)
+end
+-- Like remember(), deferred to flush(): a transition reads <job>:d, so only
+-- the fast path, which makes none, defers.
+local function remember_deferred(dk)
+  S.dn = S.dn + 1
+  SEEN[dk] = true
+  DK_ADD[2 * NDK + 1] = NOW + (S.dn % 1000) / 1000
+  DK_ADD[2 * NDK + 2] = dk
+  NDK = NDK + 1
+  if NDK >= BULK then flush() end
 end
 local function flush_dedupe()
   if S.dn == DN0 then return end
@@ -152,11 +176,10 @@ local function store_log(seq, data, late, deferred)
     if STAGED_ATT and STAGED_ATT ~= S.a then flush_logs() end
     if STAGED[seq] then return 'duplicate' end
   end
-  local kl = klog(S.a)
   local known = KNOWN_ATT == S.a
   if known then
     if KNOWN[seq] then return 'duplicate' end
-  elseif redis.call('HEXISTS', kl, seq) == 1 then
+  elseif redis.call('HEXISTS', klog(S.a), seq) == 1 then
     return 'duplicate'
   end
   local size = #data
@@ -172,17 +195,19 @@ local function store_log(seq, data, late, deferred)
   if deferred then
     STAGED[seq] = true
     STAGED_ATT = S.a
-    LOG_FIELDS[#LOG_FIELDS + 1] = seq
-    LOG_FIELDS[#LOG_FIELDS + 1] = data
-    SEQ_MEMBERS[#SEQ_MEMBERS + 1] = tonumber(seq)
-    SEQ_MEMBERS[#SEQ_MEMBERS + 1] = member
+    local at = 2 * NLOG
+    LOG_FIELDS[at + 1] = seq
+    LOG_FIELDS[at + 2] = data
+    SEQ_MEMBERS[at + 1] = tonumber(seq)
+    SEQ_MEMBERS[at + 2] = member
+    NLOG = NLOG + 1
     D_LB = D_LB + size
     D_NG = D_NG + 1
     LOG_NOTE = seq
-    if #LOG_FIELDS >= 2 * BULK then flush_logs() end
+    if NLOG >= BULK then flush_logs() end
     return 'stored'
   end
-  redis.call('HSET', kl, seq, data)
+  redis.call('HSET', klog(S.a), seq, data)
   redis.call('ZADD', kseq(S.a), tonumber(seq), member)
   redis.call('HINCRBY', KJ, 'lB', size)
   redis.call('HINCRBY', KJ, 'ng', 1)
@@ -191,22 +216,31 @@ local function store_log(seq, data, late, deferred)
 end
 
 -- Which of the log chunks among a job's n events (from E[first]) are stored for its
--- current attempt: one HMGET rather than an HEXISTS per chunk.
-local function prefetch_logs(first, n)
-  KNOWN, KNOWN_ATT = {}, S.a
-  local seqs = {}
+-- current attempt, and which of its heartbeats' dedupe keys are remembered: one
+-- HMGET and one ZMSCORE rather than a command per event.
+local function prefetch(first, n)
+  KNOWN, KNOWN_ATT, SEEN = {}, S.a, {}
+  local seqs, dks = {}, {}
   local at = first
   for _ = 1, n do
-    if E[at] == 'log' then seqs[#seqs + 1] = E[at + 5] end
-    at = at + WIDTH[E[at]]
+    local kind = E[at]
+    if kind == 'log' then
+      seqs[#seqs + 1] = E[at + 5]
+    elseif kind == 'heartbeat' then
+      dks[#dks + 1] = E[at + 5]
+    end
+    at = at + WIDTH[kind]
   end
-  local kl = klog(S.a)
-  for i = 1, #seqs, BULK do
-    local got = redis.call('HMGET', kl, unpack(seqs, i, math.min(#seqs, i + BULK - 1)))
-    for k = 1, #got do
-      if got[k] then KNOWN[seqs[i + k - 1]] = true end
+  local function read(cmd, key, items, into)
+    for i = 1, #items, BULK do
+      local got = redis.call(cmd, key, unpack(items, i, math.min(#items, i + BULK - 1)))
+      for k = 1, #got do
+        if got[k] then into[items[i + k - 1]] = true end
+      end
     end
   end
+  read('HMGET', klog(S.a), seqs, KNOWN)
+  if not TERMINAL[S.s] then read('ZMSCORE', KD, dks, SEEN) end
 end
 
 -- For an event at A that reports more than the bare 'applied': a reply of its own,
@@ -241,18 +275,14 @@ local function apply_one(A)
       end
       return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
-      if seen(DK) then
+      if SEEN[DK] then
         begin_event(A)
         record('d', ATT)
         return result('duplicate')
       end
       touch_deferred()
-      if a1 ~= '' then
-        set_text('pg', a1)
-        note_logs() -- the log wake-up goes out before this one
-        notify('progress')
-      end
-      remember(DK)
+      if a1 ~= '' then PROGRESS = a1 end
+      remember_deferred(DK)
       return 'applied'
     end
   end
@@ -367,10 +397,11 @@ local function apply_job(key, A)
     for i = 1, n do replies[i] = UNKNOWN end
     return replies, A
   end
-  LOG_FIELDS, SEQ_MEMBERS, STAGED, STAGED_ATT = {}, {}, {}, nil
-  D_LB, D_NG, TOUCHED, LOG_NOTE = 0, 0, false, nil
+  LOG_FIELDS, SEQ_MEMBERS, NLOG, STAGED, STAGED_ATT = {}, {}, 0, {}, nil
+  D_LB, D_NG, TOUCHED, LOG_NOTE, PROGRESS = 0, 0, false, nil, nil
+  DK_ADD, NDK = {}, 0
   DN0 = S.dn
-  prefetch_logs(first, n)
+  prefetch(first, n)
   local ok, err = pcall(function()
     local at = first
     for i = 1, n do
