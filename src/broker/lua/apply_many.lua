@@ -62,7 +62,7 @@ local NLOG -- chunks staged in LOG_FIELDS and SEQ_MEMBERS
 local STAGED -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
 local STAGED_ATT -- attempt the staged chunks belong to
 local D_LB, D_NG -- byte and chunk counter increments
-local TOUCHED -- hb (and hd) to write
+local TOUCHED -- hb (and hd) to write: an executor was heard from
 local LOG_NOTE -- seq of the last chunk stored since the last log notification
 local PROGRESS -- the latest progress JSON not written yet
 local DK_ADD, NDK -- ZADD score/member pairs of <job>:d, and how many
@@ -70,6 +70,7 @@ local DK_ADD, NDK -- ZADD score/member pairs of <job>:d, and how many
 -- call), or remembered since.
 local SEEN
 local DN0 -- the job's applied-event count when it was loaded
+local DN_W -- the count as the job hash holds it
 -- Seqs of the current attempt known to be stored (read with one HMGET for all the
 -- job's chunks in the call, then kept up to date), valid while the attempt is KNOWN_ATT.
 local KNOWN, KNOWN_ATT
@@ -97,11 +98,13 @@ local function flush_logs()
 end
 
 -- Everything deferred, written out; the job hash's fields in one command (lB is
--- written as S.lB: the stored value plus every chunk stored since).
+-- written as S.lB: the stored value plus every chunk stored since). No state
+-- changes between a deferred event and this, so hd moves as touch() moves it.
 local function flush()
   flush_logs()
+  local f = {}
   if PROGRESS then
-    set_text('pg', PROGRESS)
+    set_text('pg', PROGRESS, f)
     notify('progress')
     PROGRESS = nil
   end
@@ -109,15 +112,24 @@ local function flush()
     redis.call('ZADD', KD, unpack(DK_ADD, 1, 2 * NDK))
     DK_ADD, NDK = {}, 0
   end
-  local f = {}
   if TOUCHED then
-    f[1], f[2] = 'hb', NOW
-    if S.s == 'running' and S.th and S.th > 0 then f[3], f[4] = 'hd', S.hd end
+    f[#f + 1] = 'hb'
+    f[#f + 1] = NOW
+    if S.s == 'running' and S.th and S.th > 0 then
+      S.hd = NOW + S.th
+      f[#f + 1] = 'hd'
+      f[#f + 1] = S.hd
+    end
     TOUCHED = false
   end
   if D_LB ~= 0 then
     f[#f + 1] = 'lB'
     f[#f + 1] = S.lB
+  end
+  if S.dn ~= DN_W then
+    f[#f + 1] = 'dn'
+    f[#f + 1] = S.dn
+    DN_W = S.dn
   end
   if #f > 0 then redis.call('HSET', KJ, unpack(f)) end
   if D_NG ~= 0 then redis.call('HINCRBY', KJ, 'ng', D_NG) end
@@ -145,9 +157,8 @@ local function remember_deferred(dk)
   NDK = NDK + 1
   if NDK >= BULK then flush() end
 end
-local function flush_dedupe()
-  if S.dn == DN0 then return end
-  redis.call('HSET', KJ, 'dn', S.dn)
+-- After the job's last event (dn is written by flush()).
+local function trim_dedupe()
   if math.floor(S.dn / DEDUPE_TRIM_EVERY) ~= math.floor(DN0 / DEDUPE_TRIM_EVERY) then
     redis.call('ZREMRANGEBYSCORE', KD, '-inf', '(' .. (NOW - DEDUPE_WINDOW_MS))
     redis.call('ZREMRANGEBYRANK', KD, 0, -(DEDUPE_MAX + 1))
@@ -162,12 +173,6 @@ local function touch()
     S.hd = NOW + S.th
     redis.call('HSET', KJ, 'hd', S.hd)
   end
-end
-
--- Like touch(), deferred: hb is NOW for every event of this call.
-local function touch_deferred()
-  TOUCHED = true
-  if S.s == 'running' and S.th and S.th > 0 then S.hd = NOW + S.th end
 end
 
 -- Store a log chunk of the current attempt; late chunks are flagged.
@@ -266,7 +271,7 @@ local function apply_one(A)
   -- Fast path: log chunks and heartbeats of the current attempt of a live job.
   if ATT == S.a and (S.s == 'running' or S.s == 'canceling') then
     if KIND == 'log' then
-      touch_deferred()
+      TOUCHED = true -- like touch(), deferred (see flush())
       local stored = store_log(a1, a2, false, true)
       if stored == 'duplicate' then
         begin_event(A)
@@ -280,7 +285,7 @@ local function apply_one(A)
         record('d', ATT)
         return result('duplicate')
       end
-      touch_deferred()
+      TOUCHED = true
       if a1 ~= '' then PROGRESS = a1 end
       remember_deferred(DK)
       return 'applied'
@@ -400,7 +405,7 @@ local function apply_job(key, A)
   LOG_FIELDS, SEQ_MEMBERS, NLOG, STAGED, STAGED_ATT = {}, {}, 0, {}, nil
   D_LB, D_NG, TOUCHED, LOG_NOTE, PROGRESS = 0, 0, false, nil, nil
   DK_ADD, NDK = {}, 0
-  DN0 = S.dn
+  DN0, DN_W = S.dn, S.dn
   prefetch(first, n)
   local ok, err = pcall(function()
     local at = first
@@ -411,14 +416,14 @@ local function apply_job(key, A)
       at = at + WIDTH[E[at]]
       -- a transition may have moved timers and per-attempt fields: reread them
       if reply ~= 'applied' and #OUT.tr > 0 and i < n then
-        local dn = S.dn -- not written yet (flush_dedupe)
+        local dn = S.dn -- maybe not written yet (flush)
         load_job()
         S.dn = dn
       end
     end
   end)
   flush()
-  flush_dedupe()
+  trim_dedupe()
   if not ok then error(err) end
   if fast == n then return n, A end
   return replies, A

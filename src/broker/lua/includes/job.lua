@@ -130,10 +130,16 @@ local function spec_line()
 end
 
 -- Mutable text fields (error, progress, summary, detailsUrl, executor): in the
--- job hash when short enough to keep it a listpack, else in KX.
-local function set_text(field, value)
+-- job hash when short enough to keep it a listpack, else in KX. With `into`, a
+-- job hash field is added to those pairs (for one HSET) rather than written.
+local function set_text(field, value, into)
   if #value <= 64 then
-    redis.call('HSET', KJ, field, value)
+    if into then
+      into[#into + 1] = field
+      into[#into + 1] = value
+    else
+      redis.call('HSET', KJ, field, value)
+    end
     redis.call('HDEL', KX, field)
   else
     redis.call('HSET', KX, field, value)
