@@ -2,8 +2,11 @@
  * Starts the services the tests talk to, once per run: a real single-node Kafka broker
  * (always private to the run) and Redis (EXTJOB_REDIS_URL or 127.0.0.1:6379 when it
  * answers, else a private redis-server). Tests isolate themselves by key prefix, topic
- * names and consumer group; nobody flushes a shared Redis.
+ * names and consumer group; nobody flushes a shared Redis. Every key prefix of the run
+ * starts with the run's id, so the run removes its own keys at the end, and only them.
  */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import type { TestProject } from 'vitest/node';
 import { startKafka } from '../src/cli/local/kafka.js';
 import { redisAnswers, startRedis } from '../src/cli/local/redis.js';
@@ -12,6 +15,8 @@ declare module 'vitest' {
   export interface ProvidedContext {
     kafkaBrokers: string[];
     redisUrl: string;
+    /** Starts every key prefix of the run (see isolation()). */
+    runId: string;
   }
 }
 
@@ -29,7 +34,26 @@ export default async function setup(project: TestProject) {
   );
   project.provide('kafkaBrokers', kafka.brokers);
   project.provide('redisUrl', redis.url);
+  const runId = randomUUID().slice(0, 8);
+  project.provide('runId', runId);
   return async () => {
-    await Promise.all([kafka.stop(), redis.stop()]);
+    await Promise.all([kafka.stop(), dropRunKeys(redis.url, `t-${runId}-`).then(() => redis.stop())]);
   };
+}
+
+/** Remove the keys the run's tests left under their prefixes (child processes write some too). */
+async function dropRunKeys(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } catch (err) {
+    console.log(`[global-setup] could not remove the run's keys: ${String(err)}`);
+  } finally {
+    redis.disconnect();
+  }
 }

@@ -14,9 +14,12 @@ export const redisUrl = (): string => inject('redisUrl');
 /** A name of this test's own: `<kind>-<uuid>`. */
 export const unique = (kind: string): string => `${kind}-${randomUUID()}`;
 
-/** Names for one test: Redis key prefix, topic prefix, consumer group. */
+/**
+ * Names for one test: Redis key prefix, topic prefix, consumer group. Key prefixes
+ * start with the run's id: the run removes its keys at the end (global-setup.ts).
+ */
 export function isolation() {
-  const id = randomUUID().slice(0, 12);
+  const id = `${inject('runId')}-${randomUUID().slice(0, 12)}`;
   return { keyPrefix: `t-${id}`, topicPrefix: `t-${id}`, group: `g-${id}` };
 }
 
