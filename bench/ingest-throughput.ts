@@ -181,18 +181,20 @@ async function ingest(prefix: string): Promise<Measured> {
 }
 
 /**
- * The broker's own apply rate: the same mix of events (other ids, later seqs) for the
+ * The broker's own apply rate, and the CPU it takes: the same mix of events (other ids, later seqs) for the
  * same jobs applied directly, grouped as the topic's 6 partitions group them (a sixth
  * of the jobs each) in batches the size of a fetched partition batch (about 3,600
  * here), two in flight.
  */
-async function directSeconds(jobs: string[]): Promise<number> {
+async function direct(jobs: string[]): Promise<Measured> {
   const partitionOf = new Map(jobs.map((id, i) => [id, i % 6]));
   const events = eventsFor(jobs, 'direct', 1_000_000);
   const byPartition = [0, 1, 2, 3, 4, 5].flatMap((p) => events.filter((e) => partitionOf.get(e.jobId) === p));
+  const from = await w.cpu();
   const t0 = performance.now();
   await inWindows(byPartition, 3600, (batch) => w.broker.applyEvents(batch), 2);
-  return (performance.now() - t0) / 1000;
+  const rate = N / ((performance.now() - t0) / 1000);
+  return { rate, cpu: cpuPerEvent(from, await w.cpu(), N) };
 }
 
 const us = (v: number | undefined) => (v === undefined ? '-' : fmt(v));
@@ -203,31 +205,35 @@ try {
   // What the machine allows: every process here shares its cores, so extjob can go no
   // faster than its CPU per event spread perfectly over all of them (its ceiling).
   const cores = availableParallelism();
-  const rows: { base: Measured; ours: Measured; direct: number; ceiling: number }[] = [];
+  const rows: { base: Measured; ours: Measured; direct: Measured; ceiling: number }[] = [];
   for (let round = 0; round <= ROUNDS; round++) {
     const { prefix, topic, jobs } = await prepare(round);
     const base = await consumeOnly(topic);
     const ours = await ingest(prefix);
-    const direct = N / (await directSeconds(jobs));
+    const alone = await direct(jobs);
     const ceiling = (cores * 1e6) / ours.cpu.total;
     const what = round === 0 ? 'warm-up (not counted)' : `round ${round}`;
     console.log(
       `${what}: consume-only ${fmt(base.rate, 0)}/s, extjob ${fmt(ours.rate, 0)}/s (${fmt(ours.rate / base.rate, 2)}x), ` +
-        `broker alone ${fmt(direct, 0)}/s (extjob at ${fmt(ours.rate / direct, 2)}x of it)`,
+        `broker alone ${fmt(alone.rate, 0)}/s (extjob at ${fmt(ours.rate / alone.rate, 2)}x of it)`,
     );
     console.log(`  CPU an event: consume-only ${cpuLine(base.cpu)}; extjob ${cpuLine(ours.cpu)}`);
+    console.log(`  CPU an event, broker alone: ${cpuLine(alone.cpu)}`);
     console.log(
       `  ${cores} cores allow extjob at most ${fmt(ceiling, 0)}/s (${fmt(ceiling / base.rate, 2)}x of consume-only)`,
     );
-    if (round > 0) rows.push({ base, ours, direct, ceiling });
+    if (round > 0) rows.push({ base, ours, direct: alone, ceiling });
   }
   const med = (f: (r: (typeof rows)[number]) => number, digits = 2) => fmt(median(rows.map(f)), digits);
   console.log(`\nmedians of ${ROUNDS} rounds, ${N} events for ${M} jobs each:`);
   console.log(`baseline kafkajs consume-only: ${med((r) => r.base.rate, 0)} events/s`);
   console.log(`extjob ingest (parse + Redis + commit): ${med((r) => r.ours.rate, 0)} events/s`);
-  console.log(`broker applyEvents without Kafka: ${med((r) => r.direct, 0)} events/s`);
+  console.log(
+    `broker applyEvents without Kafka: ${med((r) => r.direct.rate, 0)} events/s, ` +
+      `Redis ${med((r) => r.direct.cpu.redis ?? Number.NaN, 1)} us an event`,
+  );
   console.log(`ratio to kafkajs consume-only: ${med((r) => r.ours.rate / r.base.rate)}x (target >= 0.6x)`);
-  console.log(`ratio to the broker's own apply rate: ${med((r) => r.ours.rate / r.direct)}x`);
+  console.log(`ratio to the broker's own apply rate: ${med((r) => r.ours.rate / r.direct.rate)}x`);
   console.log(
     `CPU an event: consume-only ${med((r) => r.base.cpu.total, 1)} us, extjob ${med((r) => r.ours.cpu.total, 1)} us ` +
       '(Redis and Kafka counted when this run started them)',
