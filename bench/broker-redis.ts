@@ -61,7 +61,6 @@ export async function privateRedis(): Promise<{ url: string; stop(): Promise<voi
   };
 }
 
-/** Run `fn` over `items` with at most `width` in flight. */
 /** Delete every key under `prefix` (SCAN: benchmarks and tests only). */
 export async function dropPrefix(redis: Redis, prefix: string): Promise<void> {
   let cursor = '0';

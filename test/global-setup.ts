@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import type { TestProject } from 'vitest/node';
 import { startKafka } from '../src/cli/local/kafka.js';
 import { redisAnswers, startRedis } from '../src/cli/local/redis.js';
+import { dropKeys } from './helpers/keys.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -45,12 +46,7 @@ export default async function setup(project: TestProject) {
 async function dropRunKeys(url: string, prefix: string): Promise<void> {
   const redis = new Redis(url, { maxRetriesPerRequest: 1 });
   try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
-    } while (cursor !== '0');
+    await dropKeys(redis, prefix);
   } catch (err) {
     console.log(`[global-setup] could not remove the run's keys: ${String(err)}`);
   } finally {

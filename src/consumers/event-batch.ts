@@ -5,7 +5,7 @@
  * done (the caller resolves and commits the offsets). Outages are waited out; nothing
  * here skips a good event.
  */
-import type { ApplyResult, JobEvent } from '../broker/types.js';
+import type { ApplyOutcome, ApplyResult, JobEvent } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
 import { dlqMessage } from './dlq.js';
 import { DEFAULT_LIMITS, type DlqReason, type FormatLimits, parseMessage } from './formats/index.js';
@@ -13,20 +13,13 @@ import type { EventResult, Instrumentation } from './instrumentation.js';
 import type { InMessage, OutgoingMessage } from './kafka-types.js';
 import { ABORTED, backoffMs, type RetryControl, retrying } from './retry.js';
 
-/** One event's outcome with the broker's reason when it refused it ('invalid'). */
-export interface SinkOutcome {
-  result: ApplyResult;
-  reason?: string;
-  tooLarge?: boolean;
-}
-
 /**
  * What the consumer needs from the broker (JobBroker satisfies it). When the sink
  * offers applyEventsDetailed, that is called instead, for the reasons of refusals.
  */
 export interface EventSink {
   applyEvents(events: JobEvent[]): Promise<ApplyResult[]>;
-  applyEventsDetailed?(events: JobEvent[]): Promise<SinkOutcome[]>;
+  applyEventsDetailed?(events: JobEvent[]): Promise<ApplyOutcome[]>;
 }
 
 /** Errors that are about the event itself: dead-letter it at once. */
@@ -77,7 +70,7 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
   const outcomes: (Outcome | undefined)[] = new Array(messages.length);
   const eventAt: (JobEvent | undefined)[] = new Array(messages.length);
   const keyProblems: KeyProblem[] = [];
-  const sent: { events: JobEvent[]; at: number[]; first: Promise<SinkOutcome[]> }[] = [];
+  const sent: { events: JobEvent[]; at: number[]; first: Promise<ApplyOutcome[]> }[] = [];
   for (const group of keyGroups(messages, deps.groupMessages ?? 512)) {
     const events: JobEvent[] = [];
     const at: number[] = [];
@@ -165,7 +158,7 @@ export function keyGroups(messages: InMessage[], size: number): number[][] {
 async function applyAll(
   events: JobEvent[],
   deps: BatchDeps,
-  first?: Promise<SinkOutcome[]>,
+  first?: Promise<ApplyOutcome[]>,
 ): Promise<Outcome[] | typeof ABORTED> {
   const control: RetryControl = {
     ...deps.control,
@@ -212,14 +205,14 @@ async function applyAll(
   return out;
 }
 
-async function callSink(sink: EventSink, events: JobEvent[]): Promise<SinkOutcome[]> {
+async function callSink(sink: EventSink, events: JobEvent[]): Promise<ApplyOutcome[]> {
   if (sink.applyEventsDetailed) return sink.applyEventsDetailed(events);
   return (await sink.applyEvents(events)).map((result) => ({ result }));
 }
 
 const toOutcome =
   (events: JobEvent[]) =>
-  (o: SinkOutcome, i: number): Outcome => {
+  (o: ApplyOutcome, i: number): Outcome => {
     if (o.result === 'unknown_job')
       return { dlq: 'unknown_job', detail: `no job has the id "${events[i]!.jobId}"` };
     if (o.result === 'invalid')
@@ -234,7 +227,7 @@ const RESULTS = Object.fromEntries(
   (['applied', 'duplicate', 'stale', 'late'] as const).map((r) => [r, Object.freeze({ result: r })]),
 ) as Record<Exclude<ApplyResult, 'invalid' | 'unknown_job'>, Outcome>;
 
-async function checked(p: Promise<SinkOutcome[]>, n: number): Promise<SinkOutcome[]> {
+async function checked(p: Promise<ApplyOutcome[]>, n: number): Promise<ApplyOutcome[]> {
   const r = await p;
   if (!Array.isArray(r) || r.length !== n)
     throw Object.assign(

@@ -12,7 +12,7 @@ import { topicNames } from '../../src/shared/config.js';
 import { createConsumer, createProducer, type IHeaders } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { BROKER_DEFAULTS } from '../helpers/broker-defaults.js';
-import { isolation, keysWithPrefix, redisClient, testKafka, unique, waitFor } from '../helpers/index.js';
+import { dropKeys, isolation, redisClient, testKafka, unique, waitFor } from '../helpers/index.js';
 
 export const quietLogger = () => createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
@@ -91,8 +91,7 @@ export async function brokerWorld(prefix: string, defaults: Partial<BrokerDefaul
   const broker = new JobBroker({ redis, prefix, defaults: { ...BROKER_DEFAULTS, ...defaults } });
   onTestFinished(async () => {
     await broker.close().catch(() => {});
-    const keys = await keysWithPrefix(redis, `${prefix}:`);
-    for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+    await dropKeys(redis, `${prefix}:`);
   });
   return { redis, broker };
 }

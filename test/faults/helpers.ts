@@ -19,7 +19,7 @@ import { brokerDefaults } from '../../src/cli/service.js';
 import { encodeBinary, encodeStructured } from '../../src/consumers/formats/index.js';
 import { loadConfig, topicNames } from '../../src/shared/config.js';
 import { createConsumer, createKafka, createProducer, type Producer } from '../../src/shared/kafka.js';
-import { isolation, kafkaBrokers, keysWithPrefix, redisUrl, unique, waitFor } from '../helpers/index.js';
+import { dropKeys, isolation, kafkaBrokers, redisUrl, unique, waitFor } from '../helpers/index.js';
 import { type ServeProcess, spawnCli, startServe } from '../helpers/serve.js';
 
 export type Names = ReturnType<typeof isolation>;
@@ -169,8 +169,7 @@ export function auditBroker(names: Names, url = redisUrl()): { redis: Redis; bro
   });
   onTestFinished(async () => {
     await broker.close().catch(() => {});
-    const keys = await keysWithPrefix(redis, `${names.keyPrefix}:`).catch(() => []);
-    for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500)).catch(() => {});
+    await dropKeys(redis, `${names.keyPrefix}:`).catch(() => {});
     redis.disconnect();
   });
   return { redis, broker };

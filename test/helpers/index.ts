@@ -8,6 +8,8 @@ import { Redis } from 'ioredis';
 import { inject, onTestFinished } from 'vitest';
 import { createKafka } from '../../src/shared/kafka.js';
 
+export { dropKeys, keysWithPrefix } from './keys.js';
+
 export const kafkaBrokers = (): string[] => inject('kafkaBrokers');
 export const redisUrl = (): string => inject('redisUrl');
 
@@ -57,16 +59,4 @@ export async function waitFor<T>(
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${String(last)}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-}
-
-/** Every Redis key under `prefix` (SCAN: for tests only, never on a request path). */
-export async function keysWithPrefix(redis: Redis, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  return keys;
 }
