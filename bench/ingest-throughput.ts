@@ -46,22 +46,26 @@ const w = await benchWorld(6);
 const admin = w.kafka.admin();
 await admin.connect();
 
+/** Log chunks each job gets from one eventsFor (its events but every tenth). */
+const CHUNKS_PER_JOB = Math.ceil(N / M) - Math.floor(Math.ceil(N / M) / 10);
+
 /**
  * N events for the jobs, the mix an executor sends: mostly log chunks (~100 bytes of
- * text, which the consumer keeps as text), a heartbeat in ten.
+ * text, which the consumer keeps as text), a heartbeat in ten. A job's chunks are
+ * numbered on from `seqBase`, one after the other, as an executor numbers them.
  */
 function eventsFor(jobs: string[], tag: string, seqBase: number): JobEvent[] {
   return Array.from({ length: N }, (_, i) => {
     const jobId = jobs[i % M]!;
-    const seq = Math.floor(i / M);
-    return seq % 10 === 9
+    const k = Math.floor(i / M); // the job's k-th event
+    return k % 10 === 9
       ? {
           kind: 'heartbeat',
           jobId,
           id: `${tag}-hb-${i}`,
           source: 'bench',
           type: 'dev.extjob.heartbeat.v1',
-          progress: { percent: seq % 100 },
+          progress: { percent: k % 100 },
         }
       : {
           kind: 'log',
@@ -69,8 +73,8 @@ function eventsFor(jobs: string[], tag: string, seqBase: number): JobEvent[] {
           id: `${tag}-log-${i}`,
           source: 'bench',
           type: 'dev.extjob.log.v1',
-          seq: seqBase + seq,
-          chunk: `${line} ${seq}\n`,
+          seq: seqBase + k - Math.floor(k / 10),
+          chunk: `${line} ${k}\n`,
         };
   });
 }
@@ -181,14 +185,14 @@ async function ingest(prefix: string): Promise<Measured> {
 }
 
 /**
- * The broker's own apply rate, and the CPU it takes: the same mix of events (other ids, later seqs) for the
- * same jobs applied directly, grouped as the topic's 6 partitions group them (a sixth
+ * The broker's own apply rate, and the CPU it takes: the same mix of events (other ids;
+ * each job's log goes on where the Kafka round left it) for the same jobs applied directly, grouped as the topic's 6 partitions group them (a sixth
  * of the jobs each) in batches the size of a fetched partition batch (about 3,600
  * here), two in flight.
  */
 async function direct(jobs: string[]): Promise<Measured> {
   const partitionOf = new Map(jobs.map((id, i) => [id, i % 6]));
-  const events = eventsFor(jobs, 'direct', 1_000_000);
+  const events = eventsFor(jobs, 'direct', CHUNKS_PER_JOB);
   const byPartition = [0, 1, 2, 3, 4, 5].flatMap((p) => events.filter((e) => partitionOf.get(e.jobId) === p));
   const from = await w.cpu();
   const t0 = performance.now();
@@ -211,6 +215,11 @@ try {
     const base = await consumeOnly(topic);
     const ours = await ingest(prefix);
     const alone = await direct(jobs);
+    const log = await w.broker.readLog(jobs[0]!, { limit: 1000 });
+    if (log?.chunks.length !== 2 * CHUNKS_PER_JOB || log.gaps.length > 0)
+      console.log(
+        `WARNING: a job's log holds ${log?.chunks.length} chunks, gaps ${JSON.stringify(log?.gaps)}`,
+      );
     const ceiling = (cores * 1e6) / ours.cpu.total;
     const what = round === 0 ? 'warm-up (not counted)' : `round ${round}`;
     console.log(
