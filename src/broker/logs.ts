@@ -1,7 +1,7 @@
 /**
- * Reading a job's log: chunks by seq from the per-attempt ZSET of seqs and the
- * hash seq -> bytes, a range at a time (never the whole log), with gaps,
- * completeness and the truncation counters.
+ * Reading a job's log: chunks by seq from the per-attempt chunk index (a run of
+ * consecutive seqs and a ZSET of the others) and the hash seq -> bytes, a range at
+ * a time (never the whole log), with gaps, completeness and the truncation counters.
  */
 import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
@@ -27,10 +27,55 @@ export interface LogPage {
 export const LOG_LIMIT_MAX = 1000;
 const DEFAULT_MAX_BYTES = 4 * 1024 * 1024;
 
-/** Holes between stored seqs (and up to lastSeq when known), as inclusive ranges. */
+/**
+ * An attempt's chunk index (see lua/apply_many.lua): the run of consecutive seqs
+ * [lo, hi) named by the chunk hash's field `r` ("lo hi zmax"), and the seq ZSET
+ * (members `<seq>`, or `<seq>:L` when stored late) for every other chunk. A seq may be
+ * in both (the run grew over a chunk stored out of order). This parses the run.
+ */
+function parseRun(raw: string | null): [lo: number, hi: number] {
+  const m = /^(\d+) (\d+) -?\d+$/.exec(raw ?? '');
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+/**
+ * The first `limit` stored seqs from `fromSeq`, in order: the run's, merged with the
+ * ZSET's first `limit` members from `fromSeq`.
+ */
+function seqsFrom(
+  run: [number, number],
+  members: string[],
+  fromSeq: number,
+  limit: number,
+): { seq: number; late: boolean }[] {
+  const [lo, hi] = run;
+  const out: { seq: number; late: boolean }[] = [];
+  let r = Math.max(lo, fromSeq); // next seq of the run
+  let m = 0;
+  while (out.length < limit) {
+    const z = m < members.length ? Number.parseInt(members[m]!, 10) : Number.POSITIVE_INFINITY;
+    const fromRun = r < hi ? r : Number.POSITIVE_INFINITY;
+    if (z === Number.POSITIVE_INFINITY && fromRun === Number.POSITIVE_INFINITY) break;
+    if (z <= fromRun) {
+      out.push({ seq: z, late: members[m]!.endsWith(':L') });
+      m++;
+      if (z === fromRun) r++;
+    } else {
+      out.push({ seq: fromRun, late: false });
+      r++;
+    }
+  }
+  return out;
+}
+
+/**
+ * Holes between stored seqs (and up to lastSeq when known), as inclusive ranges.
+ * The ZSET is walked only when its seqs are not consecutive.
+ */
 async function findGaps(
   redis: Redis,
   seqKey: string,
+  run: [number, number],
   lastSeq: number | undefined,
 ): Promise<[number, number][]> {
   const [count, first, last] = await Promise.all([
@@ -38,23 +83,34 @@ async function findGaps(
     redis.zrange(seqKey, 0, 0, 'WITHSCORES'),
     redis.zrange(seqKey, -1, -1, 'WITHSCORES'),
   ]);
-  if (count === 0) return lastSeq === undefined ? [] : [[0, lastSeq]];
-  const lo = Number(first[1]);
-  const hi = Number(last[1]);
-  const gaps: [number, number][] = [];
-  if (hi - lo + 1 !== count) {
-    // walk the seqs page by page to find the holes
-    let prev = lo - 1;
-    for (let offset = 0; offset < count; offset += 5000) {
-      const page = await redis.zrange(seqKey, offset, offset + 4999, 'WITHSCORES');
-      for (let i = 1; i < page.length; i += 2) {
-        const s = Number(page[i]);
-        if (s > prev + 1) gaps.push([prev + 1, s - 1]);
-        prev = s;
+  // stored seqs as inclusive ranges, consecutive members joined
+  const stored: [number, number][] = [];
+  if (run[1] > run[0]) stored.push([run[0], run[1] - 1]);
+  if (count > 0) {
+    const lo = Number(first[1]);
+    const hi = Number(last[1]);
+    if (hi - lo + 1 === count) stored.push([lo, hi]);
+    else {
+      for (let offset = 0; offset < count; offset += 5000) {
+        const page = await redis.zrange(seqKey, offset, offset + 4999, 'WITHSCORES');
+        for (let i = 1; i < page.length; i += 2) {
+          const s = Number(page[i]);
+          const prev = stored[stored.length - 1];
+          if (prev && prev[1] + 1 === s) prev[1] = s;
+          else stored.push([s, s]);
+        }
       }
     }
   }
-  if (lastSeq !== undefined && lastSeq > hi) gaps.push([hi + 1, lastSeq]);
+  if (stored.length === 0) return lastSeq === undefined ? [] : [[0, lastSeq]];
+  stored.sort((a, b) => a[0] - b[0]);
+  const gaps: [number, number][] = [];
+  let end = stored[0]![1];
+  for (const [a, b] of stored) {
+    if (a > end + 1) gaps.push([end + 1, a - 1]);
+    end = Math.max(end, b);
+  }
+  if (lastSeq !== undefined && lastSeq > end) gaps.push([end + 1, lastSeq]);
   return gaps;
 }
 
@@ -87,12 +143,15 @@ export async function readLog(
   if (!Number.isInteger(attempt) || attempt < 1 || attempt > current)
     throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `attempt must be an integer from 1 to ${current}`);
   const lastSeq = attempt === current && lastSeqRaw != null ? Number(lastSeqRaw) : undefined;
+  const logKey = keys.log(id, attempt);
   const seqKey = keys.logSeqs(id, attempt);
-  const members = await redis.zrangebyscore(seqKey, fromSeq, '+inf', 'LIMIT', 0, limit);
-  const seqs = members.map((m) => ({ seq: Number.parseInt(m, 10), late: m.endsWith(':L') }));
-  const data = seqs.length
-    ? await redis.hmgetBuffer(keys.log(id, attempt), ...seqs.map((s) => String(s.seq)))
-    : [];
+  const [runRaw, members] = await Promise.all([
+    redis.hget(logKey, 'r'),
+    redis.zrangebyscore(seqKey, fromSeq, '+inf', 'LIMIT', 0, limit),
+  ]);
+  const run = parseRun(runRaw);
+  const seqs = seqsFrom(run, members, fromSeq, limit);
+  const data = seqs.length ? await redis.hmgetBuffer(logKey, ...seqs.map((s) => String(s.seq))) : [];
   const chunks: LogPage['chunks'] = [];
   let bytes = 0;
   for (let i = 0; i < seqs.length; i++) {
@@ -104,7 +163,7 @@ export async function readLog(
     chunks.push(s.late ? { seq: s.seq, data: d, late: true } : { seq: s.seq, data: d });
   }
   const lastChunk = chunks[chunks.length - 1];
-  const gaps = await findGaps(redis, seqKey, lastSeq);
+  const gaps = await findGaps(redis, seqKey, run, lastSeq);
   const finished = attempt < current || isTerminal(state as JobState);
   const page: LogPage = {
     chunks,

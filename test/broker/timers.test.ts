@@ -188,9 +188,12 @@ describe('retention', () => {
       executor: 'e',
       retry: { limit: 1 },
     });
+    // chunks out of order: each attempt has a seq ZSET besides its chunk hash
     await h.broker.applyEvents([
+      ev('log', job.id, { seq: 1, chunk: Buffer.from('x') }),
       ev('log', job.id, { seq: 0, chunk: Buffer.from('x') }),
       ev('finished', job.id, { exitCode: 2 }),
+      ev('log', job.id, { seq: 1, chunk: Buffer.from('y') }),
       ev('log', job.id, { seq: 0, chunk: Buffer.from('y') }),
       ev('finished', job.id, { exitCode: 0 }),
     ]);

@@ -33,10 +33,10 @@
   entries (<job>:d), history/counters for duplicate/stale/late events.
 
   Log chunks and heartbeats of a running or canceling job (the bulk of traffic)
-  take a fast path: the chunk's hash field and sequence entry, and the
-  heartbeat's dedupe entry, are written in bulk; the heartbeat time, the byte
-  counters and the latest progress once, before anything else reads them (any
-  other event first writes them out). Which chunks and heartbeats are already
+  take a fast path: the chunk's hash field (and the run, or a ZSET entry for a
+  chunk out of order), and the heartbeat's dedupe entry, are written in bulk;
+  the heartbeat time, the byte counters and the latest progress once, before
+  anything else reads them (any other event first writes them out). Which chunks and heartbeats are already
   stored is read once per job (HMGET, ZMSCORE). A run of stored chunks is
   announced by one log notification carrying the last stored seq (rather than
   one per chunk), and progress by one notification: listeners use them to wake
@@ -57,8 +57,8 @@ local UNKNOWN = cjson.encode({ r = 'unknown_job' })
 
 -- Deferred writes of the fast path, per job (set by apply_job).
 local LOG_FIELDS -- HSET pairs for the current attempt's chunk hash
-local SEQ_MEMBERS -- ZADD score/member pairs
-local NLOG -- chunks staged in LOG_FIELDS and SEQ_MEMBERS
+local NLOG -- chunks staged in LOG_FIELDS
+local SEQ_MEMBERS, NSEQ -- ZADD score/member pairs of the seq ZSET, and how many
 local STAGED -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
 local STAGED_ATT -- attempt the staged chunks belong to
 local D_LB, D_NG -- byte and chunk counter increments
@@ -74,6 +74,11 @@ local DN_W -- the count as the job hash holds it
 -- Seqs of the current attempt known to be stored (read with one HMGET for all the
 -- job's chunks in the call, then kept up to date), valid while the attempt is KNOWN_ATT.
 local KNOWN, KNOWN_ATT
+-- The chunk index of attempt RUN_ATT (see docs/design.md): the stored chunks are
+-- the run of consecutive seqs [RUN_LO, RUN_HI) and the members of the seq ZSET,
+-- whose highest seq is ZMAX. The run is field 'r' of the chunk hash, "lo hi zmax":
+-- chunks that arrive in order cost no ZSET entry.
+local RUN_ATT, RUN_LO, RUN_HI, ZMAX
 
 local BULK = 200 -- pairs per bulk command (keeps unpack well inside Lua's stack)
 
@@ -87,12 +92,16 @@ local function note_logs()
   end
 end
 
+local function run_value() return RUN_LO .. ' ' .. RUN_HI .. ' ' .. ZMAX end
+
+-- Every staged chunk moved the run or ZMAX (of RUN_ATT, the staged chunks' attempt).
 local function flush_logs()
   if NLOG > 0 then
-    local kl, kq = klog(STAGED_ATT), kseq(STAGED_ATT)
-    redis.call('HSET', kl, unpack(LOG_FIELDS, 1, 2 * NLOG))
-    redis.call('ZADD', kq, unpack(SEQ_MEMBERS, 1, 2 * NLOG))
-    LOG_FIELDS, SEQ_MEMBERS, NLOG, STAGED, STAGED_ATT = {}, {}, 0, {}, nil
+    LOG_FIELDS[2 * NLOG + 1] = 'r'
+    LOG_FIELDS[2 * NLOG + 2] = run_value()
+    redis.call('HSET', klog(STAGED_ATT), unpack(LOG_FIELDS, 1, 2 * NLOG + 2))
+    if NSEQ > 0 then redis.call('ZADD', kseq(STAGED_ATT), unpack(SEQ_MEMBERS, 1, 2 * NSEQ)) end
+    LOG_FIELDS, SEQ_MEMBERS, NLOG, NSEQ, STAGED, STAGED_ATT = {}, {}, 0, 0, {}, nil
   end
   note_logs()
 end
@@ -175,6 +184,32 @@ local function touch()
   end
 end
 
+-- Whether chunk seq of the current attempt is stored (or staged).
+local function stored(seq)
+  if STAGED[seq] or (KNOWN_ATT == S.a and KNOWN[seq]) then return true end
+  return redis.call('HEXISTS', klog(S.a), seq) == 1
+end
+
+-- Index a chunk about to be stored: a chunk that continues the run (or starts
+-- it) extends it over the chunks already stored after it; any other chunk, and
+-- every late one, goes in the ZSET. Returns whether it does.
+local function index_chunk(seq, late)
+  if RUN_ATT ~= S.a then
+    RUN_ATT, RUN_LO, RUN_HI, ZMAX = S.a, 0, 0, -1
+    local r = redis.call('HGET', klog(S.a), 'r')
+    local lo, hi, zmax = string.match(r or '', '^(%d+) (%d+) (%-?%d+)$')
+    if lo then RUN_LO, RUN_HI, ZMAX = tonumber(lo), tonumber(hi), tonumber(zmax) end
+  end
+  if not late and (RUN_LO == RUN_HI or seq == RUN_HI) then
+    if RUN_LO == RUN_HI then RUN_LO = seq end
+    RUN_HI = seq + 1
+    while RUN_HI <= ZMAX and stored(RUN_HI) do RUN_HI = RUN_HI + 1 end
+    return false
+  end
+  if seq > ZMAX then ZMAX = seq end
+  return true
+end
+
 -- Store a log chunk of the current attempt; late chunks are flagged.
 local function store_log(seq, data, late, deferred)
   if deferred then
@@ -196,6 +231,7 @@ local function store_log(seq, data, late, deferred)
   local member = seq
   if late then member = seq .. ':L' end
   S.lB = S.lB + size
+  local in_zset = index_chunk(seq, late)
   if known then KNOWN[seq] = true end
   if deferred then
     STAGED[seq] = true
@@ -203,17 +239,20 @@ local function store_log(seq, data, late, deferred)
     local at = 2 * NLOG
     LOG_FIELDS[at + 1] = seq
     LOG_FIELDS[at + 2] = data
-    SEQ_MEMBERS[at + 1] = tonumber(seq)
-    SEQ_MEMBERS[at + 2] = member
     NLOG = NLOG + 1
+    if in_zset then
+      SEQ_MEMBERS[2 * NSEQ + 1] = seq
+      SEQ_MEMBERS[2 * NSEQ + 2] = member
+      NSEQ = NSEQ + 1
+    end
     D_LB = D_LB + size
     D_NG = D_NG + 1
     LOG_NOTE = seq
     if NLOG >= BULK then flush_logs() end
     return 'stored'
   end
-  redis.call('HSET', klog(S.a), seq, data)
-  redis.call('ZADD', kseq(S.a), tonumber(seq), member)
+  redis.call('HSET', klog(S.a), seq, data, 'r', run_value())
+  if in_zset then redis.call('ZADD', kseq(S.a), seq, member) end
   redis.call('HINCRBY', KJ, 'lB', size)
   redis.call('HINCRBY', KJ, 'ng', 1)
   notify('log', seq)
@@ -402,7 +441,8 @@ local function apply_job(key, A)
     for i = 1, n do replies[i] = UNKNOWN end
     return replies, A
   end
-  LOG_FIELDS, SEQ_MEMBERS, NLOG, STAGED, STAGED_ATT = {}, {}, 0, {}, nil
+  LOG_FIELDS, SEQ_MEMBERS, NLOG, NSEQ, STAGED, STAGED_ATT = {}, {}, 0, 0, {}, nil
+  RUN_ATT = nil
   D_LB, D_NG, TOUCHED, LOG_NOTE, PROGRESS = 0, 0, false, nil, nil
   DK_ADD, NDK = {}, 0
   DN0, DN_W = S.dn, S.dn

@@ -1,0 +1,142 @@
+/**
+ * The log's chunk index (a run of consecutive seqs plus a ZSET of the others): whatever
+ * order chunks arrive in, however they are split into calls, a read returns what a
+ * plain model of the log holds: every stored seq once, in order, the late ones flagged,
+ * and the holes between them as gaps.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { LogPage } from '../../src/broker/index.js';
+import { DEFAULTS, ev, harness } from './harness.js';
+
+interface Model {
+  stored: Map<number, { data: string; late: boolean }>;
+  bytes: number;
+}
+
+const LOG_MAX = 40;
+
+/** Every page from seq 0, `limit` chunks at a time, following nextSeq. */
+async function readAll(read: (fromSeq: number) => Promise<LogPage | undefined>) {
+  const chunks: { seq: number; data: string; late: boolean }[] = [];
+  let from = 0;
+  let page: LogPage | undefined;
+  for (let i = 0; i < 100; i++) {
+    page = await read(from);
+    if (!page || page.chunks.length === 0) break;
+    for (const c of page.chunks) chunks.push({ seq: c.seq, data: c.data.toString(), late: c.late === true });
+    from = page.nextSeq;
+  }
+  return { chunks, gaps: page?.gaps };
+}
+
+function modelGaps(seqs: number[], lastSeq: number | undefined): [number, number][] {
+  if (seqs.length === 0) return lastSeq === undefined ? [] : [[0, lastSeq]];
+  const gaps: [number, number][] = [];
+  for (let i = 1; i < seqs.length; i++)
+    if (seqs[i]! > seqs[i - 1]! + 1) gaps.push([seqs[i - 1]! + 1, seqs[i]! - 1]);
+  const last = seqs[seqs.length - 1]!;
+  if (lastSeq !== undefined && lastSeq > last) gaps.push([last + 1, lastSeq]);
+  return gaps;
+}
+
+describe('log chunk index', () => {
+  it('reads back every stored chunk once, in order, with its late flag and the gaps', async () => {
+    const h = await harness({ defaults: { ...DEFAULTS, logMaxBytes: LOG_MAX } });
+    let n = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          // seqs mostly in order, the others anywhere from 0 to 14 (ahead, behind,
+          // replays), sent in calls of 1-6 chunks
+          fc.array(fc.tuple(fc.nat(24), fc.nat(3)), { minLength: 1, maxLength: 30 }),
+          fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 30, maxLength: 30 }),
+          fc.array(fc.nat(14), { maxLength: 4 }),
+          fc.integer({ min: 1, max: 5 }),
+          async (sends, splits, lateSeqs, limit) => {
+            const { job } = await h.broker.createJob({ id: `log-${n++}`, name: 'n' });
+            const model: Model = { stored: new Map(), bytes: 0 };
+            const chunkOf = (seq: number, size: number, late: boolean) => {
+              const data = `${seq}${'.'.repeat(size)}`;
+              if (model.stored.has(seq)) return data;
+              if (model.bytes + data.length > LOG_MAX) return data;
+              model.bytes += data.length;
+              model.stored.set(seq, { data, late });
+              return data;
+            };
+            let next = 0;
+            const events = sends.map(([pick, size]) => {
+              const seq = pick < 10 ? next : pick - 10;
+              next = seq + 1;
+              return ev('log', job.id, { seq, chunk: chunkOf(seq, size, false) });
+            });
+            for (let i = 0, s = 0; i < events.length; i += splits[s++ % splits.length]!)
+              await h.broker.applyEvents(events.slice(i, i + splits[s % splits.length]!));
+            await h.broker.applyEvent(ev('finished', job.id, { exitCode: 0, lastSeq: 16 }));
+            for (const seq of lateSeqs)
+              await h.broker.applyEvent(ev('log', job.id, { seq, chunk: chunkOf(seq, 0, true) }));
+
+            const seqs = [...model.stored.keys()].sort((a, b) => a - b);
+            const got = await readAll((fromSeq) => h.broker.readLog(job.id, { fromSeq, limit }));
+            expect(got.chunks).toEqual(seqs.map((seq) => ({ seq, ...model.stored.get(seq)! })));
+            const page = await h.broker.readLog(job.id, { limit: 1000 });
+            expect(page?.gaps).toEqual(modelGaps(seqs, 16));
+            expect(page?.complete).toBe(modelGaps(seqs, 16).length === 0);
+          },
+        ),
+        { numRuns: 60 },
+      );
+    } finally {
+      await h.cleanup();
+    }
+  });
+
+  it('keeps reading a log indexed by an older version, where every seq is in the ZSET', async () => {
+    const h = await harness();
+    try {
+      const { job } = await h.broker.createJob({ id: 'old-index', name: 'n' });
+      await h.broker.applyEvent(ev('accepted', job.id));
+      // chunks 0-4 as the ZSET-only index stored them
+      const hash = `${h.prefix}:job:{${job.id}}:l1`;
+      const zset = `${h.prefix}:job:{${job.id}}:q1`;
+      for (let seq = 0; seq < 5; seq++) {
+        await h.redis.hset(hash, String(seq), `old ${seq}`);
+        await h.redis.zadd(zset, seq, String(seq));
+      }
+      await h.redis.hset(`${h.prefix}:job:{${job.id}}`, 'lB', 25);
+      const results = await h.broker.applyEvents([
+        ev('log', job.id, { seq: 3, chunk: 'again' }),
+        ...[5, 6, 8].map((seq) => ev('log', job.id, { seq, chunk: `new ${seq}` })),
+      ]);
+      expect(results).toEqual(['duplicate', 'applied', 'applied', 'applied']);
+      const log = await h.broker.readLog(job.id, { fromSeq: 2, limit: 5 });
+      expect(log?.chunks.map((c) => [c.seq, c.data.toString()])).toEqual([
+        [2, 'old 2'],
+        [3, 'old 3'],
+        [4, 'old 4'],
+        [5, 'new 5'],
+        [6, 'new 6'],
+      ]);
+      expect(log?.gaps).toEqual([[7, 7]]);
+    } finally {
+      await h.cleanup();
+    }
+  });
+
+  it('costs no ZSET entry for chunks in order, and one for each chunk out of order', async () => {
+    const h = await harness();
+    try {
+      const { job } = await h.broker.createJob({ id: 'in-order', name: 'n' });
+      const zset = `${h.prefix}:job:{${job.id}}:q1`;
+      await h.broker.applyEvents([0, 1, 2, 3].map((seq) => ev('log', job.id, { seq, chunk: 'x' })));
+      expect(await h.redis.zcard(zset)).toBe(0);
+      // 6 arrives before 4 and 5; then the run grows over it
+      await h.broker.applyEvent(ev('log', job.id, { seq: 6, chunk: 'x' }));
+      await h.broker.applyEvents([4, 5, 7].map((seq) => ev('log', job.id, { seq, chunk: 'x' })));
+      expect(await h.redis.zrange(zset, 0, -1)).toEqual(['6']);
+      expect(await h.redis.hget(`${h.prefix}:job:{${job.id}}:l1`, 'r')).toBe('0 8 6');
+    } finally {
+      await h.cleanup();
+    }
+  });
+});
