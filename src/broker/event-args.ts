@@ -95,10 +95,12 @@ export class ApplyCall {
     this.events++;
     switch (e.kind) {
       case 'log': {
-        // log chunks dedupe by seq, not by key
+        // log chunks dedupe by seq, not by key; the seq goes as text, which Lua passes
+        // to Redis commands as it is (a number would be formatted with %.17g each time)
         const chunk = e.chunk ?? '';
-        if (typeof chunk === 'string') f.push(e.seq ?? 0, wellFormed(chunk));
-        else f.push(e.seq ?? 0, this.chunks.push(chunk)); // the chunk's number among the binary ones
+        const seq = String(e.seq ?? 0);
+        if (typeof chunk === 'string') f.push(seq, wellFormed(chunk));
+        else f.push(seq, this.chunks.push(chunk)); // the chunk's number among the binary ones
         return;
       }
       case 'heartbeat':

@@ -16,7 +16,7 @@
            number of events n, then its n events, each as
              kind, attempt ('' = current), event id, source, type (short, see
              codec.ts; the three make the cause, encoded only when written), then by kind:
-               log:       seq, bytes (text, or k: the bytes are ARGV[10 + k])
+               log:       seq (decimal text), bytes (text, or k: the bytes are ARGV[10 + k])
                heartbeat: dedupe key, progress JSON ('' = none)
                accepted:  dedupe key, executor, detailsUrl
                finished:  dedupe key, exitCode, error JSON (''), summary (''), lastSeq ('')
@@ -92,7 +92,7 @@ local function note_logs()
   end
 end
 
-local function run_value() return RUN_LO .. ' ' .. RUN_HI .. ' ' .. ZMAX end
+local function run_value() return string.format('%d %d %d', RUN_LO, RUN_HI, ZMAX) end
 
 -- Every staged chunk moved the run or ZMAX (of RUN_ATT, the staged chunks' attempt).
 local function flush_logs()
@@ -184,8 +184,9 @@ local function touch()
   end
 end
 
--- Whether chunk seq of the current attempt is stored (or staged).
-local function stored(seq)
+-- Whether chunk n of the current attempt is stored (or staged).
+local function stored(n)
+  local seq = string.format('%d', n)
   if STAGED[seq] or (KNOWN_ATT == S.a and KNOWN[seq]) then return true end
   return redis.call('HEXISTS', klog(S.a), seq) == 1
 end
@@ -200,13 +201,14 @@ local function index_chunk(seq, late)
     local lo, hi, zmax = string.match(r or '', '^(%d+) (%d+) (%-?%d+)$')
     if lo then RUN_LO, RUN_HI, ZMAX = tonumber(lo), tonumber(hi), tonumber(zmax) end
   end
-  if not late and (RUN_LO == RUN_HI or seq == RUN_HI) then
-    if RUN_LO == RUN_HI then RUN_LO = seq end
-    RUN_HI = seq + 1
+  local n = tonumber(seq)
+  if not late and (RUN_LO == RUN_HI or n == RUN_HI) then
+    if RUN_LO == RUN_HI then RUN_LO = n end
+    RUN_HI = n + 1
     while RUN_HI <= ZMAX and stored(RUN_HI) do RUN_HI = RUN_HI + 1 end
     return false
   end
-  if seq > ZMAX then ZMAX = seq end
+  if n > ZMAX then ZMAX = n end
   return true
 end
 
