@@ -292,6 +292,7 @@ end
 -- For an event at A that reports more than the bare 'applied': a reply of its own,
 -- and its cause as history and outbox records keep it.
 local function begin_event(A)
+  load_cold()
   OUT = { tr = {}, arm = {}, dis = {} }
   CAUSE = cjson.encode({ 'e', E[A + 2], E[A + 3], E[A + 4] })
 end
@@ -434,12 +435,15 @@ local function apply_job(key, A)
   focus(E[A], key)
   A = A + 2
   local first = A
+  local chunks_only = true -- only log chunks and heartbeats: the hot fields may do
   for i = 1, n do
-    local width = WIDTH[E[A]]
-    if not width then return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. tostring(E[A])) end
+    local kind = E[A]
+    local width = WIDTH[kind]
+    if not width then return error('EXTJOB_BAD_ARGUMENT unknown event kind ' .. tostring(kind)) end
+    if kind ~= 'log' and kind ~= 'heartbeat' then chunks_only = false end
     A = A + width
   end
-  if not load_job() then
+  if not load_job(chunks_only) then
     for i = 1, n do replies[i] = UNKNOWN end
     return replies, A
   end

@@ -75,29 +75,48 @@ local function seen(dk)
   return redis.call('ZSCORE', KD, dk) ~= false
 end
 
-local function load_job()
-  local f = redis.call('HMGET', KJ, 's', 'a', 'v', 'c', 'ac', 'f', 'ta', 'th', 'tr', 'tc',
-    'ad', 'rd', 'hd', 'ha', 'cd', 'bd', 'lB', 'dn')
+-- The job's fields: the hot ones (all a log chunk or heartbeat needs), then the
+-- others, from HMGET's reply f at offset at. S.cold says whether those are loaded.
+local function set_cold(f, at)
+  S.c = tonumber(f[at + 1])
+  S.ac = tonumber(f[at + 2])
+  S.f = tonumber(f[at + 3])
+  S.ta = tonumber(f[at + 4])
+  S.tr = tonumber(f[at + 5])
+  S.tc = tonumber(f[at + 6])
+  S.ad = tonumber(f[at + 7])
+  S.rd = tonumber(f[at + 8])
+  S.hd = tonumber(f[at + 9])
+  S.ha = tonumber(f[at + 10])
+  S.cd = tonumber(f[at + 11])
+  S.cold = true
+end
+
+-- Load the job (its hot fields only with hot_only); false when it does not exist.
+local function load_job(hot_only)
+  local f
+  if hot_only then
+    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn')
+  else
+    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn',
+      'c', 'ac', 'f', 'ta', 'tr', 'tc', 'ad', 'rd', 'hd', 'ha', 'cd')
+  end
   if not f[1] then return false end
   S.s = f[1]
   S.a = tonumber(f[2])
   S.v = tonumber(f[3])
-  S.c = tonumber(f[4])
-  S.ac = tonumber(f[5])
-  S.f = tonumber(f[6])
-  S.ta = tonumber(f[7])
-  S.th = tonumber(f[8])
-  S.tr = tonumber(f[9])
-  S.tc = tonumber(f[10])
-  S.ad = tonumber(f[11])
-  S.rd = tonumber(f[12])
-  S.hd = tonumber(f[13])
-  S.ha = tonumber(f[14])
-  S.cd = tonumber(f[15])
-  S.bd = tonumber(f[16])
-  S.lB = tonumber(f[17]) or 0
-  S.dn = tonumber(f[18]) or 0
+  S.th = tonumber(f[4])
+  S.bd = tonumber(f[5])
+  S.lB = tonumber(f[6]) or 0
+  S.dn = tonumber(f[7]) or 0
+  if hot_only then S.cold = false else set_cold(f, 7) end
   return true
+end
+
+local function load_cold()
+  if not S.cold then
+    set_cold(redis.call('HMGET', KJ, 'c', 'ac', 'f', 'ta', 'tr', 'tc', 'ad', 'rd', 'hd', 'ha', 'cd'), 0)
+  end
 end
 
 -- <job>:s, read at most once per call (the spec line and history share it).
