@@ -17,9 +17,9 @@ export function brokerKeys(prefix: string) {
     spec: (id: string) => `${job(id)}:s`,
     /** Hash: mutable text fields longer than 64 bytes (shorter ones stay in the job hash). */
     extra: (id: string) => `${job(id)}:x`,
-    /** Hash seq -> bytes of one attempt's log. */
+    /** Hash seq -> bytes of one attempt's log, and field r: the run of consecutive seqs stored. */
     log: (id: string, attempt: number) => `${job(id)}:l${attempt}`,
-    /** ZSET of one attempt's log seqs (member "<seq>" or "<seq>:L" when late). */
+    /** ZSET of that attempt's other seqs, out of order or late (member "<seq>" or "<seq>:L"). */
     logSeqs: (id: string, attempt: number) => `${job(id)}:q${attempt}`,
     counts: `${prefix}:counts`,
     outbox: `${prefix}:outbox`,

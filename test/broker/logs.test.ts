@@ -7,6 +7,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { LogPage } from '../../src/broker/index.js';
+import { brokerKeys } from '../../src/broker/keys.js';
 import { DEFAULTS, ev, harness } from './harness.js';
 
 interface Model {
@@ -97,13 +98,14 @@ describe('log chunk index', () => {
       const { job } = await h.broker.createJob({ id: 'old-index', name: 'n' });
       await h.broker.applyEvent(ev('accepted', job.id));
       // chunks 0-4 as the ZSET-only index stored them
-      const hash = `${h.prefix}:job:{${job.id}}:l1`;
-      const zset = `${h.prefix}:job:{${job.id}}:q1`;
+      const keys = brokerKeys(h.prefix);
+      const hash = keys.log(job.id, 1);
+      const zset = keys.logSeqs(job.id, 1);
       for (let seq = 0; seq < 5; seq++) {
         await h.redis.hset(hash, String(seq), `old ${seq}`);
         await h.redis.zadd(zset, seq, String(seq));
       }
-      await h.redis.hset(`${h.prefix}:job:{${job.id}}`, 'lB', 25);
+      await h.redis.hset(keys.job(job.id), 'lB', 25);
       const results = await h.broker.applyEvents([
         ev('log', job.id, { seq: 3, chunk: 'again' }),
         ...[5, 6, 8].map((seq) => ev('log', job.id, { seq, chunk: `new ${seq}` })),
@@ -127,14 +129,15 @@ describe('log chunk index', () => {
     const h = await harness();
     try {
       const { job } = await h.broker.createJob({ id: 'in-order', name: 'n' });
-      const zset = `${h.prefix}:job:{${job.id}}:q1`;
+      const keys = brokerKeys(h.prefix);
+      const zset = keys.logSeqs(job.id, 1);
       await h.broker.applyEvents([0, 1, 2, 3].map((seq) => ev('log', job.id, { seq, chunk: 'x' })));
       expect(await h.redis.zcard(zset)).toBe(0);
       // 6 arrives before 4 and 5; then the run grows over it
       await h.broker.applyEvent(ev('log', job.id, { seq: 6, chunk: 'x' }));
       await h.broker.applyEvents([4, 5, 7].map((seq) => ev('log', job.id, { seq, chunk: 'x' })));
       expect(await h.redis.zrange(zset, 0, -1)).toEqual(['6']);
-      expect(await h.redis.hget(`${h.prefix}:job:{${job.id}}:l1`, 'r')).toBe('0 8 6');
+      expect(await h.redis.hget(keys.log(job.id, 1), 'r')).toBe('0 8 6');
     } finally {
       await h.cleanup();
     }
