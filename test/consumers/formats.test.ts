@@ -11,7 +11,7 @@ import {
   parseMessage,
   type RawMessage,
 } from '../../src/consumers/formats/index.js';
-import { decodeUtf8, jsonDepthExceeds } from '../../src/consumers/formats/json-bytes.js';
+import { decodesTo, decodeUtf8, jsonDepthExceeds } from '../../src/consumers/formats/json-bytes.js';
 
 const fixture = (name: string): Record<string, unknown> =>
   JSON.parse(readFileSync(new URL(`../fixtures/cdevents/${name}.json`, import.meta.url), 'utf8'));
@@ -554,7 +554,7 @@ describe('header names that are object keys', () => {
   });
 });
 
-describe('decodeUtf8', () => {
+describe('decoding header and key bytes', () => {
   const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const expected = (b: Uint8Array) => {
     try {
@@ -582,6 +582,78 @@ describe('decodeUtf8', () => {
         expect(decodeUtf8(Buffer.from(b))).toBe(expected(b));
       }),
       { numRuns: 3000 },
+    );
+  });
+
+  // Keys are compared with the job id byte by byte when they can be.
+  it('decodesTo answers whether the bytes decode to the text', () => {
+    const latin1 = fc.integer({ min: 0x20, max: 0xff }).map((c) => String.fromCharCode(c));
+    const text = fc.oneof(
+      fc.string({ maxLength: 6 }),
+      fc.string({ unit: latin1, maxLength: 6 }),
+      fc.string({ unit: 'binary', maxLength: 6 }),
+    );
+    // the same text as bytes, as Latin-1 bytes (one byte a character), or changed
+    const pair = text.chain((t) =>
+      fc.tuple(
+        fc.constant(t),
+        fc.oneof(
+          fc.constant(Buffer.from(t)),
+          fc.constant(Buffer.from(t, 'latin1')),
+          fc.uint8Array({ maxLength: 8 }).map((b) => Buffer.from(b)),
+        ),
+      ),
+    );
+    fc.assert(
+      fc.property(pair, ([t, b]) => {
+        expect(decodesTo(b, t)).toBe(expected(b) === t);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  // Repeating header values reuse the last text read: a changed value must never get it.
+  it('each binary event gets the attributes its own header bytes say', () => {
+    const utf8 = (s: string) => Buffer.from(s);
+    const values = [
+      utf8('/argo'),
+      utf8('/argx'),
+      utf8('/é'),
+      Buffer.from('/é', 'latin1'), // same length as the text "/é": not UTF-8
+      Buffer.from([0x2f, 0xff]),
+      utf8('/a'),
+    ];
+    const types = ['dev.extjob.canceled.v1', 'dev.extjob.heartbeat.v1', 'dev.extjob.accepted.v1'];
+    const contentTypes = ['application/json', 'text/json', 'text/plain', 'application/jsoné'];
+    const message = fc.record({
+      source: fc.constantFrom(...values),
+      type: fc.constantFrom(...types),
+      specversion: fc.constantFrom('1.0', '1.1'),
+      contentType: fc.constantFrom(...contentTypes),
+    });
+    fc.assert(
+      fc.property(fc.array(message, { minLength: 2, maxLength: 30 }), (msgs) => {
+        for (const m of msgs) {
+          const r = parseMessage({
+            key: utf8('job-1'),
+            value: null,
+            headers: {
+              ce_specversion: utf8(m.specversion),
+              ce_id: utf8('e-1'),
+              ce_source: m.source,
+              ce_type: utf8(m.type),
+              ce_subject: utf8('job-1'),
+              'content-type': utf8(m.contentType),
+            },
+          });
+          const source = expected(m.source);
+          if (source === undefined) expect(r).toMatchObject({ ok: false, reason: 'malformed' });
+          else if (m.specversion !== '1.0' || !m.contentType.endsWith('json'))
+            expect(r).toMatchObject({ ok: false, reason: 'invalid' });
+          else expect(r).toMatchObject({ ok: true, event: { source, type: m.type } });
+        }
+      }),
+      { numRuns: 300 },
     );
   });
 });

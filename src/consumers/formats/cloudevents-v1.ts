@@ -8,7 +8,14 @@
  */
 import { z } from 'zod';
 import { describeIssues, eventId, eventSource, eventType, isTimestamp, timestamp } from './fields.js';
-import { type Decoded, decodeUtf8, isJsonMediaType, isPlainObject, parseJsonBytes } from './json-bytes.js';
+import {
+  type Decoded,
+  decodeUtf8,
+  isAsciiText,
+  isJsonMediaType,
+  isPlainObject,
+  parseJsonBytes,
+} from './json-bytes.js';
 import { type FormatLimits, fail, type ParseFailure, type RawMessage } from './result.js';
 
 export const STRUCTURED_CONTENT_TYPE = 'application/cloudevents+json';
@@ -111,11 +118,14 @@ export type Headers = NonNullable<RawMessage['headers']>;
 /**
  * One header's value as text; undefined when absent; a failure on repeats, bad UTF-8
  * or size. No result object around the text: a binary-mode event reads six headers.
+ * `slot` names a header whose values repeat from message to message (specversion,
+ * type, source, content type): bytes equal to its last text cost no new string.
  */
 export function headerText(
   headers: Headers,
   name: string,
   limits: FormatLimits,
+  slot?: string,
 ): string | undefined | ParseFailure {
   let raw = headers[name];
   if (Array.isArray(raw)) {
@@ -126,8 +136,16 @@ export function headerText(
   const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
   if (size > limits.maxHeaderBytes)
     return fail('too_large', `header ${name} is ${size} bytes, more than ${limits.maxHeaderBytes}`);
-  return decodeUtf8(raw) ?? fail('malformed', `header ${name} is not valid UTF-8`);
+  if (slot === undefined) return decodeUtf8(raw) ?? fail('malformed', `header ${name} is not valid UTF-8`);
+  const last = lastText.get(slot);
+  if (last !== undefined && typeof raw !== 'string' && isAsciiText(raw, last)) return last;
+  const text = decodeUtf8(raw);
+  if (text === undefined) return fail('malformed', `header ${name} is not valid UTF-8`);
+  lastText.set(slot, text);
+  return text;
 }
+/** The last text read of each slot (a few fixed names, so it stays small). */
+const lastText = new Map<string, string>();
 
 /** Header names as sent, found case-insensitively ("content-type", "Content-Type"). */
 export function findHeader(headers: Headers, lowerName: string): string | undefined {
@@ -144,10 +162,23 @@ const CE_HEADERS = new Map(
   ]),
 );
 
+/** Attributes whose values are mostly the same from event to event (see headerText). */
+const REPEATING: ReadonlySet<string> = new Set(['specversion', 'source', 'type', 'datacontenttype']);
+
 /** A binary-mode event: attributes from `ce_*` headers, data from the value. */
 export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<CloudEvent> {
   const headers = msg.headers ?? {};
-  const attrs: Record<string, unknown> = {};
+  // every attribute extjob reads, there from the start: one shape for all events
+  const attrs: Record<string, unknown> = {
+    specversion: undefined,
+    id: undefined,
+    source: undefined,
+    type: undefined,
+    subject: undefined,
+    time: undefined,
+    datacontenttype: undefined,
+    dataschema: undefined,
+  };
   for (const name in headers) {
     let attr = CE_HEADERS.get(name);
     if (attr === undefined) {
@@ -157,14 +188,15 @@ export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<Cloud
       // an extension attribute we ignore anyway, and not a key to set on attrs
       if (attr === '__proto__') continue;
     }
-    if (Object.hasOwn(attrs, attr)) return fail('invalid', `attribute ${attr} is given by two headers`);
-    const text = headerText(headers, name, limits);
+    if (attrs[attr] !== undefined && Object.hasOwn(attrs, attr))
+      return fail('invalid', `attribute ${attr} is given by two headers`);
+    const text = headerText(headers, name, limits, REPEATING.has(attr) ? attr : undefined);
     if (typeof text === 'object') return text;
     if (text !== undefined) attrs[attr] = text;
   }
   const ctName = findHeader(headers, 'content-type');
   if (ctName !== undefined) {
-    const ct = headerText(headers, ctName, limits);
+    const ct = headerText(headers, ctName, limits, 'content-type');
     if (typeof ct === 'object') return ct;
     if (ct !== undefined) attrs.datacontenttype = ct;
   }

@@ -14,7 +14,7 @@ import {
   STRUCTURED_CONTENT_TYPE,
 } from './cloudevents-v1.js';
 import { isExtjobType, toJobEvent } from './extjob-v1.js';
-import { type Decoded, decodeUtf8, isJsonMediaType, isPlainObject, parseJsonBytes } from './json-bytes.js';
+import { type Decoded, decodesTo, isJsonMediaType, isPlainObject, parseJsonBytes } from './json-bytes.js';
 import { DEFAULT_LIMITS, type FormatLimits, fail, type ParseResult, type RawMessage } from './result.js';
 
 export * from './encode.js';
@@ -28,8 +28,7 @@ export function parseMessage(msg: RawMessage, limits: FormatLimits = DEFAULT_LIM
     if (!r.ok) return r;
     const ev = r.value;
     const result: ParseResult = { ok: true, event: ev };
-    if (msg.key !== null && msg.key !== undefined && decodeUtf8(msg.key) !== ev.jobId)
-      result.keyMismatch = true;
+    if (msg.key !== null && msg.key !== undefined && !decodesTo(msg.key, ev.jobId)) result.keyMismatch = true;
     return result;
   } catch (err) {
     // A bug in a format module must not stop a partition: the message is dead-lettered.
@@ -48,7 +47,7 @@ function parseUnchecked(msg: RawMessage, limits: FormatLimits): Decoded<JobEvent
   }
   const ctName = findHeader(headers, 'content-type');
   if (ctName !== undefined) {
-    const ct = headerText(headers, ctName, limits);
+    const ct = headerText(headers, ctName, limits, 'content-type');
     if (typeof ct === 'object') return ct;
     if (ct !== undefined && !isJsonMediaType(ct))
       return fail(

@@ -23,6 +23,23 @@ export function decodeUtf8(bytes: Buffer | string): string | undefined {
   }
 }
 
+/** Whether `bytes` are the ASCII text `text`, byte for byte (no string is made). */
+export function isAsciiText(bytes: Uint8Array, text: string): boolean {
+  if (bytes.length !== text.length) return false;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (b > 0x7f || b !== text.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/**
+ * Whether `bytes` decode (strict UTF-8) to `text`. A Kafka key is mostly the short
+ * ASCII job id it is compared with: no string is made for it then.
+ */
+export const decodesTo = (bytes: Buffer | string, text: string): boolean =>
+  (typeof bytes !== 'string' && isAsciiText(bytes, text)) || decodeUtf8(bytes) === text;
+
 /** Whether `text` opens more than `limit` objects and arrays in all (cheap: indexOf). */
 function opensMoreThan(text: string, limit: number): boolean {
   let n = 0;
