@@ -50,7 +50,7 @@ export async function benchWorld(partitions = 6) {
      */
     async cpu(): Promise<CpuSample> {
       const own = process.cpuUsage();
-      const sample: CpuSample = { node: (own.user + own.system) / 1e6 };
+      const sample: CpuSample = { node: (own.user + own.system) / 1e6, ...mainThread() };
       if (localRedis) {
         const info = await redis.info('cpu');
         const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1]);
@@ -112,6 +112,9 @@ export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor
 
 export interface CpuSample {
   node: number;
+  /** This process's main thread: CPU seconds, and seconds it was ready to run but waited for a core. */
+  main?: number;
+  waited?: number;
   redis?: number;
   kafka?: number;
 }
@@ -131,13 +134,42 @@ export function cpuPerEvent(from: CpuSample, to: CpuSample, events: number) {
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 /** utime + stime of a process (all its threads), in seconds, from /proc. */
-function processCpuSeconds(pid: number): number | undefined {
+const processCpuSeconds = (pid: number) => cpuSeconds(`/proc/${pid}`);
+
+/** utime + stime from a /proc stat file (of a process or one thread), in seconds. */
+function cpuSeconds(dir: string): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(`${dir}/stat`, 'utf8');
     // fields after the command name (which may hold spaces) in parentheses
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * This process's main thread (its task id is the pid): CPU seconds, and seconds spent
+ * ready to run but waiting for a core (schedstat's second field, in ns). Nothing where
+ * /proc does not tell.
+ */
+function mainThread(): { main: number; waited: number } | Record<string, never> {
+  const dir = `/proc/${process.pid}/task/${process.pid}`;
+  try {
+    const main = cpuSeconds(dir);
+    const waited = Number(readFileSync(`${dir}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+    return main === undefined || !Number.isFinite(waited) ? {} : { main, waited };
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Shares of a window of `seconds` in which the main thread ran, and in which it was
+ * ready but waited for a core (the machine's other work had them all).
+ */
+export function mainThreadShares(from: CpuSample, to: CpuSample, seconds: number) {
+  const share = (a?: number, b?: number) =>
+    a === undefined || b === undefined ? undefined : (b - a) / seconds;
+  return { busy: share(from.main, to.main), waiting: share(from.waited, to.waited) };
 }

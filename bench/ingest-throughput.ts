@@ -29,6 +29,7 @@ import {
   cpuPerEvent,
   fmt,
   logger,
+  mainThreadShares,
   median,
   runningJobs,
   serviceMetrics,
@@ -119,9 +120,15 @@ function stopwatch() {
       if (seen >= N) return;
       seen += n;
       if (seen < N) return;
-      const rate = N / ((performance.now() - first) / 1000);
+      const seconds = (performance.now() - first) / 1000;
       const to = w.cpu();
-      done(Promise.all([from!, to]).then(([a, b]) => ({ rate, cpu: cpuPerEvent(a, b, N) })));
+      done(
+        Promise.all([from!, to]).then(([a, b]) => ({
+          rate: N / seconds,
+          cpu: cpuPerEvent(a, b, N),
+          main: mainThreadShares(a, b, seconds),
+        })),
+      );
     },
     measured,
   };
@@ -130,6 +137,7 @@ function stopwatch() {
 interface Measured {
   rate: number;
   cpu: ReturnType<typeof cpuPerEvent>;
+  main?: ReturnType<typeof mainThreadShares>;
 }
 
 /** A read-only kafkajs consumer group reading the topic. */
@@ -202,6 +210,8 @@ async function direct(jobs: string[]): Promise<Measured> {
 }
 
 const us = (v: number | undefined) => (v === undefined ? '-' : fmt(v));
+const pct = (v: number | undefined) => (v === undefined ? '-' : `${fmt(v * 100, 0)}%`);
+const mainLine = (m: Measured['main']) => `busy ${pct(m?.busy)}, waiting for a core ${pct(m?.waiting)}`;
 const cpuLine = (c: Measured['cpu']) =>
   `node ${us(c.node)} + redis ${us(c.redis)} + kafka ${us(c.kafka)} = ${us(c.total)} us`;
 
@@ -229,6 +239,9 @@ try {
     console.log(`  CPU an event: consume-only ${cpuLine(base.cpu)}; extjob ${cpuLine(ours.cpu)}`);
     console.log(`  CPU an event, broker alone: ${cpuLine(alone.cpu)}`);
     console.log(
+      `  main thread: consume-only ${mainLine(base.main)}; extjob ${mainLine(ours.main)} (of the window)`,
+    );
+    console.log(
       `  ${cores} cores allow extjob at most ${fmt(ceiling, 0)}/s (${fmt(ceiling / base.rate, 2)}x of consume-only)`,
     );
     if (round > 0) rows.push({ base, ours, direct: alone, ceiling });
@@ -246,6 +259,15 @@ try {
   console.log(
     `CPU an event: consume-only ${med((r) => r.base.cpu.total, 1)} us, extjob ${med((r) => r.ours.cpu.total, 1)} us ` +
       '(Redis and Kafka counted when this run started them)',
+  );
+  const share = (f: (r: (typeof rows)[number]) => number | undefined) => {
+    const xs = rows.map(f).filter((x): x is number => x !== undefined);
+    return pct(xs.length ? median(xs) : undefined);
+  };
+  console.log(
+    `main thread, of the window: consume-only busy ${share((r) => r.base.main?.busy)}, ` +
+      `waiting for a core ${share((r) => r.base.main?.waiting)}; extjob busy ${share((r) => r.ours.main?.busy)}, ` +
+      `waiting for a core ${share((r) => r.ours.main?.waiting)}`,
   );
   console.log(
     `extjob's ceiling on ${cores} cores: ${med((r) => r.ceiling / r.base.rate)}x of consume-only; ` +
