@@ -56,7 +56,7 @@ export async function benchWorld(partitions = 6) {
         const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1]);
         sample.redis = field('used_cpu_user') + field('used_cpu_sys');
       }
-      if (kafkaPid !== undefined) sample.kafka = processCpuSeconds(kafkaPid);
+      if (kafkaPid !== undefined) sample.kafka = cpuSeconds(`/proc/${kafkaPid}`);
       return sample;
     },
     kafka,
@@ -133,10 +133,7 @@ export function cpuPerEvent(from: CpuSample, to: CpuSample, events: number) {
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
-/** utime + stime of a process (all its threads), in seconds, from /proc. */
-const processCpuSeconds = (pid: number) => cpuSeconds(`/proc/${pid}`);
-
-/** utime + stime from a /proc stat file (of a process or one thread), in seconds. */
+/** utime + stime of a process (all its threads) or of one thread, from its /proc stat file, in seconds. */
 function cpuSeconds(dir: string): number | undefined {
   try {
     const stat = readFileSync(`${dir}/stat`, 'utf8');
