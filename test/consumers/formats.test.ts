@@ -554,6 +554,36 @@ describe('header names that are object keys', () => {
   });
 });
 
+describe('binary-mode header names', () => {
+  const headers = {
+    ce_specversion: '1.0',
+    ce_id: 'i',
+    ce_source: 's',
+    ce_type: 'dev.extjob.canceled.v1',
+    ce_subject: 'job-1',
+  };
+  const parse = (h: Record<string, string>) => parseMessage({ key: null, value: null, headers: h });
+
+  it('reads attributes from headers in any case', () => {
+    const upper = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toUpperCase(), v]));
+    expect(parse(upper)).toMatchObject({ ok: true, event: { kind: 'canceled', id: 'i', source: 's' } });
+  });
+
+  it('refuses an attribute given by two headers, extensions too', () => {
+    expect(parse({ ...headers, Ce_Id: 'j' })).toEqual({
+      ok: false,
+      reason: 'invalid',
+      detail: 'attribute id is given by two headers',
+    });
+    expect(parse({ ...headers, ce_ext: 'a', CE_EXT: 'b' })).toEqual({
+      ok: false,
+      reason: 'invalid',
+      detail: 'attribute ext is given by two headers',
+    });
+    expect(parse({ ...headers, ce_ext: 'a', ce_other: 'b' })).toMatchObject({ ok: true });
+  });
+});
+
 describe('decoding header and key bytes', () => {
   const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
   const expected = (b: Uint8Array) => {
@@ -630,10 +660,26 @@ describe('decoding header and key bytes', () => {
       type: fc.constantFrom(...types),
       specversion: fc.constantFrom('1.0', '1.1'),
       contentType: fc.constantFrom(...contentTypes),
+      // a structured event between binary ones: its content type is read too
+      structured: fc.boolean(),
     });
+    const structured = (contentType: string) =>
+      parseMessage({
+        key: utf8('job-1'),
+        value: utf8(
+          JSON.stringify({ specversion: '1.0', id: 'e-2', source: '/s', type: types[0], subject: 'job-1' }),
+        ),
+        headers: { 'content-type': utf8(contentType) },
+      });
     fc.assert(
       fc.property(fc.array(message, { minLength: 2, maxLength: 30 }), (msgs) => {
         for (const m of msgs) {
+          if (m.structured) {
+            const ct = m.contentType.replace('application/json', 'application/cloudevents+json');
+            const r = structured(ct);
+            if (ct.endsWith('json')) expect(r).toMatchObject({ ok: true, event: { source: '/s' } });
+            else expect(r).toMatchObject({ ok: false, reason: 'invalid' });
+          }
           const r = parseMessage({
             key: utf8('job-1'),
             value: null,

@@ -116,16 +116,25 @@ export function fromStructured(obj: Record<string, unknown>, limits: FormatLimit
 export type Headers = NonNullable<RawMessage['headers']>;
 
 /**
+ * The last text read of a header whose values repeat from message to message
+ * (specversion, type, source, content type): bytes equal to it cost no new string.
+ * One slot a header and binding: a stream mixing the bindings would otherwise
+ * alternate the content type's text and never match.
+ */
+export interface Slot {
+  text: string | undefined;
+}
+export const newSlot = (): Slot => ({ text: undefined });
+
+/**
  * One header's value as text; undefined when absent; a failure on repeats, bad UTF-8
  * or size. No result object around the text: a binary-mode event reads six headers.
- * `slot` names a header whose values repeat from message to message (specversion,
- * type, source, content type): bytes equal to its last text cost no new string.
  */
 export function headerText(
   headers: Headers,
   name: string,
   limits: FormatLimits,
-  slot?: string,
+  slot?: Slot,
 ): string | undefined | ParseFailure {
   let raw = headers[name];
   if (Array.isArray(raw)) {
@@ -137,15 +146,13 @@ export function headerText(
   if (size > limits.maxHeaderBytes)
     return fail('too_large', `header ${name} is ${size} bytes, more than ${limits.maxHeaderBytes}`);
   if (slot === undefined) return decodeUtf8(raw) ?? fail('malformed', `header ${name} is not valid UTF-8`);
-  const last = lastText.get(slot);
+  const last = slot.text;
   if (last !== undefined && typeof raw !== 'string' && isAsciiText(raw, last)) return last;
   const text = decodeUtf8(raw);
   if (text === undefined) return fail('malformed', `header ${name} is not valid UTF-8`);
-  lastText.set(slot, text);
+  slot.text = text;
   return text;
 }
-/** The last text read of each slot (a few fixed names, so it stays small). */
-const lastText = new Map<string, string>();
 
 /** Header names as sent, found case-insensitively ("content-type", "Content-Type"). */
 export function findHeader(headers: Headers, lowerName: string): string | undefined {
@@ -154,52 +161,94 @@ export function findHeader(headers: Headers, lowerName: string): string | undefi
   return undefined;
 }
 
-/** The attribute of each `ce_*` header as most producers name it (others are lower-cased). */
-const CE_HEADERS = new Map(
-  ['specversion', 'id', 'source', 'type', 'subject', 'time', 'datacontenttype', 'dataschema'].map((a) => [
-    `ce_${a}`,
-    a,
-  ]),
-);
+/**
+ * The attribute a `ce_*` header carries (lower-cased); undefined for other headers.
+ * The names most producers send are matched as they are: no new string for them.
+ */
+function ceAttribute(name: string): string | undefined {
+  switch (name) {
+    case 'ce_specversion':
+      return 'specversion';
+    case 'ce_id':
+      return 'id';
+    case 'ce_source':
+      return 'source';
+    case 'ce_type':
+      return 'type';
+    case 'ce_subject':
+      return 'subject';
+    case 'ce_time':
+      return 'time';
+  }
+  const lower = name.toLowerCase();
+  return lower.startsWith('ce_') ? lower.slice(3) : undefined;
+}
 
-/** Attributes whose values are mostly the same from event to event (see headerText). */
-const REPEATING: ReadonlySet<string> = new Set(['specversion', 'source', 'type', 'datacontenttype']);
+/** The attributes extjob reads, in the order of `BinaryValues`. */
+const ATTRIBUTES = [
+  'specversion',
+  'id',
+  'source',
+  'type',
+  'subject',
+  'time',
+  'datacontenttype',
+  'dataschema',
+];
+/** The slots of attributes whose values repeat from event to event (see Slot). */
+const SLOTS = [newSlot(), undefined, newSlot(), newSlot(), undefined, undefined, newSlot(), undefined];
+const CONTENT_TYPE = newSlot();
+
+const givenTwice = (attr: string) => fail('invalid', `attribute ${attr} is given by two headers`);
 
 /** A binary-mode event: attributes from `ce_*` headers, data from the value. */
 export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<CloudEvent> {
   const headers = msg.headers ?? {};
-  // every attribute extjob reads, there from the start: one shape for all events
-  const attrs: Record<string, unknown> = {
-    specversion: undefined,
-    id: undefined,
-    source: undefined,
-    type: undefined,
-    subject: undefined,
-    time: undefined,
-    datacontenttype: undefined,
-    dataschema: undefined,
-  };
+  // by index into ATTRIBUTES: named or array stores, not stores by a computed key
+  const values: (string | undefined)[] = [
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+    undefined,
+  ];
+  let extensions: Set<string> | undefined;
   for (const name in headers) {
-    let attr = CE_HEADERS.get(name);
-    if (attr === undefined) {
-      const lower = name.toLowerCase();
-      if (!lower.startsWith('ce_')) continue;
-      attr = lower.slice(3);
-      // an extension attribute we ignore anyway, and not a key to set on attrs
-      if (attr === '__proto__') continue;
-    }
-    if (attrs[attr] !== undefined && Object.hasOwn(attrs, attr))
-      return fail('invalid', `attribute ${attr} is given by two headers`);
-    const text = headerText(headers, name, limits, REPEATING.has(attr) ? attr : undefined);
+    const attr = ceAttribute(name);
+    if (attr === undefined) continue;
+    const at = ATTRIBUTES.indexOf(attr);
+    const text = headerText(headers, name, limits, SLOTS[at]);
     if (typeof text === 'object') return text;
-    if (text !== undefined) attrs[attr] = text;
+    if (text === undefined) continue;
+    if (at >= 0) {
+      if (values[at] !== undefined) return givenTwice(attr);
+      values[at] = text;
+    } else {
+      // an extension attribute: not read, and given once at most too
+      extensions ??= new Set();
+      if (extensions.has(attr)) return givenTwice(attr);
+      extensions.add(attr);
+    }
   }
   const ctName = findHeader(headers, 'content-type');
   if (ctName !== undefined) {
-    const ct = headerText(headers, ctName, limits, 'content-type');
+    const ct = headerText(headers, ctName, limits, CONTENT_TYPE);
     if (typeof ct === 'object') return ct;
-    if (ct !== undefined) attrs.datacontenttype = ct;
+    if (ct !== undefined) values[6] = ct;
   }
+  const attrs = {
+    specversion: values[0],
+    id: values[1],
+    source: values[2],
+    type: values[3],
+    subject: values[4],
+    time: values[5],
+    datacontenttype: values[6],
+    dataschema: values[7],
+  };
   const checked = checkAttributes(attrs, 'binary');
   if (!checked.ok) return checked;
   const ev = checked.value;

@@ -11,6 +11,7 @@ import {
   fromStructured,
   headerText,
   isBinaryMode,
+  newSlot,
   STRUCTURED_CONTENT_TYPE,
 } from './cloudevents-v1.js';
 import { isExtjobType, toJobEvent } from './extjob-v1.js';
@@ -47,7 +48,7 @@ function parseUnchecked(msg: RawMessage, limits: FormatLimits): Decoded<JobEvent
   }
   const ctName = findHeader(headers, 'content-type');
   if (ctName !== undefined) {
-    const ct = headerText(headers, ctName, limits, 'content-type');
+    const ct = headerText(headers, ctName, limits, CONTENT_TYPE);
     if (typeof ct === 'object') return ct;
     if (ct !== undefined && !isJsonMediaType(ct))
       return fail(
@@ -60,6 +61,9 @@ function parseUnchecked(msg: RawMessage, limits: FormatLimits): Decoded<JobEvent
   if (!parsed.ok) return parsed;
   return fromJsonValue(parsed.value, limits);
 }
+
+/** The structured binding's content type (see Slot). */
+const CONTENT_TYPE = newSlot();
 
 /** A structured event or bare CDEvent already parsed from JSON. */
 function fromJsonValue(value: unknown, limits: FormatLimits): Decoded<JobEvent> {
