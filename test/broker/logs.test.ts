@@ -125,6 +125,36 @@ describe('log chunk index', () => {
     }
   });
 
+  it('knows the chunks of an older index when the run was written on top of it', async () => {
+    const h = await harness();
+    try {
+      const { job } = await h.broker.createJob({ id: 'old-and-run', name: 'n' });
+      await h.broker.applyEvent(ev('accepted', job.id));
+      // chunks 0-4 and 10 as the ZSET-only index stored them, then 5 stored by a version
+      // with the run, which did not read the ZSET's highest seq
+      const keys = brokerKeys(h.prefix);
+      for (const seq of [0, 1, 2, 3, 4, 10]) {
+        await h.redis.hset(keys.log(job.id, 1), String(seq), `old ${seq}`);
+        await h.redis.zadd(keys.logSeqs(job.id, 1), seq, String(seq));
+      }
+      await h.redis.hset(keys.log(job.id, 1), '5', 'run 5', 'r', '5 6 -1');
+      const results = await h.broker.applyEvents(
+        [10, 4, 6, 10, 5, 7].map((seq) => ev('log', job.id, { seq, chunk: `new ${seq}` })),
+      );
+      expect(results).toEqual(['duplicate', 'duplicate', 'applied', 'duplicate', 'duplicate', 'applied']);
+      const log = await h.broker.readLog(job.id, { fromSeq: 4, limit: 10 });
+      expect(log?.chunks.map((c) => [c.seq, c.data.toString()])).toEqual([
+        [4, 'old 4'],
+        [5, 'run 5'],
+        [6, 'new 6'],
+        [7, 'new 7'],
+        [10, 'old 10'],
+      ]);
+    } finally {
+      await h.cleanup();
+    }
+  });
+
   it('costs no ZSET entry for chunks in order, and one for each chunk out of order', async () => {
     const h = await harness();
     try {

@@ -36,8 +36,9 @@
   take a fast path: the chunk's hash field (and the run, or a ZSET entry for a
   chunk out of order), and the heartbeat's dedupe entry, are written in bulk;
   the heartbeat time, the byte counters and the latest progress once, before
-  anything else reads them (any other event first writes them out). Which chunks and heartbeats are already
-  stored is read once per job (HMGET, ZMSCORE). A run of stored chunks is
+  anything else reads them (any other event first writes them out). Whether a
+  chunk is stored the chunk index tells (a chunk past the run and the ZSET is
+  new, with no lookup); which heartbeats are, one ZMSCORE per job. A run of stored chunks is
   announced by one log notification carrying the last stored seq (rather than
   one per chunk), and progress by one notification: listeners use them to wake
   up and re-read the job. Subscribers see the notifications only after the
@@ -59,7 +60,7 @@ local UNKNOWN = cjson.encode({ r = 'unknown_job' })
 local LOG_FIELDS -- HSET pairs for the current attempt's chunk hash
 local NLOG -- chunks staged in LOG_FIELDS
 local SEQ_MEMBERS, NSEQ -- ZADD score/member pairs of the seq ZSET, and how many
-local STAGED -- seqs staged in LOG_FIELDS (not yet visible to HEXISTS)
+local STAGED -- seqs staged in LOG_FIELDS out of order (not yet visible to HEXISTS)
 local STAGED_ATT -- attempt the staged chunks belong to
 local D_LB, D_NG -- byte and chunk counter increments
 local TOUCHED -- hb (and hd) to write: an executor was heard from
@@ -71,13 +72,10 @@ local DK_ADD, NDK -- ZADD score/member pairs of <job>:d, and how many
 local SEEN
 local DN0 -- the job's applied-event count when it was loaded
 local DN_W -- the count as the job hash holds it
--- Seqs of the current attempt known to be stored (read with one HMGET for all the
--- job's chunks in the call, then kept up to date), valid while the attempt is KNOWN_ATT.
-local KNOWN, KNOWN_ATT
 -- The chunk index of attempt RUN_ATT (see docs/design.md): the stored chunks are
 -- the run of consecutive seqs [RUN_LO, RUN_HI) and the members of the seq ZSET,
 -- whose highest seq is ZMAX. The run is field 'r' of the chunk hash, "lo hi zmax":
--- chunks that arrive in order cost no ZSET entry.
+-- chunks that arrive in order cost no ZSET entry, and no lookup to tell they are new.
 local RUN_ATT, RUN_LO, RUN_HI, ZMAX
 
 local BULK = 200 -- pairs per bulk command (keeps unpack well inside Lua's stack)
@@ -184,28 +182,34 @@ local function touch()
   end
 end
 
--- Whether chunk n of the current attempt is stored (or staged).
-local function stored(n)
-  local seq = string.format('%d', n)
-  if STAGED[seq] or (KNOWN_ATT == S.a and KNOWN[seq]) then return true end
-  return redis.call('HEXISTS', klog(S.a), seq) == 1
+-- The index of the current attempt, read once per job and attempt in a call: the
+-- run from field r, ZMAX from the ZSET itself (a log begun by an older version has
+-- every chunk in the ZSET, and may have a zmax in r below some of them).
+local function load_index()
+  if RUN_ATT == S.a then return end
+  RUN_ATT, RUN_LO, RUN_HI, ZMAX = S.a, 0, 0, -1
+  local lo, hi = string.match(redis.call('HGET', klog(S.a), 'r') or '', '^(%d+) (%d+) ')
+  if lo then RUN_LO, RUN_HI = tonumber(lo), tonumber(hi) end
+  local top = redis.call('ZRANGE', kseq(S.a), -1, -1, 'WITHSCORES')
+  if top[2] then ZMAX = tonumber(top[2]) end
 end
 
--- Index a chunk about to be stored: a chunk that continues the run (or starts
--- it) extends it over the chunks already stored after it; any other chunk, and
--- every late one, goes in the ZSET. Returns whether it does.
-local function index_chunk(seq, late)
-  if RUN_ATT ~= S.a then
-    RUN_ATT, RUN_LO, RUN_HI, ZMAX = S.a, 0, 0, -1
-    local r = redis.call('HGET', klog(S.a), 'r')
-    local lo, hi, zmax = string.match(r or '', '^(%d+) (%d+) (%-?%d+)$')
-    if lo then RUN_LO, RUN_HI, ZMAX = tonumber(lo), tonumber(hi), tonumber(zmax) end
-  end
-  local n = tonumber(seq)
+-- Whether chunk n (seq: its text) of the current attempt is stored or staged: in
+-- the run, or else in the ZSET, so not above ZMAX.
+local function stored(n, seq)
+  if n >= RUN_LO and n < RUN_HI then return true end
+  if n > ZMAX then return false end
+  return STAGED[seq] or redis.call('HEXISTS', klog(S.a), seq) == 1
+end
+
+-- Index chunk n, about to be stored: a chunk that continues the run (or starts it)
+-- extends it over the chunks already stored after it; any other chunk, and every
+-- late one, goes in the ZSET. Returns whether it does.
+local function index_chunk(n, late)
   if not late and (RUN_LO == RUN_HI or n == RUN_HI) then
     if RUN_LO == RUN_HI then RUN_LO = n end
     RUN_HI = n + 1
-    while RUN_HI <= ZMAX and stored(RUN_HI) do RUN_HI = RUN_HI + 1 end
+    while RUN_HI <= ZMAX and stored(RUN_HI, string.format('%d', RUN_HI)) do RUN_HI = RUN_HI + 1 end
     return false
   end
   if n > ZMAX then ZMAX = n end
@@ -214,16 +218,10 @@ end
 
 -- Store a log chunk of the current attempt; late chunks are flagged.
 local function store_log(seq, data, late, deferred)
-  if deferred then
-    if STAGED_ATT and STAGED_ATT ~= S.a then flush_logs() end
-    if STAGED[seq] then return 'duplicate' end
-  end
-  local known = KNOWN_ATT == S.a
-  if known then
-    if KNOWN[seq] then return 'duplicate' end
-  elseif redis.call('HEXISTS', klog(S.a), seq) == 1 then
-    return 'duplicate'
-  end
+  if deferred and STAGED_ATT and STAGED_ATT ~= S.a then flush_logs() end
+  load_index()
+  local n = tonumber(seq)
+  if stored(n, seq) then return 'duplicate' end
   local size = #data
   if S.lB + size > LOG_MAX_BYTES then
     redis.call('HINCRBY', KJ, 'lT', 1)
@@ -233,10 +231,9 @@ local function store_log(seq, data, late, deferred)
   local member = seq
   if late then member = seq .. ':L' end
   S.lB = S.lB + size
-  local in_zset = index_chunk(seq, late)
-  if known then KNOWN[seq] = true end
+  local in_zset = index_chunk(n, late)
   if deferred then
-    STAGED[seq] = true
+    if in_zset then STAGED[seq] = true end
     STAGED_ATT = S.a
     local at = 2 * NLOG
     LOG_FIELDS[at + 1] = seq
@@ -261,32 +258,24 @@ local function store_log(seq, data, late, deferred)
   return 'stored'
 end
 
--- Which of the log chunks among a job's n events (from E[first]) are stored for its
--- current attempt, and which of its heartbeats' dedupe keys are remembered: one
--- HMGET and one ZMSCORE rather than a command per event.
+-- Which of the heartbeats' dedupe keys among a job's n events (from E[first]) are
+-- remembered: one ZMSCORE rather than a command per heartbeat.
 local function prefetch(first, n)
-  KNOWN, KNOWN_ATT, SEEN = {}, S.a, {}
-  local seqs, dks = {}, {}
+  SEEN = {}
+  if TERMINAL[S.s] then return end
+  local dks = {}
   local at = first
   for _ = 1, n do
     local kind = E[at]
-    if kind == 'log' then
-      seqs[#seqs + 1] = E[at + 5]
-    elseif kind == 'heartbeat' then
-      dks[#dks + 1] = E[at + 5]
-    end
+    if kind == 'heartbeat' then dks[#dks + 1] = E[at + 5] end
     at = at + WIDTH[kind]
   end
-  local function read(cmd, key, items, into)
-    for i = 1, #items, BULK do
-      local got = redis.call(cmd, key, unpack(items, i, math.min(#items, i + BULK - 1)))
-      for k = 1, #got do
-        if got[k] then into[items[i + k - 1]] = true end
-      end
+  for i = 1, #dks, BULK do
+    local got = redis.call('ZMSCORE', KD, unpack(dks, i, math.min(#dks, i + BULK - 1)))
+    for k = 1, #got do
+      if got[k] then SEEN[dks[i + k - 1]] = true end
     end
   end
-  read('HMGET', klog(S.a), seqs, KNOWN)
-  if not TERMINAL[S.s] then read('ZMSCORE', KD, dks, SEEN) end
 end
 
 -- For an event at A that reports more than the bare 'applied': a reply of its own,
@@ -301,7 +290,8 @@ end
 local function apply_one(A)
   local KIND = E[A]
   -- no attempt named during a retry's backoff: the attempt that just ended (stale)
-  local ATT = tonumber(E[A + 1]) or (S.bd and S.a - 1 or S.a)
+  local ATT = E[A + 1] -- a number, or '' (tonumber('') would parse it)
+  if ATT == '' then ATT = S.bd and S.a - 1 or S.a end
   local DK, a1, a2, a3, a4
   if KIND == 'log' then
     a1, a2 = E[A + 5], E[A + 6]
