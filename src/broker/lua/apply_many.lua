@@ -35,7 +35,7 @@
   Log chunks and heartbeats of a running or canceling job (the bulk of traffic)
   take a fast path: the chunk's hash field (and the run, or a ZSET entry for a
   chunk out of order), and the heartbeat's dedupe entry, are written in bulk;
-  the heartbeat time, the byte counters and the latest progress once, before
+  the heartbeat time, the log byte count and the latest progress once, before
   anything else reads them (any other event first writes them out). Whether a
   chunk is stored the chunk index tells (a chunk past the run and the ZSET is
   new, with no lookup); which heartbeats are, one ZMSCORE per job. A run of stored chunks is
@@ -62,7 +62,7 @@ local NLOG -- chunks staged in LOG_FIELDS
 local SEQ_MEMBERS, NSEQ -- ZADD score/member pairs of the seq ZSET, and how many
 local STAGED -- seqs staged in LOG_FIELDS out of order (not yet visible to HEXISTS)
 local STAGED_ATT -- attempt the staged chunks belong to
-local D_LB, D_NG -- byte and chunk counter increments
+local D_LB -- log bytes stored since lB was written
 local TOUCHED -- hb (and hd) to write: an executor was heard from
 local LOG_NOTE -- seq of the last chunk stored since the last log notification
 local PROGRESS -- the latest progress JSON not written yet
@@ -139,8 +139,7 @@ local function flush()
     DN_W = S.dn
   end
   if #f > 0 then redis.call('HSET', KJ, unpack(f)) end
-  if D_NG ~= 0 then redis.call('HINCRBY', KJ, 'ng', D_NG) end
-  D_LB, D_NG = 0, 0
+  D_LB = 0
 end
 
 -- Dedupe (see seen() in includes/job.lua): the dedupe keys of applied events
@@ -245,7 +244,6 @@ local function store_log(seq, data, late, deferred)
       NSEQ = NSEQ + 1
     end
     D_LB = D_LB + size
-    D_NG = D_NG + 1
     LOG_NOTE = seq
     if NLOG >= BULK then flush_logs() end
     return 'stored'
@@ -253,7 +251,6 @@ local function store_log(seq, data, late, deferred)
   redis.call('HSET', klog(S.a), seq, data, 'r', run_value())
   if in_zset then redis.call('ZADD', kseq(S.a), seq, member) end
   redis.call('HINCRBY', KJ, 'lB', size)
-  redis.call('HINCRBY', KJ, 'ng', 1)
   notify('log', seq)
   return 'stored'
 end
@@ -439,7 +436,7 @@ local function apply_job(key, A)
   end
   LOG_FIELDS, SEQ_MEMBERS, NLOG, NSEQ, STAGED, STAGED_ATT = {}, {}, 0, 0, {}, nil
   RUN_ATT = nil
-  D_LB, D_NG, TOUCHED, LOG_NOTE, PROGRESS = 0, 0, false, nil, nil
+  D_LB, TOUCHED, LOG_NOTE, PROGRESS = 0, false, nil, nil
   DK_ADD, NDK = {}, 0
   DN0, DN_W = S.dn, S.dn
   prefetch(first, n)
