@@ -51,6 +51,12 @@ export class TimerService {
   readonly queue: Queue;
   private worker: Worker | undefined;
   private workerConnection: Redis | undefined;
+  /**
+   * The queue's own client: BullMQ defines its 60-odd scripts as commands on the
+   * client it is given, and ioredis copies every defined command onto each pipeline
+   * made from that client (30 us a pipeline rather than 3, on every broker call).
+   */
+  private readonly queueConnection: Redis;
   private recoverTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -58,8 +64,9 @@ export class TimerService {
     private readonly keys: BrokerKeys,
     private readonly logger: Logger | undefined,
   ) {
+    this.queueConnection = redis.duplicate();
     this.queue = new Queue(TIMER_QUEUE, {
-      connection: redis,
+      connection: this.queueConnection,
       prefix: keys.prefix,
       streams: { events: { maxLen: 1000 } },
     });
@@ -157,6 +164,7 @@ export class TimerService {
     if (this.recoverTimer) clearInterval(this.recoverTimer);
     await this.worker?.close();
     await this.queue.close();
+    this.queueConnection.disconnect();
     this.workerConnection?.disconnect();
   }
 }

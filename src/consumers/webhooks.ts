@@ -89,6 +89,8 @@ export class Webhooks {
   readonly queue: Queue;
   private worker: Worker | undefined;
   private workerConnection: Redis | undefined;
+  /** The queue's own client (BullMQ's scripts would slow every pipeline of the one given; see TimerService). */
+  private readonly queueConnection: Redis;
   private readonly policy: AddressPolicy;
   private readonly lookup: ReturnType<typeof guardedLookup>;
   private readonly agents = {
@@ -99,8 +101,9 @@ export class Webhooks {
   constructor(private readonly opts: WebhookOptions) {
     this.policy = addressPolicy(opts.allowPrivate);
     this.lookup = guardedLookup(this.policy);
+    this.queueConnection = opts.redis.duplicate();
     this.queue = new Queue(WEBHOOK_QUEUE, {
-      connection: opts.redis,
+      connection: this.queueConnection,
       prefix: opts.prefix,
       streams: { events: { maxLen: 1000 } },
     });
@@ -300,6 +303,7 @@ export class Webhooks {
   async close(): Promise<void> {
     await this.worker?.close().catch(() => {});
     await this.queue.close().catch(() => {});
+    this.queueConnection.disconnect();
     if (this.workerConnection)
       await this.workerConnection.quit().catch(() => this.workerConnection?.disconnect());
     for (const agent of Object.values(this.agents)) agent.destroy();
