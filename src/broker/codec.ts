@@ -7,7 +7,16 @@ import type { Cause, HistoryEntry, Job, JobState } from './types.js';
 
 const OUR_TYPES = 'dev.extjob.';
 /** Our own event types are stored as "~<rest>" (they appear in every history entry). */
-export const shortType = (t: string) => (t.startsWith(OUR_TYPES) ? `~${t.slice(OUR_TYPES.length)}` : t);
+export function shortType(t: string): string {
+  let short = shortTypes.get(t);
+  if (short === undefined) {
+    short = t.startsWith(OUR_TYPES) ? `~${t.slice(OUR_TYPES.length)}` : t;
+    // every event names one of a few types: a new string each would be garbage (bounded)
+    if (shortTypes.size < 64) shortTypes.set(t, short);
+  }
+  return short;
+}
+const shortTypes = new Map<string, string>();
 const longType = (t: string) => (t.startsWith('~') ? `${OUR_TYPES}${t.slice(1)}` : t);
 
 /** Compact cause as stored in history and outbox records. */
