@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { createRegistry, instrumentMetrics } from '../src/api/metrics.js';
 import { JobBroker } from '../src/broker/index.js';
@@ -50,7 +51,7 @@ export async function benchWorld(partitions = 6) {
      */
     async cpu(): Promise<CpuSample> {
       const own = process.cpuUsage();
-      const sample: CpuSample = { node: (own.user + own.system) / 1e6, ...mainThread() };
+      const sample: CpuSample = { node: (own.user + own.system) / 1e6, gc: gcSeconds(), ...mainThread() };
       if (localRedis) {
         const info = await redis.info('cpu');
         const field = (name: string) => Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1]);
@@ -112,6 +113,8 @@ export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor
 
 export interface CpuSample {
   node: number;
+  /** Seconds the main thread was paused by garbage collection (V8's pauses, as perf_hooks reports them). */
+  gc: number;
   /** This process's main thread: CPU seconds, and seconds it was ready to run but waited for a core. */
   main?: number;
   waited?: number;
@@ -162,11 +165,28 @@ function mainThread(): { main: number; waited: number } | Record<string, never> 
 }
 
 /**
- * Shares of a window of `seconds` in which the main thread ran, and in which it was
- * ready but waited for a core (the machine's other work had them all).
+ * Shares of a window of `seconds` in which the main thread ran, in which it was
+ * ready but waited for a core (the machine's other work had them all), and in which
+ * it was paused by garbage collection (part of the time it ran).
  */
 export function mainThreadShares(from: CpuSample, to: CpuSample, seconds: number) {
   const share = (a?: number, b?: number) =>
     a === undefined || b === undefined ? undefined : (b - a) / seconds;
-  return { busy: share(from.main, to.main), waiting: share(from.waited, to.waited) };
+  return {
+    busy: share(from.main, to.main),
+    waiting: share(from.waited, to.waited),
+    gc: share(from.gc, to.gc),
+  };
+}
+
+let gcTotal = 0;
+const gcObserver = new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcTotal += entry.duration / 1000;
+});
+gcObserver.observe({ entryTypes: ['gc'] });
+
+/** Garbage-collection pauses of this process so far, in seconds, with those not yet delivered. */
+function gcSeconds(): number {
+  for (const entry of gcObserver.takeRecords()) gcTotal += entry.duration / 1000;
+  return gcTotal;
 }

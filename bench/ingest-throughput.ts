@@ -211,7 +211,8 @@ async function direct(jobs: string[]): Promise<Measured> {
 
 const us = (v: number | undefined) => (v === undefined ? '-' : fmt(v));
 const pct = (v: number | undefined) => (v === undefined ? '-' : `${fmt(v * 100, 0)}%`);
-const mainLine = (m: Measured['main']) => `busy ${pct(m?.busy)}, waiting for a core ${pct(m?.waiting)}`;
+const mainLine = (m: Measured['main']) =>
+  `busy ${pct(m?.busy)} (collecting garbage ${pct(m?.gc)}), waiting for a core ${pct(m?.waiting)}`;
 const cpuLine = (c: Measured['cpu']) =>
   `node ${us(c.node)} + redis ${us(c.redis)} + kafka ${us(c.kafka)} = ${us(c.total)} us`;
 
@@ -265,8 +266,9 @@ try {
     return pct(xs.length ? median(xs) : undefined);
   };
   console.log(
-    `main thread, of the window: consume-only busy ${share((r) => r.base.main?.busy)}, ` +
-      `waiting for a core ${share((r) => r.base.main?.waiting)}; extjob busy ${share((r) => r.ours.main?.busy)}, ` +
+    `main thread, of the window: consume-only busy ${share((r) => r.base.main?.busy)} ` +
+      `(collecting garbage ${share((r) => r.base.main?.gc)}), waiting for a core ${share((r) => r.base.main?.waiting)}; ` +
+      `extjob busy ${share((r) => r.ours.main?.busy)} (collecting garbage ${share((r) => r.ours.main?.gc)}), ` +
       `waiting for a core ${share((r) => r.ours.main?.waiting)}`,
   );
   console.log(
