@@ -70,6 +70,8 @@ export class TimerService {
       prefix: keys.prefix,
       streams: { events: { maxLen: 1000 } },
     });
+    // the broker's own client reports an outage; this one only repeats it
+    this.queue.on('error', (err) => this.logger?.debug({ err: err.message }, 'timer queue: redis error'));
   }
 
   /** Arm timers the scripts returned (due within the arm window); remove armed ones no longer needed. */

@@ -107,6 +107,8 @@ export class Webhooks {
       prefix: opts.prefix,
       streams: { events: { maxLen: 1000 } },
     });
+    // the service's own client reports an outage; this one only repeats it
+    this.queue.on('error', (err) => opts.logger?.debug({ err: err.message }, 'webhook queue: redis error'));
   }
 
   private indexKey(jobId: string): string {

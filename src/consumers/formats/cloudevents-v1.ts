@@ -184,7 +184,7 @@ function ceAttribute(name: string): string | undefined {
   return lower.startsWith('ce_') ? lower.slice(3) : undefined;
 }
 
-/** The attributes extjob reads, in the order of `BinaryValues`. */
+/** The attributes extjob reads; fromBinary keeps their values in this order. */
 const ATTRIBUTES = [
   'specversion',
   'id',
@@ -237,7 +237,7 @@ export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<Cloud
   if (ctName !== undefined) {
     const ct = headerText(headers, ctName, limits, CONTENT_TYPE);
     if (typeof ct === 'object') return ct;
-    if (ct !== undefined) values[6] = ct;
+    if (ct !== undefined) values[6] = ct; // datacontenttype
   }
   const attrs = {
     specversion: values[0],
