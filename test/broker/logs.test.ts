@@ -18,6 +18,18 @@ interface Model {
 const LOG_MAX = 40;
 
 /** Every page from seq 0, `limit` chunks at a time, following nextSeq. */
+/** A running job whose chunks `seqs` are stored as the ZSET-only index of older versions stored them. */
+async function withOldIndex(h: Awaited<ReturnType<typeof harness>>, id: string, seqs: number[]) {
+  const { job } = await h.broker.createJob({ id, name: 'n' });
+  await h.broker.applyEvent(ev('accepted', job.id));
+  const keys = brokerKeys(h.prefix);
+  for (const seq of seqs) {
+    await h.redis.hset(keys.log(job.id, 1), String(seq), `old ${seq}`);
+    await h.redis.zadd(keys.logSeqs(job.id, 1), seq, String(seq));
+  }
+  return { job, keys };
+}
+
 async function readAll(read: (fromSeq: number) => Promise<LogPage | undefined>) {
   const chunks: { seq: number; data: string; late: boolean }[] = [];
   let from = 0;
@@ -95,16 +107,7 @@ describe('log chunk index', () => {
   it('keeps reading a log indexed by an older version, where every seq is in the ZSET', async () => {
     const h = await harness();
     try {
-      const { job } = await h.broker.createJob({ id: 'old-index', name: 'n' });
-      await h.broker.applyEvent(ev('accepted', job.id));
-      // chunks 0-4 as the ZSET-only index stored them
-      const keys = brokerKeys(h.prefix);
-      const hash = keys.log(job.id, 1);
-      const zset = keys.logSeqs(job.id, 1);
-      for (let seq = 0; seq < 5; seq++) {
-        await h.redis.hset(hash, String(seq), `old ${seq}`);
-        await h.redis.zadd(zset, seq, String(seq));
-      }
+      const { job, keys } = await withOldIndex(h, 'old-index', [0, 1, 2, 3, 4]);
       await h.redis.hset(keys.job(job.id), 'lB', 25);
       const results = await h.broker.applyEvents([
         ev('log', job.id, { seq: 3, chunk: 'again' }),
@@ -128,15 +131,8 @@ describe('log chunk index', () => {
   it('knows the chunks of an older index when the run was written on top of it', async () => {
     const h = await harness();
     try {
-      const { job } = await h.broker.createJob({ id: 'old-and-run', name: 'n' });
-      await h.broker.applyEvent(ev('accepted', job.id));
-      // chunks 0-4 and 10 as the ZSET-only index stored them, then 5 stored by a version
-      // with the run, which did not read the ZSET's highest seq
-      const keys = brokerKeys(h.prefix);
-      for (const seq of [0, 1, 2, 3, 4, 10]) {
-        await h.redis.hset(keys.log(job.id, 1), String(seq), `old ${seq}`);
-        await h.redis.zadd(keys.logSeqs(job.id, 1), seq, String(seq));
-      }
+      const { job, keys } = await withOldIndex(h, 'old-and-run', [0, 1, 2, 3, 4, 10]);
+      // then 5 stored by a version with the run, which did not read the ZSET's highest seq
       await h.redis.hset(keys.log(job.id, 1), '5', 'run 5', 'r', '5 6 -1');
       const results = await h.broker.applyEvents(
         [10, 4, 6, 10, 5, 7].map((seq) => ev('log', job.id, { seq, chunk: `new ${seq}` })),
