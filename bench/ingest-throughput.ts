@@ -285,15 +285,27 @@ try {
     `CPU an event: consume-only ${med((r) => r.base.cpu.total, 1)} us, extjob ${med((r) => r.ours.cpu.total, 1)} us ` +
       '(Redis and Kafka counted when this run started them)',
   );
-  const share = (f: (r: (typeof rows)[number]) => number | undefined) => {
-    const xs = rows.map(f).filter((x): x is number => x !== undefined);
-    return pct(xs.length ? median(xs) : undefined);
+  /** The median of the rounds' values, those it is known for. */
+  const medianOf = (f: (r: (typeof rows)[number]) => number | undefined) => {
+    const xs = rows.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x));
+    return xs.length ? median(xs) : undefined;
   };
+  const share = (f: (r: (typeof rows)[number]) => number | undefined) => pct(medianOf(f));
   console.log(
     `main thread, of the window: consume-only busy ${share((r) => r.base.main?.busy)} ` +
       `(collecting garbage ${share((r) => r.base.main?.gc)}), waiting for a core ${share((r) => r.base.main?.waiting)}; ` +
       `extjob busy ${share((r) => r.ours.main?.busy)} (collecting garbage ${share((r) => r.ours.main?.gc)}), ` +
       `waiting for a core ${share((r) => r.ours.main?.waiting)}`,
+  );
+  // the main thread's CPU an event (busy share of the window over the rate): a ratio of
+  // the two that a spell of waiting for a core moves less than the rates
+  const mainUs = (m: Measured) => (m.main?.busy === undefined ? undefined : (m.main.busy / m.rate) * 1e6);
+  const baseUs = medianOf((r) => mainUs(r.base));
+  const oursUs = medianOf((r) => mainUs(r.ours));
+  console.log(
+    `main thread CPU an event: consume-only ${us(baseUs)} us, decode-only ${us(medianOf((r) => mainUs(r.decoded)))} us, ` +
+      `extjob ${us(oursUs)} us; consume-only's over extjob's: ` +
+      `${baseUs === undefined || oursUs === undefined ? '-' : fmt(baseUs / oursUs, 2)}`,
   );
   console.log(
     `extjob's ceiling on ${cores} cores: ${med((r) => r.ceiling / r.base.rate)}x of consume-only; ` +
