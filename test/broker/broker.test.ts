@@ -136,6 +136,22 @@ describe('applyEvents', () => {
     expect(await h.broker.applyEvent(beats[299] as JobEvent)).toBe('duplicate');
   });
 
+  it('drops heartbeats first at the cap: a replayed finished cannot end the next attempt', async () => {
+    const { job } = await h.broker.createJob({ id: 'cap-retry', name: 'n', retry: { limit: 1 } });
+    await h.broker.applyEvent(ev('accepted', job.id));
+    const fin = ev('finished', job.id, { exitCode: 1 }); // names no attempt
+    expect(await h.broker.applyEvent(fin)).toBe('applied');
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
+    await h.broker.applyEvent(ev('accepted', job.id));
+    const beats = Array.from({ length: 300 }, () => ev('heartbeat', job.id));
+    for (let i = 0; i < beats.length; i += 50) await h.broker.applyEvents(beats.slice(i, i + 50));
+    expect(await h.redis.zcard(`${h.broker.keys.job(job.id)}:d`)).toBe(256);
+    expect(await h.broker.applyEvent(fin)).toBe('duplicate');
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'running', attempt: 2 });
+    // the oldest heartbeats went: a replay of one refreshes the heartbeat, as documented
+    expect(await h.broker.applyEvent(beats[0] as JobEvent)).toBe('applied');
+  });
+
   it('treats finished on a pending job as accepted then finished; exit != 0 fails', async () => {
     const { job } = await h.broker.createJob({ name: 'n' });
     expect(

@@ -147,11 +147,18 @@ end
 -- events the set is trimmed to the window and DEDUPE_MAX entries (so it holds at
 -- most DEDUPE_MAX + DEDUPE_TRIM_EVERY). dn counts the applied events; its last
 -- three digits order the events of one millisecond.
+-- Heartbeats are scored by their time, the other events (accepted, finished,
+-- canceled: a few an attempt) by their time plus DEDUPE_KEPT, so the cap drops
+-- heartbeats first: however many heartbeats follow, a replayed finished naming no
+-- attempt stays a duplicate for the window and cannot end the next attempt.
+-- (2^42 ms + any time before 2150 keeps three decimals exact in a double.)
 local DEDUPE_TRIM_EVERY = 16
-local function remember(dk)
+local DEDUPE_KEPT = 4398046511104
+local function remember(dk, kind)
   S.dn = S.dn + 1
   SEEN[dk] = true
-  redis.call('ZADD', KD, NOW + (S.dn % 1000) / 1000, dk)
+  local kept = kind ~= 'heartbeat' and DEDUPE_KEPT or 0
+  redis.call('ZADD', KD, kept + NOW + (S.dn % 1000) / 1000, dk)
 end
 -- Like remember(), deferred to flush(): a transition reads <job>:d, so only
 -- the fast path, which makes none, defers.
@@ -167,6 +174,7 @@ end
 local function trim_dedupe()
   if math.floor(S.dn / DEDUPE_TRIM_EVERY) ~= math.floor(DN0 / DEDUPE_TRIM_EVERY) then
     redis.call('ZREMRANGEBYSCORE', KD, '-inf', '(' .. (NOW - DEDUPE_WINDOW_MS))
+    redis.call('ZREMRANGEBYSCORE', KD, DEDUPE_KEPT, '(' .. (DEDUPE_KEPT + NOW - DEDUPE_WINDOW_MS))
     redis.call('ZREMRANGEBYRANK', KD, 0, -(DEDUPE_MAX + 1))
   end
   DN0 = S.dn
@@ -350,7 +358,7 @@ local function apply_one(A)
     record('l', ATT)
     return result('late')
   end
-  if KIND ~= 'log' then remember(DK) end
+  if KIND ~= 'log' then remember(DK, KIND) end
 
   -- finished, log or heartbeat on a pending job implies accepted (SPEC 5.4)
   if S.s == 'pending' and (KIND == 'accepted' or KIND == 'heartbeat' or KIND == 'log' or KIND == 'finished') then
