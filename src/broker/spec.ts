@@ -92,6 +92,23 @@ function problems(err: z.ZodError): string {
   return err.issues.map((i) => `${i.path.length ? i.path.join('.') : 'spec'}: ${i.message}`).join('; ');
 }
 
+/**
+ * The path of the first text (or object key) with a lone UTF-16 surrogate, which JSON
+ * can carry (`"\ud83d"`) but Redis's Lua cannot decode: a spec holding one would break
+ * every script that reads it.
+ */
+function illFormedText(v: unknown, path = ''): string | undefined {
+  if (typeof v === 'string') return v.isWellFormed() ? undefined : path || 'spec';
+  if (typeof v !== 'object' || v === null) return undefined;
+  for (const [k, child] of Object.entries(v)) {
+    const at = path ? `${path}.${k}` : k;
+    if (!k.isWellFormed()) return at;
+    const bad = illFormedText(child, at);
+    if (bad !== undefined) return bad;
+  }
+  return undefined;
+}
+
 /** Canonical JSON: object keys sorted, so equal specs hash equally. */
 export function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
@@ -111,6 +128,13 @@ export function prepareSpec(input: unknown, defaults: Timeouts): PreparedSpec {
       details: { issues: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) },
     });
   const s = parsed.data;
+  const illFormed = illFormedText(s);
+  if (illFormed !== undefined)
+    throw new ExtjobError(
+      'EXTJOB_VALIDATION_FAILED',
+      `invalid job spec: ${illFormed}: not well-formed Unicode (a lone surrogate)`,
+      { details: { issues: [{ path: illFormed, message: 'not well-formed Unicode (a lone surrogate)' }] } },
+    );
   const { id, ...rest } = s;
   const t: Timeouts = { ...defaults, ...s.timeouts };
   // executor first: the scripts read it from the start of the JSON line

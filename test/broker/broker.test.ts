@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { JobBroker, type JobEvent } from '../../src/broker/index.js';
+import { JobBroker, type JobEvent, type JobSpec } from '../../src/broker/index.js';
 import { runScript } from '../../src/broker/scripts.js';
 import { startRedis } from '../../src/cli/local/redis.js';
 import { isExtjobError } from '../../src/shared/errors.js';
@@ -35,6 +35,26 @@ describe('createJob', () => {
     await expect(h.broker.createJob({ ...spec, name: 'other' })).rejects.toMatchObject({
       code: 'EXTJOB_JOB_CONFLICT',
     });
+  });
+
+  it('refuses text with a lone surrogate, which the scripts could not read back', async () => {
+    const cases: [JobSpec, string][] = [
+      [{ name: 'deploy \ud83d' }, 'name'],
+      [{ name: 'n', labels: { team: 'x\udc00' } }, 'labels.team'],
+      [{ name: 'n', executor: 'ex\ud800' }, 'executor'],
+      [{ name: 'n', notify: [{ url: 'https://h.example/\ud83d' }] }, 'notify.0.url'],
+    ];
+    for (const [spec, path] of cases) {
+      await expect(h.broker.createJob({ id: 'lone', ...spec })).rejects.toMatchObject({
+        code: 'EXTJOB_VALIDATION_FAILED',
+        message: expect.stringContaining(`${path}: not well-formed`),
+      });
+    }
+    expect(await h.broker.getJob('lone')).toBeUndefined();
+    // a well-formed pair is fine, and the job finishes
+    const { job } = await h.broker.createJob({ id: 'lone', name: 'deploy \ud83d\ude80', executor: 'ex' });
+    expect(await h.broker.applyEvent(ev('finished', job.id, { exitCode: 2 }))).toBe('applied');
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'failed', name: 'deploy 🚀' });
   });
 
   it('stores only a hash of the event token and verifies it', async () => {
