@@ -5,6 +5,7 @@
  */
 import type { DlqReason } from './formats/result.js';
 import type { InMessage, OutgoingMessage } from './kafka-types.js';
+import { refusedBy } from './retry.js';
 
 export const DLQ_HEADERS = {
   reason: 'extjob-dlq-reason',
@@ -32,7 +33,8 @@ const isWire = (x: unknown): x is string | Buffer => typeof x === 'string' || Bu
  * What came off the wire, only. kafkajs decodes headers into a plain object, so a
  * header named like an Object.prototype member (toString, constructor, ...) arrives as
  * an array holding that function too; sent back as is, the producer throws on every
- * retry and the partition stalls for good.
+ * retry and the partition stalls for good. A header whose value is null is left out
+ * for the same reason: kafkajs reads one, but throws when asked to send it.
  */
 function wireValue(v: unknown): HeaderValue | undefined {
   if (isWire(v)) return v;
@@ -62,4 +64,24 @@ export function dlqMessage(src: DlqSource, reason: DlqReason, detail: string): O
 /** The same record without its value, for when the DLQ topic refuses the original size. */
 export function withoutValue(m: OutgoingMessage, why: string): OutgoingMessage {
   return { ...m, value: null, headers: { ...m.headers, [DLQ_HEADERS.valueDropped]: why.slice(0, 200) } };
+}
+
+/**
+ * Produce DLQ records. When Kafka refuses the records themselves (too large with our
+ * headers, ...), they are sent again without their values. Anything else (an outage,
+ * even one the client gave up retrying) is thrown: the caller retries with the values.
+ */
+export async function sendDlqRecords(
+  send: (messages: OutgoingMessage[]) => Promise<unknown>,
+  messages: OutgoingMessage[],
+  onRefused: (err: unknown) => void,
+): Promise<void> {
+  try {
+    await send(messages);
+  } catch (err) {
+    const refused = refusedBy(err);
+    if (!refused) throw err;
+    onRefused(err);
+    await send(messages.map((m) => withoutValue(m, `${refused}: ${String((err as Error).message)}`)));
+  }
 }

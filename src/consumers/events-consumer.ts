@@ -13,12 +13,11 @@
 import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
-import { withoutValue } from './dlq.js';
+import { sendDlqRecords } from './dlq.js';
 import { type BatchReport, type EventSink, processBatch } from './event-batch.js';
 import type { FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import type { EachBatchPayload, KafkaClient, OutgoingMessage } from './kafka-types.js';
-import { isPermanent } from './retry.js';
 
 export interface EventsConsumerOptions {
   kafka: KafkaClient;
@@ -292,18 +291,14 @@ export class EventsConsumer {
       if (this.pending.get(partition) === offset) this.pending.delete(partition);
   }
 
-  private async sendDlq(messages: OutgoingMessage[]): Promise<void> {
-    const send = (msgs: OutgoingMessage[]) =>
-      this.opts.producer.send({ topic: this.topics.dlq, acks: -1, messages: msgs });
-    try {
-      await send(messages);
-    } catch (err) {
-      if (!isPermanent(err)) throw err;
+  private sendDlq(messages: OutgoingMessage[]): Promise<void> {
+    return sendDlqRecords(
+      (msgs) => this.opts.producer.send({ topic: this.topics.dlq, acks: -1, messages: msgs }),
+      messages,
       // The DLQ refused the records for good (e.g. too large with our headers): keep the
       // facts, drop the values, rather than stall the partition.
-      this.opts.logger.error({ err }, 'DLQ refused the records; sending them without their values');
-      await send(messages.map((m) => withoutValue(m, String((err as Error).message))));
-    }
+      (err) => this.opts.logger.error({ err }, 'DLQ refused the records; sending them without their values'),
+    );
   }
 }
 

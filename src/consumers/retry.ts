@@ -9,6 +9,40 @@
 export const isPermanent = (err: unknown): boolean =>
   typeof err === 'object' && err !== null && (err as { retriable?: unknown }).retriable === false;
 
+/**
+ * Kafka error types by which the broker refuses the records themselves: sending them
+ * again cannot succeed, and other records are not affected. CORRUPT_MESSAGE is retriable
+ * for the client (a checksum that failed in transit), so it is only met here once the
+ * client's own retries gave up on it. Other permanent errors (authorization, required
+ * acks, unsupported versions) refuse every record alike: those are retried, never
+ * dead-lettered.
+ */
+const REFUSED_RECORDS: ReadonlySet<string> = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD',
+  'CORRUPT_MESSAGE',
+]);
+
+/** The innermost error of a `cause` chain (the client wraps errors once its retries give up). */
+export function rootCause(err: unknown): { retriable?: unknown; type?: unknown } {
+  let e = err as { cause?: unknown; retriable?: unknown; type?: unknown } | null | undefined;
+  for (let depth = 0; depth < 8 && e?.cause && typeof e.cause === 'object'; depth++) e = e.cause as typeof e;
+  return e && typeof e === 'object' ? e : {};
+}
+
+/** The Kafka protocol error type (MESSAGE_TOO_LARGE, ...) behind an error, if any. */
+export function kafkaErrorType(err: unknown): string | undefined {
+  const type = rootCause(err).type;
+  return typeof type === 'string' ? type : undefined;
+}
+
+/** The refusal type when Kafka refused the records for good; undefined for anything else. */
+export function refusedBy(err: unknown): string | undefined {
+  const type = kafkaErrorType(err);
+  return type && REFUSED_RECORDS.has(type) ? type : undefined;
+}
+
 export interface RetryControl {
   /** False once the work is no longer ours (stopping, or the partition was revoked). */
   stillOwned(): boolean;

@@ -109,6 +109,33 @@ describe('events consumer (recording sink, real Kafka)', () => {
     await waitFor(() => sink.applied.some((e) => e.jobId === 'good'), { what: 'the good event' });
   });
 
+  it('sends a record the DLQ topic refuses for its size without its value, and goes on', async () => {
+    const w = await kafkaWorld(1);
+    await w.admin.alterConfigs({
+      validateOnly: false,
+      resources: [
+        {
+          type: 2 /* TOPIC */,
+          name: w.topics.dlq,
+          configEntries: [{ name: 'max.message.bytes', value: '3000' }],
+        },
+      ],
+    });
+    const sink = new RecordingSink();
+    await w.produce([
+      { key: 'x', value: Buffer.alloc(4000, 0xff), headers: { trace: 'keep-me' } },
+      encodeStructured(log('good', 1)),
+    ]);
+    await w.startConsumer(sink);
+    const [rec] = await w.readDlq(1);
+    expect(rec!.value).toBeNull();
+    expect(header(rec!.headers, DLQ_HEADERS.reason)).toBe('malformed');
+    expect(header(rec!.headers, DLQ_HEADERS.valueDropped)).toMatch(/^MESSAGE_TOO_LARGE: /);
+    expect(header(rec!.headers, DLQ_HEADERS.offset)).toBe('0');
+    expect(header(rec!.headers, 'trace')).toBe('keep-me');
+    await waitFor(() => sink.applied.some((e) => e.jobId === 'good'), { what: 'the good event' });
+  });
+
   it('waits out a retriable outage instead of dead-lettering, and counts keyless messages', async () => {
     const w = await kafkaWorld(1);
     const sink = new RecordingSink();
