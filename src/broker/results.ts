@@ -47,12 +47,14 @@ export function redisError(err: unknown, what: string): ExtjobError {
   const message = err instanceof Error ? err.message : String(err);
   if (/EXTJOB_ILLEGAL_TRANSITION|EXTJOB_BAD_ARGUMENT/.test(message))
     return new ExtjobError('EXTJOB_INTERNAL', `${what}: ${message}`, { cause: err });
-  if (
-    /ECONNREFUSED|ECONNRESET|ETIMEDOUT|Connection is closed|MaxRetriesPerRequest|LOADING|READONLY/i.test(
-      message,
-    )
-  )
+  if (/ECONNREFUSED|ECONNRESET|ETIMEDOUT|Connection is closed|MaxRetriesPerRequest/i.test(message))
     return new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', `${what}: Redis did not answer (${message})`, {
+      cause: err,
+    });
+  // Redis answers but takes no writes for now: loading, a replica, out of memory
+  // (maxmemory), failing to persist, busy with a long script, no primary
+  if (/LOADING|READONLY|OOM command not allowed|MISCONF|BUSY Redis is busy|MASTERDOWN/.test(message))
+    return new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', `${what}: Redis refused for now (${message})`, {
       cause: err,
     });
   return new ExtjobError('EXTJOB_INTERNAL', `${what}: ${message}`, { cause: err });

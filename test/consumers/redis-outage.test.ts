@@ -7,6 +7,7 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { JobBroker } from '../../src/broker/index.js';
+import { startRedis } from '../../src/cli/local/redis.js';
 import { encodeStructured } from '../../src/consumers/formats/index.js';
 import { BROKER_DEFAULTS } from '../helpers/broker-defaults.js';
 import { redisUrl, waitFor } from '../helpers/index.js';
@@ -100,5 +101,38 @@ describe('Redis outage', () => {
     const dlq = await w.admin.fetchTopicOffsets(w.topics.dlq);
     expect(dlq.map((p) => p.high)).toEqual(['0']);
     expect((await broker.readLog('outage', {}))!.chunks).toHaveLength(1);
+  });
+
+  it('waits while Redis refuses writes (out of memory), then applies everything', async () => {
+    const w = await kafkaWorld(1);
+    const server = await startRedis();
+    onTestFinished(() => server.stop());
+    const redis = new Redis(server.url);
+    onTestFinished(() => redis.disconnect());
+    const broker = new JobBroker({ redis, prefix: w.names.keyPrefix, defaults: BROKER_DEFAULTS });
+    await broker.createJob({ id: 'oom', name: 'oom' });
+    const consumer = await w.startConsumer(broker, { retryInitialMs: 50, retryMaxMs: 300 });
+    const retries: string[] = [];
+    consumer.instrumentation.on('retry', (x) => retries.push(x.error));
+
+    await redis.config('SET', 'maxmemory-policy', 'noeviction');
+    await redis.config('SET', 'maxmemory', '1');
+    const base = { jobId: 'oom', source: 's' } as const;
+    await w.produce([
+      encodeStructured({ ...base, kind: 'accepted', id: 'a', type: 'dev.extjob.accepted.v1' }),
+      encodeStructured({ ...base, kind: 'finished', id: 'f', type: 'dev.extjob.finished.v1', exitCode: 0 }),
+    ]);
+    await waitFor(() => retries.length >= 3, {
+      timeoutMs: 20_000,
+      what: 'retries while Redis refuses writes',
+    });
+    expect(retries[0]).toMatch(/EXTJOB_REDIS_UNAVAILABLE: .*OOM/);
+    await redis.config('SET', 'maxmemory', '0');
+    await waitFor(async () => (await broker.getJob('oom'))?.state === 'passed', {
+      timeoutMs: 30_000,
+      what: 'the job passed once Redis took writes again',
+    });
+    const dlq = await w.admin.fetchTopicOffsets(w.topics.dlq);
+    expect(dlq.map((p) => p.high)).toEqual(['0']);
   });
 });
