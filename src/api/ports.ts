@@ -16,6 +16,8 @@ export interface LogPage {
   nextSeq: number;
   complete: boolean;
   gaps: [number, number][];
+  /** The page stopped at its limit or byte cap: more stored chunks may follow nextSeq. */
+  more: boolean;
   truncated?: { chunks: number; bytes: number };
 }
 
@@ -34,7 +36,7 @@ export interface BrokerPort {
   }): Promise<{ jobs: Job[]; nextCursor?: string }>;
   readLog(
     id: string,
-    q: { fromSeq?: number; limit?: number; maxBytes?: number },
+    q: { fromSeq?: number; limit?: number; maxBytes?: number; attempt?: number },
   ): Promise<LogPage | undefined>;
   history(id: string): Promise<HistoryEntry[] | undefined>;
   cancelJob(id: string, cause: Cause): Promise<Job>;

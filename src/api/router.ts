@@ -17,7 +17,7 @@ import type { BrokerPort, DeliveryLog, EventGateway } from './ports.js';
 import { expressPath, ROUTES, type RouteDef } from './routes.js';
 import { describeIssues, jobId } from './schemas.js';
 import { lastEventId, SseStream } from './sse.js';
-import { mustGetJob, streamEvents, streamLog } from './streams.js';
+import { logResumePoint, mustGetJob, streamEvents, streamLog } from './streams.js';
 import { waitForJob } from './wait.js';
 
 export interface ApiOptions {
@@ -183,8 +183,8 @@ export function createApiRouter(opts: ApiOptions): Router {
     },
     streamLog: async (ctx) => {
       await call(() => mustGetJob(broker, ctx.id));
-      const resume = lastEventId(ctx.req);
-      const from = resume !== undefined ? resume + 1 : ((ctx.query.fromSeq as number | undefined) ?? 0);
+      const resume = logResumePoint(ctx.req.get('last-event-id'));
+      const from = resume ?? { seq: (ctx.query.fromSeq as number | undefined) ?? 0 };
       const sse = new SseStream(ctx.res);
       await streamLog(broker, hub, ctx.id, sse, from, resume !== undefined).catch((err) =>
         streamFailed(sse, err),

@@ -5,13 +5,19 @@
 import type { Request, Response } from 'express';
 
 export class SseStream {
-  private readonly keepAlive: NodeJS.Timeout;
+  private readonly keepAlive: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
 
   constructor(
     private readonly res: Response,
     keepAliveMs = 15_000,
   ) {
+    if (res.destroyed) {
+      // the client left before the stream began (while the job was read): nothing to
+      // hold open, and no close event will come
+      this.abort.abort();
+      return;
+    }
     res.status(200);
     res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
     res.setHeader('Cache-Control', 'no-cache, no-transform');

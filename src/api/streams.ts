@@ -19,7 +19,7 @@ import { ExtjobError } from '../shared/errors.js';
 import { chunkJson } from './log-format.js';
 import { PassedHoles } from './log-holes.js';
 import { type NotifyHub, Wakeups } from './notify-hub.js';
-import type { BrokerPort } from './ports.js';
+import type { BrokerPort, LogPage } from './ports.js';
 import type { SseStream } from './sse.js';
 
 const PAGE = 500;
@@ -32,12 +32,30 @@ export async function mustGetJob(broker: Pick<BrokerPort, 'getJob'>, id: string)
   return job;
 }
 
+/** Where a log stream starts: a seq of an attempt (default: the job's current one). */
+export interface LogPosition {
+  attempt?: number;
+  seq: number;
+}
+
+/** A chunk's SSE id: its seq in the first attempt, `<attempt>:<seq>` in later ones. */
+export const chunkId = (attempt: number, seq: number): string =>
+  attempt === 1 ? String(seq) : `${attempt}:${seq}`;
+
+/** Where a log stream resumes after the chunk a Last-Event-ID names; undefined for none. */
+export function logResumePoint(raw: string | undefined): LogPosition | undefined {
+  const m = raw === undefined ? null : /^(?:(\d{1,4}):)?(\d{1,15})$/.exec(raw.trim());
+  if (!m) return undefined;
+  const attempt = m[1] === undefined ? 1 : Number(m[1]);
+  return attempt >= 1 ? { attempt, seq: Number(m[2]) + 1 } : undefined;
+}
+
 export async function streamLog(
   broker: Pick<BrokerPort, 'getJob' | 'readLog'>,
   hub: NotifyHub,
   id: string,
   sse: SseStream,
-  fromSeq: number,
+  from: LogPosition,
   resumed = false,
 ): Promise<void> {
   let state: JobState | undefined;
@@ -48,8 +66,9 @@ export async function streamLog(
     return n.kind === 'log' || n.kind === 'state';
   });
   let holes = new PassedHoles();
-  const read = async (from: number, limit: number) => {
-    const page = await broker.readLog(id, { fromSeq: from, limit });
+  let attempt = 1; // the attempt whose log is being sent
+  const read = async (fromSeq: number, limit: number) => {
+    const page = await broker.readLog(id, { fromSeq, limit, attempt });
     if (!page) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
     return page;
   };
@@ -74,18 +93,22 @@ export async function streamLog(
     }
   };
   try {
-    let next = fromSeq;
-    let first = true;
-    let sentAny = false;
     let job = await mustGetJob(broker, id);
     state = job.state;
+    attempt = Math.min(from.attempt ?? job.attempt, job.attempt);
+    let next = from.seq;
+    // Holes below Last-Event-ID still open at the first read: the client has not seen them.
+    let watchBelow = resumed;
+    let sentAny = false;
     while (!sse.closed) {
       const terminal = isTerminal(state);
-      for (;;) {
-        const page = await read(next, PAGE);
-        // Holes below Last-Event-ID still open now: the client has not seen them.
-        if (first && resumed) watchGaps(holes, page.gaps, 0, fromSeq - 1);
-        first = false;
+      // About to end: the job as it ended (a retry may have begun a later attempt).
+      if (terminal && !isTerminal(job.state)) job = await mustGetJob(broker, id);
+      let page: LogPage;
+      do {
+        page = await read(next, PAGE);
+        if (watchBelow) watchGaps(holes, page.gaps, 0, next - 1);
+        watchBelow = false;
         for (const c of page.chunks) {
           if (c.seq < next) continue;
           // Seqs skipped since the last chunk sent are holes; before the first one, only
@@ -93,33 +116,38 @@ export async function streamLog(
           if (sentAny) holes.passed(next, c.seq - 1);
           else watchGaps(holes, page.gaps, next, c.seq - 1);
           sentAny = true;
-          sse.send('chunk', chunkJson(c), c.seq);
+          sse.send('chunk', chunkJson(c), chunkId(attempt, c.seq));
           next = c.seq + 1;
         }
         next = Math.max(next, page.nextSeq);
-        if (page.chunks.length < PAGE || sse.closed) {
-          await sendFilled(page.gaps);
-          if (terminal) {
-            sse.send('end', {
-              state,
-              complete: page.complete,
-              nextSeq: next,
-              gaps: page.gaps,
-              unwatched: holes.unwatched,
-            });
-            return;
-          }
-          break;
-        }
+      } while (page.more && !sse.closed);
+      await sendFilled(page.gaps);
+      if (attempt < job.attempt) {
+        // A retry began a new log, from seq 0; the old one is complete (events of an
+        // older attempt are stale), so its holes are forgotten.
+        attempt = job.attempt;
+        next = 0;
+        sentAny = false;
+        holes = new PassedHoles(holes.unwatched);
+        sse.send('attempt', { attempt });
+        continue;
+      }
+      if (terminal) {
+        sse.send('end', {
+          state,
+          attempt,
+          complete: page.complete,
+          nextSeq: next,
+          gaps: page.gaps,
+          unwatched: holes.unwatched,
+        });
+        return;
       }
       const n = await wakeups.next(IDLE_RECHECK_MS, sse.signal);
       if (n === 'resync' || n === undefined || stateChanged) {
         stateChanged = false;
-        const attempt = job.attempt;
         job = await mustGetJob(broker, id);
         state = job.state;
-        // A retry starts a new log: the holes of the old attempt are no longer in it.
-        if (job.attempt !== attempt) holes = new PassedHoles(holes.unwatched);
       }
     }
   } finally {

@@ -21,6 +21,8 @@ export interface LogPage {
   nextSeq: number;
   complete: boolean;
   gaps: [number, number][];
+  /** The page stopped at `limit` or `maxBytes`: more stored chunks may follow nextSeq. */
+  more: boolean;
   truncated?: { chunks: number; bytes: number };
 }
 
@@ -154,11 +156,15 @@ export async function readLog(
   const data = seqs.length ? await redis.hmgetBuffer(logKey, ...seqs.map((s) => String(s.seq))) : [];
   const chunks: LogPage['chunks'] = [];
   let bytes = 0;
+  let more = seqs.length === limit;
   for (let i = 0; i < seqs.length; i++) {
     const s = seqs[i] as { seq: number; late: boolean };
     const d = data[i];
     if (!d) continue;
-    if (chunks.length > 0 && bytes + d.length > maxBytes) break;
+    if (chunks.length > 0 && bytes + d.length > maxBytes) {
+      more = true;
+      break;
+    }
     bytes += d.length;
     chunks.push(s.late ? { seq: s.seq, data: d, late: true } : { seq: s.seq, data: d });
   }
@@ -170,6 +176,7 @@ export async function readLog(
     nextSeq: lastChunk ? lastChunk.seq + 1 : fromSeq,
     complete: finished && gaps.length === 0,
     gaps,
+    more,
   };
   if (tChunks != null && attempt === current)
     page.truncated = { chunks: Number(tChunks), bytes: Number(tBytes ?? 0) };

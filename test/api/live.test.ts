@@ -195,7 +195,7 @@ describe('SSE streams', () => {
     // No id line: the client's Last-Event-ID stays at the highest chunk sent.
     expect(filled?.id).toBe('8');
     // The wake-up read from the stream's position and the filled hole, not the whole log.
-    expect(reads.filter((q) => q.fromSeq !== 9)).toEqual([{ fromSeq: 2, limit: 1 }]);
+    expect(reads.filter((q) => q.fromSeq !== 9)).toEqual([{ fromSeq: 2, limit: 1, attempt: 1 }]);
     abort.abort();
 
     // Away: 6 fills a hole (GET /log has it; the stream cannot know the client lacks
@@ -214,6 +214,7 @@ describe('SSE streams', () => {
       state: 'passed',
       complete: false,
       nextSeq: 10,
+      attempt: 1,
       gaps: [
         [7, 7],
         [10, 10],
@@ -229,6 +230,91 @@ describe('SSE streams', () => {
     expect(third.map((e) => e.event)).toEqual(['end']);
     const full = (await (await api.req('/v1/jobs/h1/log')).json()) as { chunks: { text: string }[] };
     expect(full.chunks.map((c) => c.text).join('')).toBe('bcdefgij');
+  });
+
+  it('log stream: a log larger than one read (4 MiB) is sent whole', async () => {
+    const api = await startTestApi();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    await api.req('/v1/jobs', { json: { id: 'big', name: 'n' } });
+    const chunk = (seq: number) => Buffer.alloc(20 * 1024, 97 + (seq % 26));
+    for (let seq = 0; seq < 300; seq += 50)
+      await api.broker.applyEvents(
+        Array.from({ length: 50 }, (_, i) => ev('log', 'big', { seq: seq + i, chunk: chunk(seq + i) })),
+      );
+    await api.broker.applyEvents([ev('finished', 'big', { exitCode: 0, lastSeq: 299 })]);
+    const all = await collect(client.events('/v1/jobs/big/log/stream'), (e) => e.event === 'end');
+    const chunks = all.filter((e) => e.event === 'chunk');
+    expect(chunks.map((e) => Number(e.id))).toEqual([...Array(300).keys()]);
+    expect(JSON.parse(chunks[299]!.data).text).toBe(chunk(299).toString());
+    expect(JSON.parse(all.at(-1)!.data)).toMatchObject({ complete: true, nextSeq: 300 });
+  });
+
+  it("log stream: after a retry, the new attempt's log from its start; ids name the attempt", async () => {
+    const api = await startTestApi();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    await api.req('/v1/jobs', { json: { id: 'r1', name: 'n', retry: { limit: 1 } } });
+    const log = (seq: number, text: string) => ev('log', 'r1', { seq, chunk: Buffer.from(text) });
+    const live = collect(client.events('/v1/jobs/r1/log/stream'), (e) => e.event === 'end');
+    await waitFor(() => api.hub.size === 1);
+    await api.broker.applyEvents([log(0, 'a0'), log(1, 'a1'), log(2, 'a2')]);
+    await api.broker.applyEvents([ev('finished', 'r1', { exitCode: 1 })]);
+    await waitFor(async () => (await api.broker.getJob('r1'))?.attempt === 2);
+    await api.broker.applyEvents([0, 1, 2, 3, 4].map((s) => log(s, `b${s}`)));
+    await api.broker.applyEvents([ev('finished', 'r1', { exitCode: 0, lastSeq: 4 })]);
+    const got = await live;
+    const shown = (events: SseEvent[]) =>
+      events.map((e) => (e.event === 'chunk' ? `${e.id}=${JSON.parse(e.data).text}` : e.event));
+    expect(shown(got)).toEqual([
+      '0=a0',
+      '1=a1',
+      '2=a2',
+      'attempt',
+      '2:0=b0',
+      '2:1=b1',
+      '2:2=b2',
+      '2:3=b3',
+      '2:4=b4',
+      'end',
+    ]);
+    expect(JSON.parse(got[3]!.data)).toEqual({ attempt: 2 });
+    expect(JSON.parse(got.at(-1)!.data)).toMatchObject({ state: 'passed', attempt: 2, complete: true });
+
+    // Resuming from the first attempt sends its rest, then the second's whole log.
+    const fromFirst = await collect(
+      client.events('/v1/jobs/r1/log/stream', { lastEventId: '1' }),
+      (e) => e.event === 'end',
+    );
+    expect(shown(fromFirst)).toEqual(['2=a2', 'attempt', ...shown(got).slice(4)]);
+    const fromSecond = await collect(
+      client.events('/v1/jobs/r1/log/stream', { lastEventId: '2:2' }),
+      (e) => e.event === 'end',
+    );
+    expect(shown(fromSecond)).toEqual(['2:3=b3', '2:4=b4', 'end']);
+  });
+
+  it('a client gone before its stream began holds nothing', async () => {
+    const api = await startTestApi();
+    await api.req('/v1/jobs', { json: { id: 'gone', name: 'n' } });
+    const getJob = api.broker.getJob.bind(api.broker);
+    let reads = 0;
+    api.broker.getJob = async (id) => {
+      reads++;
+      await new Promise((r) => setTimeout(r, 300)); // a slow Redis
+      return getJob(id);
+    };
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    for (const path of ['log/stream', 'events/stream']) {
+      const leave = new AbortController();
+      const stream = collect(client.events(`/v1/jobs/gone/${path}`, { signal: leave.signal }), () => true);
+      await waitFor(() => reads > 0);
+      leave.abort();
+      await stream.catch(() => {});
+      // the stream's own read of the job, once the client left: then nothing is held
+      await waitFor(() => reads >= 2);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(api.hub.size).toBe(0);
+      reads = 0;
+    }
   });
 
   it('events stream: history entries with their index as id, progress, end; resumable', async () => {

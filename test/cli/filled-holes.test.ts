@@ -1,7 +1,8 @@
 /**
  * `wait` and `logs -f` when a log hole is filled after they printed the chunks beyond
  * it: the text output stays in seq order and a note on stderr names the chunk; with
- * --json the chunk is printed, flagged filled.
+ * --json the chunk is printed, flagged filled. Across a retry they go on from one
+ * attempt's log to the next.
  */
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -72,5 +73,36 @@ describe('a log hole filled while following', { timeout: 60_000 }, () => {
     expect(text?.code).toBe(0);
     expect(text?.stdout).toBe('bd');
     expect(text?.stderr).toContain('log chunk 2 arrived after the chunks that follow it');
+  });
+
+  it("wait and logs -f follow a retried job from one attempt's log to the next", async () => {
+    const api = await startTestApi();
+    const log = (id: string, seq: number, text: string) => ev('log', id, { seq, chunk: Buffer.from(text) });
+    await api.req('/v1/jobs', { json: { id: 'r1', name: 'n', retry: { limit: 1 } } });
+    await api.broker.applyEvents([log('r1', 0, 'a0 '), log('r1', 1, 'a1 ')]);
+
+    const out = sink();
+    const err = sink();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    const waited = follow(client, 'r1', { stdout: out.stream, stderr: err.stream });
+    const env = { EXTJOB_URL: api.url, EXTJOB_TOKEN: TOKENS.read };
+    const logs = cli(['logs', 'r1', '-f'], env);
+    let printed = '';
+    logs.child.stdout?.on('data', (d: Buffer) => {
+      printed += d.toString('utf8');
+    });
+    await waitFor(() => out.text() === 'a0 a1 ' && printed === 'a0 a1 ', {
+      what: 'wait and logs -f to print the first attempt',
+    });
+    await api.broker.applyEvents([ev('finished', 'r1', { exitCode: 1 })]);
+    await api.broker.applyEvents([log('r1', 0, 'b0 '), log('r1', 1, 'b1')]);
+    await api.broker.applyEvents([ev('finished', 'r1', { exitCode: 0 })]);
+    expect(await waited).toBe(0);
+    expect(out.text()).toBe('a0 a1 b0 b1');
+    expect(err.text()).toContain('r1 attempt 2 begins');
+    const followed = await logs;
+    expect(followed.code).toBe(0);
+    expect(followed.stdout).toBe('a0 a1 b0 b1');
+    expect(followed.stderr).toContain('r1 attempt 2 begins');
   });
 });

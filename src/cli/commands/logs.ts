@@ -10,6 +10,10 @@ A chunk that fills a hole after -f has printed the chunks beyond it is not
 printed out of place: a note on stderr names it (with --json it is printed,
 flagged "filled": true). Without -f the log is printed in order.
 
+Each attempt of a retried job has a log of its own: without -f the current
+attempt's is printed; -f goes on from one attempt's log to the next, with a
+note on stderr (with --json, a line {"attempt": N}).
+
 Options:
   -f, --follow   follow the log live (resumes after connection drops)
 ${CLIENT_HELP}`;
@@ -48,6 +52,10 @@ export async function logs(values: Record<string, unknown>, positionals: string[
           const c = JSON.parse(e.data) as Chunk;
           if (values.json) write(c);
           else process.stderr.write(filledNote(id, c.seq));
+        } else if (e.event === 'attempt') {
+          const { attempt } = JSON.parse(e.data) as { attempt: number };
+          if (values.json) process.stdout.write(`${JSON.stringify({ attempt })}\n`);
+          else process.stderr.write(attemptNote(id, attempt));
         } else if (e.event === 'error')
           throw new ClientError(JSON.parse(e.data).detail ?? 'stream error', 500);
       }
@@ -71,4 +79,9 @@ export async function logs(values: Record<string, unknown>, positionals: string[
 /** What `logs -f` and `wait` print on stderr for a hole filled after they passed it. */
 export function filledNote(id: string, seq: number): string {
   return `extjob: log chunk ${seq} arrived after the chunks that follow it; \`extjob logs ${id}\` prints the log in order\n`;
+}
+
+/** What `logs -f` and `wait` print on stderr when a retry begins a new attempt's log. */
+export function attemptNote(id: string, attempt: number): string {
+  return `extjob: ${id} attempt ${attempt} begins; its log follows\n`;
 }

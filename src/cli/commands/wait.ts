@@ -13,7 +13,7 @@ import {
   EXIT,
   reportError,
 } from '../client.js';
-import { filledNote } from './logs.js';
+import { attemptNote, filledNote } from './logs.js';
 
 export const waitHelp = `Usage: extjob wait ID [--timeout S] [--json]
 
@@ -140,6 +140,10 @@ async function followLive(
   const log = withLog
     ? (async () => {
         for await (const e of client.events(`${path}/log/stream`, { signal: stop.signal })) {
+          if (e.event === 'attempt') {
+            clearStatus();
+            stderr.write(attemptNote(id, (JSON.parse(e.data) as { attempt: number }).attempt));
+          }
           if (e.event !== 'chunk' && e.event !== 'filled') continue;
           const c = JSON.parse(e.data) as { seq: number; text?: string; base64?: string };
           clearStatus();
