@@ -161,6 +161,10 @@ export class EventsConsumer {
     const previous = this.inflight.get(partition);
     // abandoned: its partition was sought back to it, and this batch is fetched again
     if (previous && !(await previous)) return;
+    // Fetched before an earlier batch of its partition was abandoned (the seek back is
+    // still pending: kafkajs fetches again only once this one is handled), and that
+    // batch's work ended while this one waited for a free worker: the same.
+    if (p.isStale()) return;
     // parsed and sent to Redis on the next turn of the event loop: kafkajs sends its
     // next fetch first, and the fetch's round trip overlaps the parsing
     const work = new Promise<void>((r) => setImmediate(r))
