@@ -17,9 +17,10 @@ export interface WebhookFeedOptions {
   webhooks: Pick<Webhooks, 'enqueueChange'>;
   logger?: Logger;
   /**
-   * Changes older than this when first seen are skipped (a new consumer group starts at
-   * the beginning of the topic, so the first start must not replay old changes as
-   * webhooks). Default 24 hours.
+   * Changes published longer ago than this are skipped: a new consumer group starts at
+   * the beginning of the topic, and its first start must not replay the topic's history
+   * as webhooks. Published, not changed: a change the drainer publishes late (after an
+   * outage) is still delivered. Default 24 hours.
    */
   maxAgeSeconds?: number;
 }
@@ -43,6 +44,7 @@ export class WebhookFeed {
     const running = consumer.run({
       eachMessage: async ({ message }) => {
         if (!message.value) return;
+        if (Date.now() - Number(message.timestamp) > maxAgeMs) return;
         const body = message.value.toString('utf8');
         let ce: unknown;
         try {
@@ -52,8 +54,6 @@ export class WebhookFeed {
           return;
         }
         if (!ce || typeof ce !== 'object') return;
-        const time = Date.parse(String((ce as { time?: unknown }).time));
-        if (Number.isFinite(time) && Date.now() - time > maxAgeMs) return;
         await this.opts.webhooks.enqueueChange(body, ce as Record<string, unknown>);
       },
     });

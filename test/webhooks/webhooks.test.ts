@@ -259,6 +259,56 @@ describe('webhooks', () => {
   });
 });
 
+describe('webhook feed', () => {
+  it('skips changes published long ago (topic history), not old changes published late', async () => {
+    const kafka = testKafka();
+    const topic = `${unique('t')}.changes`;
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({
+      topics: [{ topic, numPartitions: 1, replicationFactor: 1 }],
+      waitForLeaders: true,
+    });
+    await admin.disconnect();
+    const producer = createProducer(kafka);
+    await producer.connect();
+    const dayAgo = Date.now() - 86_400_000;
+    const change = (id: string, time: number) =>
+      JSON.stringify({
+        specversion: '1.0',
+        id,
+        source: 's',
+        type: 'dev.extjob.job.changed.v1',
+        time: new Date(time).toISOString(),
+      });
+    await producer.send({
+      topic,
+      acks: -1,
+      messages: [
+        // published a day ago: history the first start of the group skips
+        { key: 'j', value: change('history', dayAgo), timestamp: String(dayAgo) },
+        // changed a day ago, published now (the outbox drained after an outage)
+        { key: 'j', value: change('late', dayAgo) },
+      ],
+    });
+    await producer.disconnect();
+    const seen: string[] = [];
+    const feed = new WebhookFeed({
+      kafka,
+      topic,
+      groupId: unique('wh'),
+      maxAgeSeconds: 3600,
+      webhooks: {
+        enqueueChange: async (_body, ce) => seen.push(String(ce.id)),
+      },
+    });
+    await feed.start();
+    onTestFinished(() => feed.stop());
+    await waitFor(() => seen.length > 0, { timeoutMs: 30_000, what: 'the late change' });
+    expect(seen).toEqual(['late']);
+  });
+});
+
 describe('webhook address guard', () => {
   /** Deliveries of `jobId` once none is waiting or active any more. */
   const settled = (webhooks: Webhooks, jobId: string, n: number) =>
