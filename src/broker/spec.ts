@@ -122,6 +122,16 @@ export function canonicalJson(v: unknown): string {
 }
 
 export function prepareSpec(input: unknown, defaults: Timeouts): PreparedSpec {
+  // zod drops a label named __proto__ without a word (a plain object cannot hold it)
+  const labels = (input as { labels?: unknown } | null)?.labels;
+  if (typeof labels === 'object' && labels !== null && Object.hasOwn(labels, '__proto__'))
+    throw new ExtjobError(
+      'EXTJOB_VALIDATION_FAILED',
+      'invalid job spec: labels: the key __proto__ is reserved',
+      {
+        details: { issues: [{ path: 'labels.__proto__', message: 'the key __proto__ is reserved' }] },
+      },
+    );
   const parsed = specSchema.safeParse(input);
   if (!parsed.success)
     throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `invalid job spec: ${problems(parsed.error)}`, {

@@ -57,6 +57,15 @@ describe('createJob', () => {
     expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'failed', name: 'deploy 🚀' });
   });
 
+  it('refuses a label named __proto__ rather than dropping it', async () => {
+    const spec = JSON.parse('{"id":"proto","name":"n","labels":{"__proto__":"x","a":"b"}}');
+    await expect(h.broker.createJob(spec)).rejects.toMatchObject({
+      code: 'EXTJOB_VALIDATION_FAILED',
+      message: expect.stringContaining('__proto__ is reserved'),
+    });
+    expect(await h.broker.getJob('proto')).toBeUndefined();
+  });
+
   it('stores only a hash of the event token and verifies it', async () => {
     const { job, eventToken } = await h.broker.createJob({ name: 'n' });
     expect(job.id).toMatch(/^j-/);
