@@ -62,7 +62,7 @@ export interface BrokerEventPayloads {
 
 /** What the Kafka side emits (src/consumers/instrumentation.ts). */
 export interface ConsumerEventPayloads {
-  event: { type?: string; result: string };
+  event: { type?: string; result: string; counted?: boolean };
   dlq: { reason: string };
   key_problem: { problem: string };
   lag: { topic?: string; partition: number; lag: number };
@@ -218,7 +218,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
   const duration = new Histogram({
     name: 'extjob_job_duration_seconds',
-    help: 'Time from job creation to its terminal state, by that state.',
+    help: 'Time from acceptance (creation, for a job never accepted) to its terminal state, by that state.',
     labelNames: ['state'],
     buckets: DURATION_BUCKETS,
     registers: r,
@@ -300,7 +300,8 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     }
   });
   listen<BrokerEventPayloads['events_applied']>(broker?.instrumentation, 'events_applied', (p) => {
-    // Invalid events never reach the broker; the consumers count those (below).
+    // Events that never reach the broker (or that it refuses by throwing) are counted
+    // from the consumers' instrumentation (below).
     const now = Date.now();
     p.events.forEach((e, i) => {
       const result = boundedLabel(p.outcomes[i]?.result, RESULTS);
@@ -380,7 +381,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
   });
 
   listen<ConsumerEventPayloads['event']>(consumers, 'event', (p) => {
-    if (p.result === 'invalid') countEvent(p.type, 'invalid');
+    if (p.result === 'invalid' && !p.counted) countEvent(p.type, 'invalid');
   });
   listen<ConsumerEventPayloads['dlq']>(consumers, 'dlq', (p) => {
     dlq.inc({ reason: boundedLabel(p.reason, DLQ_REASONS) });

@@ -45,7 +45,8 @@ export interface BatchInput {
   messages: InMessage[];
 }
 
-type Outcome = { result: ApplyResult } | { dlq: DlqReason; detail: string };
+/** `counted`: the broker answered for the event, and its instrumentation counted it. */
+type Outcome = { result: ApplyResult } | { dlq: DlqReason; detail: string; counted?: true };
 
 export interface BatchReport {
   /** False when the batch was abandoned (stopping or revoked): do not resolve its offsets. */
@@ -125,7 +126,12 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
       const ev = eventAt[i];
       const result: EventResult =
         'result' in o ? o.result : o.dlq === 'unknown_job' ? 'unknown_job' : 'invalid';
-      inst.emit('event', { kind: ev?.kind, type: ev?.type, result });
+      inst.emit('event', {
+        kind: ev?.kind,
+        type: ev?.type,
+        result,
+        counted: 'result' in o || o.counted === true,
+      });
       if ('dlq' in o) inst.emit('dlq', { reason: o.dlq });
     });
   }
@@ -214,11 +220,12 @@ const toOutcome =
   (events: JobEvent[]) =>
   (o: ApplyOutcome, i: number): Outcome => {
     if (o.result === 'unknown_job')
-      return { dlq: 'unknown_job', detail: `no job has the id "${events[i]!.jobId}"` };
+      return { dlq: 'unknown_job', detail: `no job has the id "${events[i]!.jobId}"`, counted: true };
     if (o.result === 'invalid')
       return {
         dlq: o.tooLarge ? 'too_large' : 'invalid',
         detail: `refused by the broker: ${o.reason ?? 'invalid'}`,
+        counted: true,
       };
     return RESULTS[o.result] ?? { result: o.result };
   };

@@ -9,8 +9,13 @@ import type { DlqReason } from './formats/result.js';
 export type EventResult = ApplyResult | 'invalid';
 
 export interface ConsumerInstrumentation {
-  /** One executor event handled. `kind` is undefined when the message could not be parsed. */
-  event: [{ kind: EventKind | undefined; type: string | undefined; result: EventResult }];
+  /**
+   * One executor event handled. `kind` is undefined when the message could not be
+   * parsed; `counted` is true when the broker answered for it (its own instrumentation
+   * counted it), false when it never reached the broker or the broker refused it by
+   * throwing.
+   */
+  event: [{ kind: EventKind | undefined; type: string | undefined; result: EventResult; counted: boolean }];
   /** One message written to the DLQ. */
   dlq: [{ reason: DlqReason }];
   /** A message had no key (keyed by its subject) or a key that is not its subject. */

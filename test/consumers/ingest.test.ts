@@ -6,7 +6,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { instrumentMetrics } from '../../src/api/metrics.js';
 import type { JobEvent } from '../../src/broker/types.js';
 import { DLQ_HEADERS } from '../../src/consumers/dlq.js';
 import { DEFAULT_LIMITS, encodeBinary, encodeStructured } from '../../src/consumers/formats/index.js';
@@ -174,6 +176,8 @@ describe('ingest end to end (real Kafka, real Redis)', () => {
 
   it('dead-letters every kind of bad input with its reason and applies the good events behind it', async () => {
     const t = await setup({ partitions: 1, limits: { ...DEFAULT_LIMITS, maxValueBytes: 64 * 1024 } });
+    const registry = new Registry();
+    onTestFinished(instrumentMetrics(registry, { broker: t.broker, consumers: t.consumer }));
     await t.job('good');
     const ce = (o: Record<string, unknown>) =>
       JSON.stringify({ specversion: '1.0', id: `x-${++n}`, source: 's', subject: 'good', ...o });
@@ -200,6 +204,12 @@ describe('ingest end to end (real Kafka, real Redis)', () => {
     expect(header(dlq[bad.length - 1]!.headers, DLQ_HEADERS.detail)).toMatch(/attempt 5/);
     expect(t.count('invalid')).toBe(bad.length - 1);
     expect(t.count('unknown_job')).toBe(1);
+    // each counted once, whether the parser or the broker refused it
+    const metrics = await registry.metrics();
+    const total = (series: RegExp) => [...metrics.matchAll(series)].reduce((n, m) => n + Number(m[1]), 0);
+    expect(total(/^extjob_events_total\{[^}]*result="invalid"\} (\d+)$/gm)).toBe(bad.length - 1);
+    expect(total(/^extjob_dlq_total\{reason="invalid"\} (\d+)$/gm)).toBe(4);
+    expect(total(/^extjob_events_total\{[^}]*result="unknown_job"\} (\d+)$/gm)).toBe(1);
   });
 
   it('dead-letters a log chunk over the chunk limit with the default limits, and keeps the job going', async () => {

@@ -122,10 +122,32 @@ describe('instrumentMetrics', () => {
       outcomes: [{ result: 'duplicate' }],
       applySeconds: 0.001,
     });
-    // The consumers report every result too; only `invalid` is theirs to count.
-    consumers.emit('event', { kind: 'finished', type: 'dev.extjob.finished.v1', result: 'applied' });
-    consumers.emit('event', { kind: undefined, type: undefined, result: 'invalid' });
-    consumers.emit('event', { kind: undefined, type: 'com.example.whatever', result: 'invalid' });
+    // The consumers report every result too; only `invalid` the broker did not answer
+    // for is theirs to count.
+    broker.emit('events_applied', {
+      events: [{ type: 'dev.extjob.heartbeat.v1' }],
+      outcomes: [{ result: 'invalid', reason: 'attempt 5 does not exist yet' }],
+      applySeconds: 0.001,
+    });
+    consumers.emit('event', {
+      kind: 'finished',
+      type: 'dev.extjob.finished.v1',
+      result: 'applied',
+      counted: true,
+    });
+    consumers.emit('event', {
+      kind: 'heartbeat',
+      type: 'dev.extjob.heartbeat.v1',
+      result: 'invalid',
+      counted: true,
+    });
+    consumers.emit('event', { kind: undefined, type: undefined, result: 'invalid', counted: false });
+    consumers.emit('event', {
+      kind: undefined,
+      type: 'com.example.whatever',
+      result: 'invalid',
+      counted: false,
+    });
     consumers.emit('dlq', { reason: 'malformed' });
     expect(
       await sample(registry, 'extjob_events_total{type="dev.extjob.finished.v1",result="applied"}'),
@@ -133,11 +155,14 @@ describe('instrumentMetrics', () => {
     expect(
       await sample(registry, 'extjob_events_total{type="dev.extjob.finished.v1",result="duplicate"}'),
     ).toBe(2);
+    expect(
+      await sample(registry, 'extjob_events_total{type="dev.extjob.heartbeat.v1",result="invalid"}'),
+    ).toBe(1);
     expect(await sample(registry, 'extjob_events_total{type="unknown",result="invalid"}')).toBe(1);
     expect(await sample(registry, 'extjob_events_total{type="other",result="invalid"}')).toBe(1);
     expect(await sample(registry, 'extjob_dlq_total{reason="malformed"}')).toBe(1);
     // one observation a round trip; a lag only for applied events with a readable time
-    expect(await sample(registry, 'extjob_event_apply_seconds_count')).toBe(2);
+    expect(await sample(registry, 'extjob_event_apply_seconds_count')).toBe(3);
     expect(await sample(registry, 'extjob_event_lag_seconds_count')).toBe(1);
     const lag = await sample(registry, 'extjob_event_lag_seconds_sum');
     expect(lag).toBeGreaterThanOrEqual(0.5);
