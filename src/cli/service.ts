@@ -7,6 +7,7 @@
  * `schedule` runs the BullMQ timer workers and the outbox drainer. Probes and
  * /metrics are served by every process.
  */
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
@@ -40,7 +41,7 @@ export function redisOptions(config: Config) {
     // Workers and blocking commands must wait for Redis rather than fail a request.
     maxRetriesPerRequest: null,
     retryStrategy: (times: number) => Math.min(times * 100, 2000),
-    ...(config.redisTlsCaFile ? { tls: {} } : {}),
+    ...(config.redisTlsCaFile ? { tls: { ca: [readFileSync(config.redisTlsCaFile, 'utf8')] } } : {}),
   };
 }
 

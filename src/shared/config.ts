@@ -386,6 +386,15 @@ export function loadConfig(env: Env = process.env, hash: (s: string) => string =
     );
   if (out.redisTlsCaFile && !String(out.redisUrl).startsWith('rediss:'))
     problems.push('EXTJOB_REDIS_TLS_CA_FILE is set but EXTJOB_REDIS_URL is not rediss://');
+  for (const key of ['redisTlsCaFile', 'kafkaSslCaFile'] as const) {
+    const file = out[key];
+    if (typeof file !== 'string') continue;
+    try {
+      readFileSync(file);
+    } catch (err) {
+      problems.push(`${OPTIONS[key].env}: cannot read "${file}" (${(err as Error).message})`);
+    }
+  }
   if (problems.length > 0)
     throw new ExtjobError('EXTJOB_CONFIG_INVALID', `invalid configuration:\n  ${problems.join('\n  ')}`, {
       details: { problems },
