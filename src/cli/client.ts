@@ -30,9 +30,13 @@ export class ClientError extends Error {
     this.name = 'ClientError';
   }
 
-  /** The server was unreachable (connection refused, DNS, timeout). */
+  /**
+   * The server was unreachable (connection refused, DNS, timeout) or could not answer
+   * (5xx: Redis or Kafka away behind it, a proxy's 502-504): nothing is known about
+   * the job, so this must not look like a job's failure.
+   */
   get unreachable(): boolean {
-    return this.status === 0;
+    return this.status === 0 || this.status >= 500;
   }
 }
 
@@ -222,7 +226,7 @@ export const EXIT = {
   canceled: 130,
 } as const;
 
-/** Print a client error on stderr; its exit code (69 when the server is unreachable). */
+/** Print a client error on stderr; its exit code (69 when the server is unreachable or failing). */
 export function reportError(
   command: string,
   err: unknown,

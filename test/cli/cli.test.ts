@@ -3,7 +3,9 @@
  * Kafka), exit codes as SPEC 7 says, logs streamed from stdin reading back identical.
  */
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { createServer } from 'node:http';
+import net from 'node:net';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { waitFor } from '../helpers/index.js';
 import { cli, startStack } from './support.js';
 
@@ -127,6 +129,41 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(down.code).toBe(69);
     const down2 = await cli(['create', '--name', 'n'], { ...env, EXTJOB_URL: 'http://127.0.0.1:9' });
     expect(down2.code).toBe(69);
+  });
+
+  it('exits 69 when the server answers 5xx, and emit --via kafka uses the Kafka TLS settings', async () => {
+    // a server whose Redis is away: every request 503, as extjob answers then
+    const failing = createServer((_req, res) =>
+      res
+        .writeHead(503, { 'content-type': 'application/problem+json' })
+        .end('{"code":"EXTJOB_REDIS_UNAVAILABLE","detail":"Redis did not answer"}'),
+    );
+    // a "broker" that only records the first bytes it is sent
+    let first: Buffer | undefined;
+    const sniffer = net.createServer((sock) => {
+      sock.once('data', (d: Buffer) => {
+        first ??= d;
+        sock.destroy();
+      });
+    });
+    for (const srv of [failing, sniffer]) await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    onTestFinished(() => {
+      failing.close();
+      sniffer.close();
+    });
+    const port = (srv: net.Server) => (srv.address() as net.AddressInfo).port;
+    const env = { EXTJOB_URL: `http://127.0.0.1:${port(failing)}`, EXTJOB_TOKEN: 't' };
+    const waited = await cli(['wait', 'j1'], env);
+    expect(waited.code).toBe(69);
+    expect(waited.stderr).toMatch(/EXTJOB_REDIS_UNAVAILABLE/);
+    expect((await cli(['get', 'j1'], env)).code).toBe(69);
+
+    const sent = await cli(['emit', 'j1', 'accepted', '--via', 'kafka'], {
+      EXTJOB_KAFKA_BROKERS: `127.0.0.1:${port(sniffer)}`,
+      EXTJOB_KAFKA_SSL: 'true',
+    });
+    expect(sent.code).toBe(69);
+    expect(first?.[0]).toBe(0x16); // a TLS handshake record, not a Kafka request
   });
 
   it('get, list, logs -f, errors and usage', async () => {

@@ -8,7 +8,8 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { EventKind, JobEvent } from '../../broker/types.js';
 import { encodeStructured, toCloudEventJson } from '../../consumers/formats/encode.js';
-import { createKafka, createProducer, type Producer } from '../../shared/kafka.js';
+import { loadConfig } from '../../shared/config.js';
+import { createKafka, createProducer, kafkaSettings, type Producer } from '../../shared/kafka.js';
 import { ClientError, clientFrom, EXIT, reportError } from '../client.js';
 
 export const emitHelp = `Usage: extjob emit ID accepted|heartbeat|log|finished|canceled [options]
@@ -195,17 +196,19 @@ function httpSender(values: Record<string, unknown>, id: string): Send {
 }
 
 async function kafkaSender(values: Record<string, unknown>): Promise<{ send: Send; close(): Promise<void> }> {
-  const brokers = (
-    (values.brokers as string | undefined) ??
-    process.env.EXTJOB_KAFKA_BROKERS ??
-    '127.0.0.1:9092'
-  )
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const prefix =
-    (values['topic-prefix'] as string | undefined) ?? process.env.EXTJOB_TOPIC_PREFIX ?? 'extjob';
-  const kafka = createKafka({ brokers, clientId: 'extjob-cli', retries: 3, connectionTimeoutMs: 3000 });
+  // The service's Kafka settings (TLS, SASL), the flags before the environment.
+  const env = { ...process.env };
+  if (typeof values.brokers === 'string') env.EXTJOB_KAFKA_BROKERS = values.brokers;
+  if (typeof values['topic-prefix'] === 'string') env.EXTJOB_TOPIC_PREFIX = values['topic-prefix'];
+  const config = loadConfig(env);
+  const brokers = config.kafkaBrokers;
+  const prefix = config.topicPrefix;
+  const kafka = createKafka({
+    ...kafkaSettings(config),
+    clientId: 'extjob-cli',
+    retries: 3,
+    connectionTimeoutMs: 3000,
+  });
   const producer: Producer = createProducer(kafka);
   try {
     await producer.connect();

@@ -19,7 +19,8 @@ export const waitHelp = `Usage: extjob wait ID [--timeout S] [--json]
 
 Follows the job's state and log live and exits with the job's exit code:
 passed 0, failed its exit code (1 if none), timed_out 124, expired 125, canceled 130.
-The server unreachable: 69. --timeout passed first: 75 (the job goes on).
+The server unreachable or failing (5xx): 69. --timeout passed first: 75 (the job
+goes on).
 
 Options:
   --timeout S    give up waiting after S seconds (default: wait as long as it takes)
