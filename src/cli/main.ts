@@ -81,15 +81,15 @@ export async function main(argv: string[]): Promise<number> {
   return command.run(parsed.values, parsed.positionals);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-    // Whatever a library left open must not keep a finished command alive.
-    setTimeout(() => process.exit(code), 3000).unref();
-  },
-  (err) => {
-    if (isExtjobError(err)) process.stderr.write(`extjob: ${err.message} (${err.code})\n`);
-    else process.stderr.write(`extjob: ${(err as Error)?.stack ?? String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+/** Whatever a library left open (a Redis client, timer workers) must not keep a finished command alive. */
+const exitSoon = (code: number) => {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), 3000).unref();
+};
+
+main(process.argv.slice(2)).then(exitSoon, (err) => {
+  if (isExtjobError(err)) process.stderr.write(`extjob: ${err.message} (${err.code})\n`);
+  else process.stderr.write(`extjob: ${(err as Error)?.stack ?? String(err)}\n`);
+  // a service that failed to start must exit, so that its supervisor starts it again
+  exitSoon(1);
+});

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { waitFor } from '../helpers/index.js';
+import { isolation, kafkaBrokers, redisUrl, waitFor } from '../helpers/index.js';
 import { cli, startStack } from './support.js';
 
 const json = <T>(s: string): T => JSON.parse(s) as T;
@@ -164,6 +164,29 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     });
     expect(sent.code).toBe(69);
     expect(first?.[0]).toBe(0x16); // a TLS handshake record, not a Kafka request
+  });
+
+  it('serve exits 1 when it cannot start, rather than hang with Redis and timers open', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    onTestFinished(() => {
+      taken.close();
+    });
+    const { topicPrefix, keyPrefix, group } = isolation();
+    // one that hangs is killed after 60 s and has no exit code
+    const run = await cli(['serve'], {
+      EXTJOB_REDIS_URL: redisUrl(),
+      EXTJOB_REDIS_PREFIX: keyPrefix,
+      EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
+      EXTJOB_TOPIC_PREFIX: topicPrefix,
+      EXTJOB_TOPIC_REPLICATION: '1',
+      EXTJOB_CONSUMER_GROUP: group,
+      EXTJOB_INSECURE: 'true',
+      EXTJOB_HTTP_HOST: '127.0.0.1',
+      EXTJOB_HTTP_PORT: String((taken.address() as net.AddressInfo).port),
+    });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/EADDRINUSE/);
   });
 
   it('get, list, logs -f, errors and usage', async () => {
