@@ -1,7 +1,10 @@
 /**
  * Child processes of the local stack. On Linux each child is started under
  * `setpriv --pdeathsig KILL`, so the kernel kills it when this process dies, however
- * it dies: no orphan broker survives a crashed test run or a killed `extjob dev`.
+ * it dies: no orphan broker (or Maven download) survives a crashed test run or a
+ * killed `extjob dev`. Each child has a process group of its own: Ctrl-C on a terminal
+ * reaches `extjob dev` only, which stops the service first, while Redis and Kafka still
+ * answer, and then them.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
@@ -14,11 +17,16 @@ function hasSetpriv(): boolean {
   return setprivAvailable;
 }
 
+/** A child tied to this process's life, in a process group of its own. */
+function spawnChild(command: string, args: string[], cwd?: string): ChildProcess {
+  const [cmd, argv] = hasSetpriv() ? ['setpriv', ['--pdeathsig', 'KILL', command, ...args]] : [command, args];
+  return spawn(cmd, argv, { cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
 /** Spawn `command` tied to this process's life, its output appended to `logFile`. */
 export function spawnTied(command: string, args: string[], logFile: string, cwd?: string): ChildProcess {
-  const [cmd, argv] = hasSetpriv() ? ['setpriv', ['--pdeathsig', 'KILL', command, ...args]] : [command, args];
   const out = createWriteStream(logFile, { flags: 'a' });
-  const child = spawn(cmd, argv, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnChild(command, args, cwd);
   child.stdout?.pipe(out);
   child.stderr?.pipe(out);
   return child;
@@ -27,12 +35,12 @@ export function spawnTied(command: string, args: string[], logFile: string, cwd?
 /** Run a command to completion without blocking the event loop; collects its output. */
 export function run(command: string, args: string[]): Promise<{ status: number | null; output: string }> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnChild(command, args);
     let output = '';
-    child.stdout.on('data', (d) => {
+    child.stdout?.on('data', (d) => {
       output += d;
     });
-    child.stderr.on('data', (d) => {
+    child.stderr?.on('data', (d) => {
       output += d;
     });
     child.once('error', (err) => resolve({ status: null, output: err.message }));
