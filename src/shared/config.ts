@@ -216,7 +216,7 @@ export const OPTIONS = {
   apiTokens: {
     env: 'EXTJOB_API_TOKENS',
     default: undefined,
-    doc: 'API tokens: comma-separated <token>=<scope>[|<scope>], or sha256:<hex>=<scopes>.',
+    doc: 'API tokens: comma-separated <token>=<scope>[|<scope>], or sha256:<hex>=<scopes>; a token has at least 8 characters.',
     parse: str,
   },
   apiTokensFile: {
