@@ -88,8 +88,9 @@ export interface PreparedSpec {
   hash: string;
 }
 
-function problems(err: z.ZodError): string {
-  return err.issues.map((i) => `${i.path.length ? i.path.join('.') : 'spec'}: ${i.message}`).join('; ');
+function invalidSpec(issues: { path: string; message: string }[]): ExtjobError {
+  const text = issues.map((i) => `${i.path || 'spec'}: ${i.message}`).join('; ');
+  return new ExtjobError('EXTJOB_VALIDATION_FAILED', `invalid job spec: ${text}`, { details: { issues } });
 }
 
 /**
@@ -125,26 +126,14 @@ export function prepareSpec(input: unknown, defaults: Timeouts): PreparedSpec {
   // zod drops a label named __proto__ without a word (a plain object cannot hold it)
   const labels = (input as { labels?: unknown } | null)?.labels;
   if (typeof labels === 'object' && labels !== null && Object.hasOwn(labels, '__proto__'))
-    throw new ExtjobError(
-      'EXTJOB_VALIDATION_FAILED',
-      'invalid job spec: labels: the key __proto__ is reserved',
-      {
-        details: { issues: [{ path: 'labels.__proto__', message: 'the key __proto__ is reserved' }] },
-      },
-    );
+    throw invalidSpec([{ path: 'labels.__proto__', message: 'the key __proto__ is reserved' }]);
   const parsed = specSchema.safeParse(input);
   if (!parsed.success)
-    throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `invalid job spec: ${problems(parsed.error)}`, {
-      details: { issues: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) },
-    });
+    throw invalidSpec(parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })));
   const s = parsed.data;
   const illFormed = illFormedText(s);
   if (illFormed !== undefined)
-    throw new ExtjobError(
-      'EXTJOB_VALIDATION_FAILED',
-      `invalid job spec: ${illFormed}: not well-formed Unicode (a lone surrogate)`,
-      { details: { issues: [{ path: illFormed, message: 'not well-formed Unicode (a lone surrogate)' }] } },
-    );
+    throw invalidSpec([{ path: illFormed, message: 'not well-formed Unicode (a lone surrogate)' }]);
   const { id, ...rest } = s;
   const t: Timeouts = { ...defaults, ...s.timeouts };
   // executor first: the scripts read it from the start of the JSON line
