@@ -37,7 +37,9 @@ export function buildOpenApi(version = '0.1.0'): Json {
     const params: Json[] = [];
     if (r.path.includes('{id}'))
       params.push({ name: 'id', in: 'path', required: true, schema: schemaOf(jobId, 'input') });
-    const q = schemaOf(r.query, 'input');
+    // a query's values arrive as text; documented as what they must parse to (integers
+    // with their bounds), which is how clients send them
+    const q = schemaOf(r.query, 'output');
     const props = (q.properties ?? {}) as Record<string, Json>;
     const required = new Set((q.required ?? []) as string[]);
     for (const [name, schema] of Object.entries(props)) {
@@ -53,10 +55,11 @@ export function buildOpenApi(version = '0.1.0'): Json {
     const responses: Json = {};
     for (const [status, doc] of Object.entries(r.responses)) {
       const ct = doc.contentType ?? 'application/json';
+      const text = doc.plainText ? { 'text/plain': { schema: { type: 'string' } } } : {};
       responses[status] = {
         description: doc.description,
         ...(doc.schema
-          ? { content: { [ct]: { schema: schemaOf(doc.schema, 'output') } } }
+          ? { content: { [ct]: { schema: schemaOf(doc.schema, 'output') }, ...text } }
           : Number(status) < 400 && ct !== 'application/json'
             ? { content: { [ct]: { schema: { type: 'string' } } } }
             : Number(status) >= 400

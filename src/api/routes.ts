@@ -14,6 +14,8 @@ export interface ResponseDoc {
   schema?: z.ZodType;
   /** Default application/json. */
   contentType?: string;
+  /** Also served as text/plain (Accept: text/plain). */
+  plainText?: boolean;
 }
 
 export interface RouteDef {
@@ -72,7 +74,12 @@ export const ROUTES: RouteDef[] = [
     auth: 'jobs:read',
     query: s.logQuery,
     responses: {
-      200: { description: 'Chunks with nextSeq, complete and gaps.', schema: s.logResponse },
+      200: {
+        description:
+          'Chunks with nextSeq, complete and gaps; as text/plain, the raw log with the headers Extjob-Next-Seq and Extjob-Log-Complete.',
+        schema: s.logResponse,
+        plainText: true,
+      },
       406: { description: 'Neither application/json nor text/plain is acceptable.' },
     },
   },
@@ -81,7 +88,7 @@ export const ROUTES: RouteDef[] = [
     method: 'get',
     path: '/v1/jobs/{id}/log/stream',
     summary:
-      'Live log (SSE): `chunk` events with id = seq, `filled` events (no id) for holes filled later, then `end`. Resumable with Last-Event-ID.',
+      'Live log (SSE): `chunk` events with id = seq (`<attempt>:<seq>` after a retry), `filled` events (no id) for holes filled later, `attempt` when a retry begins a new log, then `end`. Resumable with Last-Event-ID.',
     auth: 'jobs:read',
     query: s.logQuery.pick({ fromSeq: true }),
     responses: { 200: sse('Server-Sent Events.') },

@@ -230,8 +230,9 @@ export const delivery = z
 
 export const deliveriesResponse = z.object({ deliveries: z.array(delivery) }).meta({ id: 'Deliveries' });
 
+/** RFC 9457: members beyond these carry the error's details (jobId, state, issues, ...). */
 export const problemSchema = z
-  .object({
+  .looseObject({
     type: z.string(),
     title: z.string(),
     status: z.int(),

@@ -33,6 +33,8 @@ function registered(app: ReturnType<typeof createApp>): Set<string> {
   return out;
 }
 
+type Json = Record<string, unknown>;
+
 describe('OpenAPI', () => {
   it('documents exactly the routes the server registers', async () => {
     const api = await startTestApi();
@@ -61,6 +63,38 @@ describe('OpenAPI', () => {
     });
     expect([...registered(app)].sort()).toEqual([...documented].sort());
     expect(documented.size).toBe(ROUTES.length + 4);
+  });
+
+  it('says what the server checks: bounded integers in queries, the log as text too, problem details', async () => {
+    const doc = buildOpenApi() as {
+      paths: Record<
+        string,
+        Record<string, { parameters: { name: string; schema: unknown }[]; responses: Json }>
+      >;
+      components: { schemas: Record<string, Json> };
+    };
+    const param = (path: string, name: string) =>
+      doc.paths[path]!.get!.parameters.find((p) => p.name === name)?.schema;
+    expect(param('/v1/jobs', 'limit')).toEqual({ type: 'integer', minimum: 1, maximum: 500 });
+    expect(param('/v1/jobs/{id}/log', 'limit')).toEqual({ type: 'integer', minimum: 1, maximum: 1000 });
+    expect(param('/v1/jobs/{id}/wait', 'timeoutSeconds')).toEqual({
+      type: 'integer',
+      minimum: 0,
+      maximum: 300,
+    });
+    const api = await startTestApi();
+    expect((await api.req('/v1/jobs?limit=501')).status).toBe(400);
+    expect((await api.req('/v1/jobs?limit=500')).status).toBe(200);
+
+    const log = doc.paths['/v1/jobs/{id}/log']!.get!.responses['200'] as { content: Json };
+    expect(Object.keys(log.content).sort()).toEqual(['application/json', 'text/plain']);
+
+    // problem bodies carry their details as extra members (RFC 9457): allowed
+    expect(doc.components.schemas.Problem!.additionalProperties).not.toBe(false);
+    await api.req('/v1/jobs', { json: { id: 'p1', name: 'a' } });
+    const conflict = await api.req('/v1/jobs', { json: { id: 'p1', name: 'b' } });
+    expect(conflict.status).toBe(409);
+    expect(await conflict.json()).toMatchObject({ code: 'EXTJOB_JOB_CONFLICT', jobId: 'p1' });
   });
 
   it('references only schemas it defines', () => {
