@@ -67,5 +67,6 @@ export interface Delivery {
 
 /** Webhook deliveries of a job (kept after the last failed try for inspection). */
 export interface DeliveryLog {
-  list(jobId: string): Promise<Delivery[]>;
+  /** `created`: when the job was created (not an earlier job with the same id). */
+  list(jobId: string, created?: string): Promise<Delivery[]>;
 }

@@ -251,8 +251,10 @@ export function createApiRouter(opts: ApiOptions): Router {
       ctx.res.status(202).json({ accepted: true, jobId: ctx.id, eventId: r.event.id, type: r.event.type });
     },
     listDeliveries: async (ctx) => {
-      await call(() => mustGetJob(broker, ctx.id));
-      const deliveries = opts.deliveries ? await call(() => opts.deliveries!.list(ctx.id)) : [];
+      const job = await call(() => mustGetJob(broker, ctx.id));
+      const deliveries = opts.deliveries
+        ? await call(() => opts.deliveries!.list(ctx.id, job.createdAt))
+        : [];
       ctx.res.json({ deliveries });
     },
   };

@@ -58,6 +58,8 @@ export interface WebhookOptions {
 /** One delivery as stored in BullMQ (the secret never leaves this module). */
 interface DeliveryData {
   jobId: string;
+  /** When the job was created: a job id used again after retention is another job. */
+  created?: string;
   version: number;
   to?: string;
   url: string;
@@ -133,7 +135,7 @@ export class Webhooks {
   async enqueueChange(body: string, ce: Record<string, unknown>): Promise<number> {
     if (ce.type !== CHANGED) return 0;
     const data = ce.data as
-      | { job?: { id?: string; notify?: unknown[]; version?: number }; to?: JobState }
+      | { job?: { id?: string; createdAt?: string; notify?: unknown[]; version?: number }; to?: JobState }
       | undefined;
     const jobId = data?.job?.id;
     if (typeof jobId !== 'string' || !Array.isArray(data?.job?.notify) || data.job.notify.length === 0)
@@ -145,15 +147,16 @@ export class Webhooks {
       .filter(({ t }) => !t.events || (data.to !== undefined && t.events.includes(data.to)));
     if (wanted.length === 0) return 0;
     const keep = this.opts.keepSeconds ?? 7 * 86_400;
+    const created = String(data.job.createdAt ?? '');
     const jobs = wanted.map(({ t, i }) => {
-      const d: DeliveryData = { jobId, version, url: t.url, body };
+      const d: DeliveryData = { jobId, created, version, url: t.url, body };
       if (data.to) d.to = data.to;
       if (t.secret) d.secret = t.secret;
       return {
         name: 'deliver',
         data: d,
         opts: {
-          jobId: deliveryId(jobId, version, i, t.url),
+          jobId: deliveryId(jobId, created, version, i, t.url),
           attempts: this.opts.attempts ?? 8,
           backoff: { type: 'exponential', delay: this.opts.backoffMs ?? 1000 },
           removeOnComplete: { age: keep, count: 100_000 },
@@ -270,15 +273,19 @@ export class Webhooks {
     });
   }
 
-  /** Deliveries of a job, newest first (at most `limit`). */
-  async list(jobId: string, limit = 100): Promise<DeliveryView[]> {
+  /**
+   * Deliveries of a job, newest first (at most `limit`); given when the job was
+   * created, not those of an earlier job that had its id.
+   */
+  async list(jobId: string, created?: string, limit = 100): Promise<DeliveryView[]> {
     const ids = await this.opts.redis.zrevrange(this.indexKey(jobId), 0, limit - 1);
     // State first, then the job: the record read is at least as new as the state.
     const states = await Promise.all(ids.map((id) => this.queue.getJobState(id)));
     const jobs = await Promise.all(ids.map((id) => this.queue.getJob(id)));
     const out: DeliveryView[] = [];
     for (const [i, j] of jobs.entries()) {
-      if (!j) continue;
+      if (!j || (created !== undefined && j.data.created !== undefined && j.data.created !== created))
+        continue;
       const state = states[i] ?? 'unknown';
       const v: DeliveryView = {
         id: String(j.id),
@@ -312,8 +319,10 @@ export class Webhooks {
   }
 }
 
-function deliveryId(jobId: string, version: number, index: number, url: string): string {
-  return `wh-${createHash('sha256').update(`${jobId}\n${version}\n${index}\n${url}`).digest('hex').slice(0, 40)}`;
+/** One per change and target: a change seen twice is delivered once. */
+function deliveryId(jobId: string, created: string, version: number, index: number, url: string): string {
+  const key = `${jobId}\n${created}\n${version}\n${index}\n${url}`;
+  return `wh-${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
 }
 
 /** A URL for logs: no credentials or query (they may carry secrets). */

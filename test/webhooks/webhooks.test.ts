@@ -20,7 +20,7 @@ import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verify } from '../../src/consumers/
 import { createProducer } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { startTestApi, TOKENS } from '../api/support.js';
-import { ev, harness } from '../broker/harness.js';
+import { DEFAULTS, ev, harness } from '../broker/harness.js';
 import { testKafka, unique, waitFor } from '../helpers/index.js';
 
 interface Received {
@@ -133,6 +133,33 @@ describe('webhooks', () => {
     expect(again).toEqual([]);
   });
 
+  it('a job id used again after retention is a new job: its changes are delivered, its list is its own', async () => {
+    const hh = await harness({ defaults: { ...DEFAULTS, retentionSeconds: 0.2 } });
+    onTestFinished(() => hh.cleanup());
+    const { broker, webhooks } = await setup({ on: hh });
+    const rx = await receiver((_n, res) => res.writeHead(204).end());
+    const spec = { id: 'again', name: 'n', notify: [{ url: rx.url }] };
+    await broker.createJob(spec);
+    await broker.applyEvents([ev('finished', 'again', { exitCode: 0 })]);
+    expect(await drain(broker, webhooks)).toBe(3);
+    await waitFor(() => rx.got.length === 3, { what: "the first job's deliveries" });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await broker.sweepRetention()).toBe(1);
+
+    const { job } = await broker.createJob(spec);
+    await broker.applyEvents([ev('finished', 'again', { exitCode: 1 })]);
+    expect(await drain(broker, webhooks)).toBe(3);
+    await waitFor(() => rx.got.length === 6, { what: "the second job's deliveries" });
+    expect(
+      rx.got
+        .slice(3)
+        .map((r) => JSON.parse(r.body).data.to)
+        .sort(),
+    ).toEqual(['failed', 'pending', 'running']);
+    const listed = await webhooks.list('again', job.createdAt);
+    expect(listed.map((d) => d.to).sort()).toEqual(['failed', 'pending', 'running']);
+  });
+
   it('filters by target state and skips jobs without notify', async () => {
     const { broker, webhooks } = await setup();
     const rx = await receiver((_n, res) => res.writeHead(200).end());
@@ -146,7 +173,7 @@ describe('webhooks', () => {
 
   it('retries a 500 until the receiver answers 200; keeps a delivery that never succeeds and lists both', async () => {
     let hooks: Webhooks | undefined;
-    const api = await startTestApi({ deliveries: { list: (id) => hooks!.list(id) } });
+    const api = await startTestApi({ deliveries: { list: (id, created) => hooks!.list(id, created) } });
     const { broker, webhooks, results } = await setup({ attempts: 3, on: api });
     hooks = webhooks;
     const flaky = await receiver((n, res) => res.writeHead(n === 0 ? 500 : 200).end());
@@ -324,7 +351,7 @@ describe('webhook address guard', () => {
 
   it('refuses a receiver on 127.0.0.1 at once, says why in the delivery record and counts it as failed', async () => {
     let hooks: Webhooks | undefined;
-    const api = await startTestApi({ deliveries: { list: (id) => hooks!.list(id) } });
+    const api = await startTestApi({ deliveries: { list: (id, created) => hooks!.list(id, created) } });
     const { broker, webhooks, results } = await setup({ attempts: 5, allowPrivate: false, on: api });
     hooks = webhooks;
     const registry = new Registry();
