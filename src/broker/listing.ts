@@ -40,20 +40,45 @@ export function decodeCursor(c: string): Entry {
 /** Newest-first order: score desc, then id desc (as ZRANGE REV orders ties). */
 const before = (a: Entry, b: Entry) => a.score < b.score || (a.score === b.score && a.id < b.id);
 
-async function page(redis: Redis, key: string, after: Entry | undefined, count: number): Promise<Entry[]> {
-  const max = after ? String(after.score) : '+inf';
+/**
+ * Up to `count` entries of each index after `after`, newest first. All indexes are
+ * read in one MULTI, so a job moving between state indexes is in exactly one of them.
+ * The reads are bounded by the cursor (the rest of its millisecond, then what is
+ * older), never by an offset: entries leaving or joining an index meanwhile cannot
+ * shift a read past entries not listed yet.
+ */
+async function pages(
+  redis: Redis,
+  keys: string[],
+  after: Entry | undefined,
+  count: number,
+): Promise<Entry[]> {
+  const tx = redis.multi();
+  for (const key of keys) {
+    if (after) tx.zrange(key, after.score, after.score, 'BYSCORE', 'REV', 'WITHSCORES');
+    tx.zrange(
+      key,
+      after ? `(${after.score}` : '+inf',
+      '-inf',
+      'BYSCORE',
+      'REV',
+      'LIMIT',
+      0,
+      count,
+      'WITHSCORES',
+    );
+  }
+  const replies = await tx.exec();
   const out: Entry[] = [];
-  let offset = 0;
-  for (;;) {
-    const rows = await redis.zrange(key, max, '-inf', 'BYSCORE', 'REV', 'LIMIT', offset, count, 'WITHSCORES');
-    for (let i = 0; i + 1 < rows.length; i += 2) {
-      const e = { id: rows[i] as string, score: Number(rows[i + 1]) };
+  for (const [err, rows] of replies ?? []) {
+    if (err) throw err;
+    const list = rows as string[];
+    for (let i = 0; i + 1 < list.length; i += 2) {
+      const e = { id: list[i] as string, score: Number(list[i + 1]) };
       if (!after || before(e, after)) out.push(e);
     }
-    // entries tied with the cursor's score were skipped: fetch more if we came up short
-    if (out.length >= count || rows.length < count * 2) return out.slice(0, count);
-    offset += count;
   }
+  return out;
 }
 
 export async function listJobs(
@@ -85,9 +110,7 @@ export async function listJobs(
   let last: Entry | undefined;
   while (jobs.length < limit && scanned < SCAN_BUDGET) {
     const want = Math.min(limit - jobs.length + 1, LIST_LIMIT_MAX + 1);
-    const pages = await Promise.all(index.map((k) => page(redis, k, after, want)));
-    const merged = pages
-      .flat()
+    const merged = (await pages(redis, index, after, want))
       .sort((a, b) => (before(a, b) ? 1 : before(b, a) ? -1 : 0))
       .slice(0, want);
     if (merged.length === 0) return { jobs };

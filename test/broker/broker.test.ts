@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { JobBroker, type JobEvent, type JobSpec } from '../../src/broker/index.js';
+import { listJobs } from '../../src/broker/listing.js';
 import { runScript } from '../../src/broker/scripts.js';
 import { startRedis } from '../../src/cli/local/redis.js';
 import { isExtjobError } from '../../src/shared/errors.js';
@@ -414,6 +415,61 @@ describe('outbox, listing and counters', () => {
       code: 'EXTJOB_VALIDATION_FAILED',
     });
     expect(await h.broker.countsByState()).toMatchObject({ pending: 4, running: 3, passed: 0 });
+  });
+});
+
+describe('listing while jobs move', () => {
+  it('pages list every job once while jobs change state between and during the reads', async () => {
+    let clock = Date.now();
+    const t = await harness({ now: () => clock });
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        if (i % 4 === 0) clock += 1; // four jobs a millisecond: pages end inside one
+        ids.push((await t.broker.createJob({ id: `j${String(i).padStart(2, '0')}`, name: 'n' })).job.id);
+      }
+      // Before each read of the pending index one more job moves on (to running,
+      // newest first), as on a busy installation while somebody pages.
+      let moved = 0;
+      const move = async () => {
+        if (moved < ids.length) await t.broker.applyEvent(ev('accepted', ids[ids.length - 1 - moved++]!));
+      };
+      const busy = new Proxy(t.redis, {
+        get(target, prop) {
+          if (prop === 'zrange')
+            return async (...args: unknown[]) => {
+              if (args[0] === t.broker.keys.state('pending')) await move();
+              return (target.zrange as (...a: unknown[]) => Promise<unknown>)(...args);
+            };
+          if (prop === 'multi')
+            return () => {
+              const tx = target.multi();
+              const exec = tx.exec.bind(tx);
+              tx.exec = (async () => {
+                await move();
+                return exec();
+              }) as typeof tx.exec;
+              return tx;
+            };
+          const v = Reflect.get(target, prop);
+          return typeof v === 'function' ? v.bind(target) : v;
+        },
+      });
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const page = await listJobs(busy, t.broker.keys, (x) => t.broker.getJobs(x), {
+          limit: 3,
+          ...(cursor ? { cursor } : {}),
+        });
+        seen.push(...page.jobs.map((j) => j.id));
+        cursor = page.nextCursor;
+      } while (cursor);
+      expect(moved).toBeGreaterThan(3);
+      expect(seen).toEqual([...ids].reverse());
+    } finally {
+      await t.cleanup();
+    }
   });
 });
 
