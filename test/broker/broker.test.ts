@@ -473,6 +473,43 @@ describe('listing while jobs move', () => {
   });
 });
 
+describe('listing by executor', () => {
+  it('lists a job created without an executor under the one that accepted it, until retention', async () => {
+    let clock = Date.now();
+    const t = await harness({ now: () => clock, defaults: { ...DEFAULTS, retentionSeconds: 1 } });
+    try {
+      const by = async (executor: string, label?: [string, string]) =>
+        (await t.broker.listJobs({ executor, ...(label ? { label } : {}) })).jobs.map((j) => j.id);
+      await t.broker.createJob({ id: 'ax1', name: 'n', labels: { team: 'a' } });
+      await t.broker.createJob({ id: 'ax2', name: 'n', retry: { limit: 1 } });
+      await t.broker.createJob({ id: 'ax3', name: 'n', executor: 'runner-c' });
+      await t.broker.applyEvents([
+        ev('accepted', 'ax1', { executor: 'runner-a' }),
+        ev('accepted', 'ax2', { executor: 'runner-a' }),
+        ev('accepted', 'ax3', { executor: 'runner-a' }), // named at create: stays runner-c's
+      ]);
+      expect(await by('runner-a')).toEqual(['ax2', 'ax1']);
+      expect(await by('runner-a', ['team', 'a'])).toEqual(['ax1']);
+      expect(await by('runner-c')).toEqual(['ax3']);
+      // a retry accepted by another executor is that one's
+      await t.broker.applyEvent(ev('finished', 'ax2', { exitCode: 1 }));
+      await t.broker.applyEvent(ev('accepted', 'ax2', { executor: 'runner-b' }));
+      expect((await t.broker.getJob('ax2'))?.executor).toBe('runner-b');
+      expect(await by('runner-b')).toEqual(['ax2']);
+      expect(await by('runner-a')).toEqual(['ax1']);
+      expect(await t.redis.zscore(t.broker.keys.executor('runner-a'), 'ax2')).toBeNull();
+
+      await t.broker.applyEvents(['ax1', 'ax2', 'ax3'].map((id) => ev('finished', id, { exitCode: 0 })));
+      clock += 2000;
+      expect(await t.broker.sweepRetention()).toBe(3);
+      for (const e of ['runner-a', 'runner-b', 'runner-c'])
+        expect(await t.redis.exists(t.broker.keys.executor(e))).toBe(0);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
 describe('hash-tagged prefix (Redis Cluster: every key in one slot)', () => {
   it('works unchanged with a {tag} prefix', async () => {
     const t = await harness({}, true);

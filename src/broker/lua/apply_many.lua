@@ -285,6 +285,15 @@ end
 
 -- For an event at A that reports more than the bare 'applied': a reply of its own,
 -- and its cause as history and outbox records keep it.
+-- A job created without an executor is the executor's that accepted it (its
+-- `executor`): listed under it from then on, and under that of a retry's accept
+-- rather than the earlier one's. retention.lua removes the entry.
+local function index_accepted_by(executor)
+  local before = redis.call('HGET', KJ, 'ax') or redis.call('HGET', KX, 'ax')
+  if before and before ~= executor then redis.call('ZREM', P .. ':idx:ex:' .. before, ID) end
+  redis.call('ZADD', P .. ':idx:ex:' .. executor, S.c, ID)
+end
+
 local function begin_event(A)
   load_cold()
   OUT = { tr = {}, arm = {}, dis = {} }
@@ -365,7 +374,10 @@ local function apply_one(A)
     S.ac = NOW
     redis.call('HSET', KJ, 'ac', NOW)
     if KIND == 'accepted' then
-      if a1 ~= '' then set_text('ax', a1) end
+      if a1 ~= '' then
+        if not executor_of() then index_accepted_by(a1) end
+        set_text('ax', a1)
+      end
       if a2 ~= '' then set_text('du', a2) end
       transition('running')
     else

@@ -32,6 +32,9 @@ local function remove(id)
     if nl then spec = string.sub(spec, 1, nl - 1) end
     for _, k in ipairs(index_keys(P, cjson.decode(spec))) do redis.call('ZREM', k, id) end
   end
+  -- the executor that accepted a job created without one (apply_many.lua)
+  local ax = redis.call('HGET', kj, 'ax') or redis.call('HGET', kj .. ':x', 'ax')
+  if ax then redis.call('ZREM', P .. ':idx:ex:' .. ax, id) end
   redis.call('ZREM', P .. ':idx:st:' .. state, id)
   redis.call('HINCRBY', P .. ':counts', state, -1)
   local keys = { kj, kj .. ':s', kj .. ':x', kj .. ':d' }
