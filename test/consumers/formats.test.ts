@@ -156,6 +156,47 @@ describe('dev.extjob.*.v1 in both bindings', () => {
   });
 });
 
+describe('CloudEvents binding details', () => {
+  it('reads a structured message that also carries ce_ headers as structured', () => {
+    const value = { ...attrs('dev.extjob.accepted.v1'), data: { executor: 'argo' } };
+    const msg: RawMessage = {
+      key: Buffer.from('job-1'),
+      value: json(value),
+      headers: {
+        ...binary(attrs('dev.extjob.accepted.v1'), undefined).headers,
+        'content-type': Buffer.from('Application/CloudEvents+JSON; charset=UTF-8'),
+      },
+    };
+    expect(ok(parseMessage(msg))).toMatchObject({ kind: 'accepted', executor: 'argo' });
+    const finished = { ...value, type: 'dev.extjob.finished.v1', data: { exitCode: 3 } };
+    expect(ok(parseMessage({ ...msg, value: json(finished) }))).toMatchObject({
+      kind: 'finished',
+      exitCode: 3,
+    });
+  });
+
+  it('takes a null optional attribute as unset (JSON format 2.2)', () => {
+    const ce = {
+      ...attrs('dev.extjob.finished.v1'),
+      time: null,
+      datacontenttype: null,
+      dataschema: null,
+      data_base64: null,
+      data: { exitCode: 0 },
+    };
+    expect(ok(parseMessage(structured(ce)))).toMatchObject({ kind: 'finished', exitCode: 0 });
+    const noSubject = { ...ce, subject: null };
+    expect(ok(parseHttpEvent(noSubject, 'job-9')).jobId).toBe('job-9');
+    expect(reason(parseMessage(structured({ ...ce, id: null })))).toBe('invalid');
+  });
+
+  it('takes an empty data_base64 as no data, as an empty binary value is', () => {
+    expect(ok(parseMessage(structured({ ...attrs('dev.extjob.accepted.v1'), data_base64: '' }))).kind).toBe(
+      'accepted',
+    );
+  });
+});
+
 describe('CDEvents (recorded conformance examples)', () => {
   const started = fixture('taskrun_started');
   const finished = fixture('taskrun_finished');
@@ -236,10 +277,27 @@ describe('CDEvents (recorded conformance examples)', () => {
     expect(reason(r)).toBe('invalid');
   });
 
-  it('other CDEvents types are unsupported', () => {
-    const other = structuredClone(started) as { context: Record<string, unknown> };
+  it('other CDEvents types are unsupported, whatever their subject looks like', () => {
+    const other = structuredClone(started) as {
+      context: Record<string, unknown>;
+      subject: Record<string, unknown>;
+    };
     other.context.type = 'dev.cdevents.pipelinerun.started.0.3.0';
     expect(reason(parseMessage({ key: null, value: json(other), headers: {} }))).toBe('unsupported_type');
+    // an artifact's subject id is a purl, no job id
+    other.context.type = 'dev.cdevents.artifact.published.0.1.0';
+    other.subject.id = 'pkg:golang/mygit.com/myorg/myapp@234fd47e07d1004f0aed9c';
+    expect(reason(parseMessage({ key: null, value: json(other), headers: {} }))).toBe('unsupported_type');
+    const wrapped = structured({ ...attrs('dev.cdevents.pipelinerun.started.0.3.0'), data: undefined });
+    expect(reason(parseMessage(wrapped))).toBe('unsupported_type');
+  });
+
+  it('leaves out a details URL it cannot use rather than refusing the event', () => {
+    const long = structuredClone(started) as { subject: { content: Record<string, unknown> } };
+    long.subject.content.url = `https://ci.example/${'x'.repeat(3000)}`;
+    const ev = ok(parseMessage({ key: null, value: json(long), headers: {} }));
+    expect(ev.kind).toBe('accepted');
+    expect(ev.detailsUrl).toBeUndefined();
   });
 });
 

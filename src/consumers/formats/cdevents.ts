@@ -40,7 +40,7 @@ const subject = z.looseObject({
   content: z
     .looseObject({
       taskName: z.string().max(1024).optional(),
-      url: z.string().max(2048).optional(),
+      url: z.unknown().optional(), // kept when it is an http(s) URL, else left out
       outcome: z.enum(['success', 'failure', 'error']).optional(),
       errors: z
         .string()
@@ -63,6 +63,11 @@ export function looksLikeBareCdevent(obj: Record<string, unknown>): boolean {
  * makes them equal to the context's).
  */
 export function cdeventToJobEvent(value: unknown, envelope?: CloudEvent): Decoded<JobEvent> {
+  // another CDEvent type is unsupported, whatever its data looks like
+  const given =
+    envelope?.type ?? (isPlainObject(value) && isPlainObject(value.context) ? value.context.type : undefined);
+  if (typeof given === 'string' && taskrunKind(given) === undefined)
+    return fail('unsupported_type', `CDEvent type "${given.slice(0, 256)}" is not handled`);
   if (!isPlainObject(value))
     return fail('invalid', envelope ? 'data must be a CDEvent object' : 'a CDEvent must be a JSON object');
   const r = cdevent.safeParse(value);
@@ -86,8 +91,8 @@ export function cdeventToJobEvent(value: unknown, envelope?: CloudEvent): Decode
   };
   const content = subj.content;
   if (kind === 'started') {
-    const url = content?.url;
-    if (url !== undefined && f.httpUrl.safeParse(url).success) ev.detailsUrl = url;
+    const url = f.httpUrl.safeParse(content?.url);
+    if (url.success) ev.detailsUrl = url.data;
     return { ok: true, value: ev };
   }
   const outcome = content?.outcome;

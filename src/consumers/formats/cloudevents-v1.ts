@@ -94,15 +94,21 @@ export function isBase64(s: string): boolean {
   return s.length % 4 === 0 && BASE64.test(s);
 }
 
+/** Members whose JSON null means unset (CloudEvents JSON format 2.2). */
+const NULLABLE = ['subject', 'time', 'datacontenttype', 'dataschema', 'data', 'data_base64'];
+
 /** A structured-mode event already parsed from JSON. */
-export function fromStructured(obj: Record<string, unknown>, limits: FormatLimits): Decoded<CloudEvent> {
+export function fromStructured(json: Record<string, unknown>, limits: FormatLimits): Decoded<CloudEvent> {
+  let obj = json;
+  if (NULLABLE.some((k) => json[k] === null))
+    obj = Object.fromEntries(Object.entries(json).filter(([, v]) => v !== null));
   const checked = checkAttributes(obj, 'structured');
   if (!checked.ok) return checked;
   const ev = checked.value;
   const hasData = obj.data !== undefined;
   const b64 = obj.data_base64;
   if (hasData && b64 !== undefined) return fail('invalid', 'data and data_base64 are both present');
-  if (b64 !== undefined) {
+  if (b64 !== undefined && b64 !== '') {
     if (typeof b64 !== 'string' || !isBase64(b64)) return fail('invalid', 'data_base64 is not base64');
     const parsed = parseJsonBytes(Buffer.from(b64, 'base64'), limits, 'data_base64');
     if (!parsed.ok) return parsed;
@@ -261,9 +267,28 @@ export function fromBinary(msg: RawMessage, limits: FormatLimits): Decoded<Cloud
   return { ok: true, value: ev };
 }
 
-/** Whether a message is in binary mode (has a ce_specversion header). */
+const STRUCTURED_PREFIX = 'application/cloudevents';
+
+/**
+ * Whether a message is in binary mode: it has a ce_specversion header, and its content
+ * type does not say structured mode (application/cloudevents...: the binding lets a
+ * structured message carry the ce_ headers too, and its value is then the event).
+ */
 export function isBinaryMode(headers: Headers | undefined): boolean {
-  return headers !== undefined && findHeader(headers, 'ce_specversion') !== undefined;
+  if (headers === undefined || findHeader(headers, 'ce_specversion') === undefined) return false;
+  const ctName = findHeader(headers, 'content-type');
+  const ct = ctName === undefined ? undefined : headers[ctName];
+  return !(typeof ct === 'string' || Buffer.isBuffer(ct)) || !startsCaseless(ct, STRUCTURED_PREFIX);
+}
+
+/** Whether `value` starts with the lower-case ASCII `prefix`, in any case (no string made). */
+function startsCaseless(value: string | Buffer, prefix: string): boolean {
+  if (value.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) {
+    const c = typeof value === 'string' ? value.charCodeAt(i) : value[i]!;
+    if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== prefix.charCodeAt(i)) return false;
+  }
+  return true;
 }
 
 export { isPlainObject };

@@ -96,7 +96,7 @@ export function parseHttpEvent(
       if (!parsed.ok) return parsed;
       value = parsed.value;
     }
-    if (isPlainObject(value) && value.specversion !== undefined && value.subject === undefined)
+    if (isPlainObject(value) && value.specversion !== undefined && (value.subject ?? null) === null)
       value = { ...value, subject: jobId };
     const r = fromJsonValue(value, limits);
     if (!r.ok) return r;
