@@ -6,6 +6,7 @@
  * answers 503 within a bounded time.
  */
 import type { JobEvent } from '../broker/types.js';
+import { refusedBy } from '../consumers/retry.js';
 import { ExtjobError } from '../shared/errors.js';
 import { type createKafka, createProducer, type Producer, withTimeout } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
@@ -50,6 +51,14 @@ export class KafkaEventGateway implements EventGateway {
         { err: (err as Error).message, jobId: event.jobId },
         'producing an HTTP event failed',
       );
+      // Kafka refusing this record (too large, ...) is no outage: sending it again cannot help
+      const refused = refusedBy(err);
+      if (refused)
+        throw new ExtjobError(
+          refused.endsWith('_TOO_LARGE') ? 'EXTJOB_PAYLOAD_TOO_LARGE' : 'EXTJOB_VALIDATION_FAILED',
+          `Kafka refused the event (${refused}): ${(err as Error).message}`,
+          { cause: err },
+        );
       throw new ExtjobError('EXTJOB_KAFKA_UNAVAILABLE', `Kafka: ${(err as Error).message}`, { cause: err });
     }
   }

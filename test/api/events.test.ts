@@ -61,6 +61,54 @@ describe('POST /v1/jobs/{id}/events', () => {
     expect(parsed[1]?.ok && parsed[1].event.chunk?.toString()).toBe('hi');
   });
 
+  it('keeps a base64 chunk that JSON text would blow up as base64; a record Kafka refuses is 413, not 503', async () => {
+    const { gateway, topic } = await kafkaGateway();
+    const api = await startTestApi({ events: gateway });
+    const { eventToken } = (await (await api.req('/v1/jobs', { json: { id: 'b1', name: 'n' } })).json()) as {
+      eventToken: string;
+    };
+    // 400 KiB of control bytes: valid UTF-8, 2.4 MB as JSON text, 550 KB as base64
+    const chunk = Buffer.alloc(400 * 1024, 0x01);
+    const log = {
+      ...accepted('b1'),
+      type: 'dev.extjob.log.v1',
+      data: { seq: 0, base64: chunk.toString('base64') },
+    };
+    const r = await api.req('/v1/jobs/b1/events', { token: eventToken, json: log });
+    expect(r.status).toBe(202);
+    const [msg] = await consumeAll(topic, 1);
+    const parsed = parseMessage({ key: msg!.key, value: msg!.value, headers: msg!.headers as never });
+    expect(parsed.ok && parsed.event.chunk).toEqual(chunk);
+
+    // a topic that takes 2 KB at most: Kafka refuses the record for good
+    const small = unique('small');
+    const admin = testKafka().admin();
+    await admin.connect();
+    await admin.createTopics({
+      topics: [
+        {
+          topic: small,
+          numPartitions: 1,
+          replicationFactor: 1,
+          configEntries: [{ name: 'max.message.bytes', value: '2000' }],
+        },
+      ],
+      waitForLeaders: true,
+    });
+    await admin.disconnect();
+    const { gateway: refusing } = await kafkaGateway({ topic: small });
+    const api2 = await startTestApi({ events: refusing });
+    const { eventToken: t2 } = (await (
+      await api2.req('/v1/jobs', { json: { id: 'b2', name: 'n' } })
+    ).json()) as {
+      eventToken: string;
+    };
+    const big = { ...accepted('b2'), type: 'dev.extjob.log.v1', data: { seq: 0, text: 'x'.repeat(4000) } };
+    const refused = await api2.req('/v1/jobs/b2/events', { token: t2, json: big });
+    expect(refused.status).toBe(413);
+    expect(await refused.json()).toMatchObject({ code: 'EXTJOB_PAYLOAD_TOO_LARGE', retriable: false });
+  });
+
   it('401 without or with a wrong token, 404 for a missing job, 400 for invalid events, 413', async () => {
     const { gateway } = await kafkaGateway();
     const api = await startTestApi({ events: gateway });

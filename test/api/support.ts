@@ -101,18 +101,22 @@ export async function startTestApi(
 }
 
 /** The real HTTP-events gateway on the run's Kafka, producing to a topic of this test's own. */
-export async function kafkaGateway(opts: { brokers?: string[]; timeoutMs?: number } = {}): Promise<{
+export async function kafkaGateway(
+  opts: { brokers?: string[]; timeoutMs?: number; topic?: string } = {},
+): Promise<{
   gateway: KafkaEventGateway;
   topic: string;
 }> {
-  const topic = `${unique('events')}`;
-  const admin = testKafka().admin();
-  await admin.connect();
-  await admin.createTopics({
-    topics: [{ topic, numPartitions: 2, replicationFactor: 1 }],
-    waitForLeaders: true,
-  });
-  await admin.disconnect();
+  const topic = opts.topic ?? `${unique('events')}`;
+  if (!opts.topic) {
+    const admin = testKafka().admin();
+    await admin.connect();
+    await admin.createTopics({
+      topics: [{ topic, numPartitions: 2, replicationFactor: 1 }],
+      waitForLeaders: true,
+    });
+    await admin.disconnect();
+  }
   const kafka = createKafka({
     brokers: opts.brokers ?? kafkaBrokers(),
     clientId: unique('http-events'),

@@ -214,8 +214,7 @@ export function dataOf(ev: JobEvent): Record<string, unknown> {
     case 'log': {
       put('seq', ev.seq);
       const chunk = ev.chunk ?? '';
-      const text = chunk.toString('utf8');
-      if (typeof chunk === 'string' || Buffer.from(text, 'utf8').equals(chunk)) put('text', text);
+      if (typeof chunk === 'string' || readableAsText(chunk)) put('text', chunk.toString('utf8'));
       else put('base64', chunk.toString('base64'));
       break;
     }
@@ -230,4 +229,16 @@ export function dataOf(ev: JobEvent): Record<string, unknown> {
       break;
   }
   return d;
+}
+
+/**
+ * Whether bytes are UTF-8 that JSON text carries in no more room than base64 would:
+ * control bytes (6 characters each as \u00XX), quotes and backslashes grow in JSON,
+ * and a chunk of them re-encoded as text could outgrow what Kafka takes.
+ */
+function readableAsText(bytes: Buffer): boolean {
+  let size = 0;
+  for (const b of bytes)
+    size += b === 0x22 || b === 0x5c || b === 0x0a || b === 0x09 || b === 0x0d ? 2 : b < 0x20 ? 6 : 1;
+  return size <= Math.ceil(bytes.length / 3) * 4 && Buffer.from(bytes.toString('utf8'), 'utf8').equals(bytes);
 }
