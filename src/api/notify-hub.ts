@@ -122,7 +122,8 @@ export class NotifyHub {
 /**
  * A one-slot mailbox over a hub subscription: `next()` resolves at the next wake-up
  * (or at once if one arrived since the last call). Several notifications between two
- * reads coalesce into one wake-up: readers re-read state, so none is lost.
+ * reads coalesce into one wake-up carrying the newest: readers re-read state at least
+ * that new (reads are shared by version), so none is lost.
  */
 export class Wakeups {
   private pending: Notification | 'resync' | undefined;
@@ -136,7 +137,7 @@ export class Wakeups {
         const r = this.resolve;
         this.resolve = undefined;
         r(n);
-      } else if (this.pending === undefined || n === 'resync') this.pending = n;
+      } else if (this.pending !== 'resync') this.pending = n; // the newest, or a re-read of all
     });
   }
 
