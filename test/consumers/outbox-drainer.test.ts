@@ -31,6 +31,7 @@ interface Seen {
     type: string;
     subject: string;
     extjobseq: number;
+    extjobcreated: string;
     data: { to?: string; from?: string | null };
   };
 }
@@ -112,6 +113,45 @@ describe('outbox drainer (real Kafka, real Redis)', () => {
           : ['dev.extjob.job.created.v1'],
       );
     }
+    expect(new Set(seen.map((s) => s.ce.id)).size).toBe(seen.length);
+  });
+
+  it('tells apart two jobs that had one id (the first removed by retention)', async () => {
+    const w = await kafkaWorld(1);
+    const { broker } = await brokerWorld(w.names.keyPrefix, { retentionSeconds: 0.1 });
+    const drainer = new OutboxDrainer({
+      source: broker,
+      producer: w.producer,
+      topicPrefix: w.names.topicPrefix,
+      logger: quietLogger(),
+      idleMs: 50,
+    });
+    await drainer.start();
+    onTestFinished(() => drainer.stop());
+    const seen = await watch(w);
+    const finish = (n: number) =>
+      broker.applyEvents([
+        {
+          kind: 'finished',
+          jobId: 'again',
+          id: `f${n}`,
+          source: 't',
+          type: 'dev.extjob.finished.v1',
+          exitCode: 0,
+        },
+      ]);
+    await broker.createJob({ id: 'again', name: 'first' });
+    await finish(1);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(await broker.sweepRetention()).toBe(1);
+    await broker.createJob({ id: 'again', name: 'second' });
+    await finish(2);
+    const changes = () => seen.filter((s) => s.topic === w.topics.changes);
+    await waitFor(() => changes().length >= 6, { timeoutMs: 20_000, what: "both jobs' changes" });
+    const created = [...new Set(changes().map((s) => s.ce.extjobcreated))];
+    expect(created).toHaveLength(2);
+    for (const c of created)
+      expect(changes().flatMap((s) => (s.ce.extjobcreated === c ? [s.ce.extjobseq] : []))).toEqual([1, 2, 3]);
     expect(new Set(seen.map((s) => s.ce.id)).size).toBe(seen.length);
   });
 

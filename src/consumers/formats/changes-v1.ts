@@ -4,6 +4,8 @@
  * a message is derived from the entry, so publishing an entry twice (after a crash
  * between the Kafka ack and the outbox ack) yields byte-identical messages, and the
  * `extjobseq` extension (the job's version) lets readers drop what they have seen.
+ * A job id used again after retention removed the first job starts at version 1
+ * again: `extjobcreated` (and the id) tell the two jobs apart.
  */
 import type { Cause, Job, JobState } from '../../broker/types.js';
 
@@ -41,9 +43,10 @@ export function outboundCloudEvent(e: OutboxRecord, source = DEFAULT_SOURCE): Re
     data.to = e.payload.to ?? e.payload.job.state;
   }
   if (e.payload.cause !== undefined) data.cause = e.payload.cause;
+  const created = e.payload.job.createdAt;
   return {
     specversion: '1.0',
-    id: `${e.jobId}/v${e.version}/a${e.attempt}/${e.type.slice(4)}`,
+    id: `${e.jobId}/${Date.parse(created)}/v${e.version}/a${e.attempt}/${e.type.slice(4)}`,
     source,
     type: OUTBOUND_TYPES[e.type],
     subject: e.jobId,
@@ -51,6 +54,7 @@ export function outboundCloudEvent(e: OutboxRecord, source = DEFAULT_SOURCE): Re
     datacontenttype: 'application/json',
     extjobseq: e.version,
     extjobattempt: e.attempt,
+    extjobcreated: created,
     data,
   };
 }
