@@ -283,8 +283,6 @@ local function prefetch(first, n)
   end
 end
 
--- For an event at A that reports more than the bare 'applied': a reply of its own,
--- and its cause as history and outbox records keep it.
 -- A job created without an executor is the executor's that accepted it (its
 -- `executor`): listed under it from then on, and under that of a retry's accept
 -- rather than the earlier one's. retention.lua removes the entry.
@@ -294,6 +292,8 @@ local function index_accepted_by(executor)
   redis.call('ZADD', P .. ':idx:ex:' .. executor, S.c, ID)
 end
 
+-- For an event at A that reports more than the bare 'applied': a reply of its own,
+-- and its cause as history and outbox records keep it.
 local function begin_event(A)
   load_cold()
   OUT = { tr = {}, arm = {}, dis = {} }
