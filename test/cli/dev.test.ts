@@ -6,6 +6,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { withoutPassword } from '../../src/cli/commands/dev.js';
 import { freePort } from '../../src/cli/local/process.js';
 import { waitFor } from '../helpers/index.js';
 
@@ -70,5 +71,11 @@ describe('extjob dev', { timeout: 120_000 }, () => {
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/SIGINT: stopping/);
     expect(children.filter(alive)).toEqual([]);
+  });
+
+  it('prints the Redis URL without its password', () => {
+    expect(withoutPassword('redis://127.0.0.1:6379')).toBe('redis://127.0.0.1:6379');
+    expect(withoutPassword('redis://:s3cret@h:6379/0')).toBe('redis://:***@h:6379/0');
+    expect(withoutPassword('rediss://user:p%40ss@h:6380')).toBe('rediss://user:***@h:6380');
   });
 });

@@ -19,6 +19,18 @@ async function kafkaAnswers(brokers: string): Promise<boolean> {
   return canConnect(first.slice(0, i), Number(first.slice(i + 1)), 1000);
 }
 
+/** A Redis URL to print: its password masked. */
+export function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}
+
 export async function dev(args: { port?: string }): Promise<number> {
   const say = (msg: string) => process.stderr.write(`extjob dev: ${msg}\n`);
   // Local webhook receivers are the point of development (unless set otherwise).
@@ -33,9 +45,9 @@ export async function dev(args: { port?: string }): Promise<number> {
   const stopAll = () => Promise.all(started.map((s) => s.stop()));
   try {
     const redisUrl = env.EXTJOB_REDIS_URL ?? 'redis://127.0.0.1:6379';
-    if (await redisAnswers(redisUrl)) say(`using Redis at ${redisUrl}`);
+    if (await redisAnswers(redisUrl)) say(`using Redis at ${withoutPassword(redisUrl)}`);
     else {
-      say(`no Redis answers at ${redisUrl}; starting a private redis-server`);
+      say(`no Redis answers at ${withoutPassword(redisUrl)}; starting a private redis-server`);
       const redis = await startRedis();
       started.push(redis);
       env.EXTJOB_REDIS_URL = redis.url;
@@ -65,7 +77,7 @@ export async function dev(args: { port?: string }): Promise<number> {
         `  readiness  ${service.url}/readyz`,
         `  metrics    ${service.url}/metrics`,
         `  Kafka      ${config.kafkaBrokers.join(',')} (topics ${config.topicPrefix}.*)`,
-        `  Redis      ${config.redisUrl} (keys ${config.redisKeyPrefix}:*)`,
+        `  Redis      ${withoutPassword(config.redisUrl)} (keys ${config.redisKeyPrefix}:*)`,
         `  try        EXTJOB_URL=${service.url} npx extjob create --name hello`,
         '',
         '',
