@@ -156,7 +156,7 @@ export class Webhooks {
         name: 'deliver',
         data: d,
         opts: {
-          jobId: deliveryId(jobId, created, version, i, t.url),
+          jobId: deliveryId(String(ce.id), i, t.url),
           attempts: this.opts.attempts ?? 8,
           backoff: { type: 'exponential', delay: this.opts.backoffMs ?? 1000 },
           removeOnComplete: { age: keep, count: 100_000 },
@@ -319,10 +319,12 @@ export class Webhooks {
   }
 }
 
-/** One per change and target: a change seen twice is delivered once. */
-function deliveryId(jobId: string, created: string, version: number, index: number, url: string): string {
-  const key = `${jobId}\n${created}\n${version}\n${index}\n${url}`;
-  return `wh-${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
+/**
+ * One per change and target: a change seen twice is delivered once. The change's
+ * CloudEvents id names it (job, its creation, version, attempt: changes-v1.ts).
+ */
+function deliveryId(changeId: string, index: number, url: string): string {
+  return `wh-${createHash('sha256').update(`${changeId}\n${index}\n${url}`).digest('hex').slice(0, 40)}`;
 }
 
 /** A URL for logs: no credentials or query (they may carry secrets). */
