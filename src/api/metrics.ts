@@ -11,6 +11,7 @@ import { legalTransitions } from '../broker/transitions.js';
 import type { JobState } from '../broker/types.js';
 import { JOB_STATES } from '../broker/types.js';
 import { ROLES } from '../shared/config.js';
+import { withTimeout } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 import { boundedLabel, eventTypeLabel, LabelLimiter } from './metrics-labels.js';
 
@@ -169,7 +170,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     ms = timeoutMs,
   ): Promise<T | undefined> => {
     try {
-      return await withDeadline(read(), ms, `${gauge}: no answer within ${ms} ms`);
+      return await withTimeout(read(), ms, `${gauge}: no answer within ${ms} ms`);
     } catch (err) {
       collectErrors.inc({ gauge });
       sources.logger?.warn({ err: (err as Error).message, gauge }, 'metrics: scrape-time read failed');
@@ -468,13 +469,3 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
 }
 
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
-
-function withDeadline<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}

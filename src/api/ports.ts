@@ -4,6 +4,7 @@
  * deliveries in; unit tests can hand in fakes.
  */
 import type { Cause, HistoryEntry, Job, JobEvent, JobSpec, JobState } from '../broker/types.js';
+import type { DeliveryView } from '../consumers/webhooks.js';
 
 export interface LogChunk {
   seq: number;
@@ -52,18 +53,8 @@ export interface EventGateway {
   publish(event: JobEvent): Promise<void>;
 }
 
-export interface Delivery {
-  id: string;
-  url: string;
-  version: number;
-  to?: string;
-  state: string;
-  attempts: number;
-  status?: number;
-  error?: string;
-  createdAt: string;
-  finishedAt?: string;
-}
+/** A webhook delivery as the API shows it. */
+export type Delivery = DeliveryView;
 
 /** Webhook deliveries of a job (kept after the last failed try for inspection). */
 export interface DeliveryLog {
