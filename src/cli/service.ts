@@ -118,7 +118,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
   const webhooks = new Webhooks({
     redis,
     prefix: config.redisKeyPrefix,
-    targets: (id) => broker.notifyTargets(id),
+    targets: (id, createdAt) => broker.notifyTargets(id, createdAt),
     attempts: config.webhookAttempts,
     backoffMs: config.webhookBackoffMs,
     timeoutMs: config.webhookTimeoutSeconds * 1000,

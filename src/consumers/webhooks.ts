@@ -42,8 +42,11 @@ export interface WebhookOptions {
   /** Command connection (BullMQ needs maxRetriesPerRequest: null); the worker uses a duplicate. */
   redis: Redis;
   prefix: string;
-  /** The job's targets with their secrets (JobBroker.notifyTargets). */
-  targets(jobId: string): Promise<NotifyTarget[]>;
+  /**
+   * The job's targets with their secrets (JobBroker.notifyTargets); none when the job
+   * holding the id was not created at `createdAt` (the change's job was removed).
+   */
+  targets(jobId: string, createdAt: string | undefined): Promise<NotifyTarget[]>;
   attempts?: number;
   backoffMs?: number;
   timeoutMs?: number;
@@ -141,7 +144,7 @@ export class Webhooks {
     if (typeof jobId !== 'string' || !Array.isArray(data?.job?.notify) || data.job.notify.length === 0)
       return 0;
     const version = Number(ce.extjobseq ?? data.job.version ?? 0);
-    const targets = await this.opts.targets(jobId);
+    const targets = await this.opts.targets(jobId, data.job.createdAt);
     const wanted = targets
       .map((t, i) => ({ t, i }))
       .filter(({ t }) => !t.events || (data.to !== undefined && t.events.includes(data.to)));

@@ -71,7 +71,7 @@ async function setup(
   const webhooks = new Webhooks({
     redis: h.redis,
     prefix: h.prefix,
-    targets: (id) => broker.notifyTargets(id),
+    targets: (id, createdAt) => broker.notifyTargets(id, createdAt),
     attempts: opts.attempts ?? 3,
     backoffMs: 50,
     timeoutMs: opts.timeoutMs ?? 2000,
@@ -158,6 +158,33 @@ describe('webhooks', () => {
     ).toEqual(['failed', 'pending', 'running']);
     const listed = await webhooks.list('again', job.createdAt);
     expect(listed.map((d) => d.to).sort()).toEqual(['failed', 'pending', 'running']);
+  });
+
+  it("a removed job's changes that arrive late go to no later job of its id", async () => {
+    const hh = await harness({ defaults: { ...DEFAULTS, retentionSeconds: 0.2 } });
+    onTestFinished(() => hh.cleanup());
+    const { broker, webhooks } = await setup({ on: hh });
+    const first = await receiver((_n, res) => res.writeHead(204).end());
+    const second = await receiver((_n, res) => res.writeHead(204).end());
+    await broker.createJob({ id: 'late', name: 'first', notify: [{ url: first.url, secret: 'secret-one' }] });
+    await broker.applyEvents([ev('finished', 'late', { exitCode: 0 })]);
+    // the changes wait in the outbox (Kafka away) while retention removes the job
+    const old = await broker.readOutbox('0', 1000);
+    await broker.ackOutbox(old.map((e) => e.id));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await broker.sweepRetention()).toBe(1);
+    await broker.createJob({
+      id: 'late',
+      name: 'second',
+      notify: [{ url: second.url, secret: 'secret-two' }],
+    });
+
+    expect(await webhooks.enqueueWebhooks(old)).toBe(0);
+    expect(await drain(broker, webhooks)).toBe(1);
+    await waitFor(() => second.got.length === 1, { what: "the second job's delivery" });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(second.got.map((r) => JSON.parse(r.body).data.job.name)).toEqual(['second']);
+    expect(first.got).toEqual([]);
   });
 
   it('filters by target state and skips jobs without notify', async () => {
