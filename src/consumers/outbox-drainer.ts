@@ -56,7 +56,14 @@ export interface OutboxDrainerOptions {
   /** CloudEvents `source` of published events. Default "/extjob". */
   ceSource?: string;
   leaseMs?: number;
+  /** Most outbox records read for one batch. Default 500. */
   batchSize?: number;
+  /**
+   * Most bytes (keys and values) published in one batch. Default 512 KiB: under the
+   * 1 MB a topic takes in one partition's record batch by default (`max.message.bytes`),
+   * so a backlog of large changes is not refused as too large.
+   */
+  batchBytes?: number;
   /** Longest sleep between polls of an empty outbox (wake-ups cut it short). */
   idleMs?: number;
 }
@@ -160,15 +167,16 @@ export class OutboxDrainer {
       this.cursor = '0';
       this.opts.logger.info({ owner: this.owner }, 'draining the outbox');
     }
-    const entries = await source.readOutbox(this.cursor, this.opts.batchSize ?? 500);
-    if (entries.length === 0) {
+    const read = await source.readOutbox(this.cursor, this.opts.batchSize ?? 500);
+    if (read.length === 0) {
       if (source.outboxPending) this.instrumentation.emit('outbox_pending', { count: 0 });
       return 0;
     }
     if (this.producerStale) await this.replaceProducer();
+    const { entries, topicMessages } = this.batch(read);
     const published = { changes: 0, commands: 0 };
     try {
-      await this.producer.sendBatch({ acks: -1, topicMessages: this.topicMessages(entries) });
+      await this.producer.sendBatch({ acks: -1, topicMessages });
       for (const e of entries) published[OUTBOUND_TOPIC[e.type]]++;
       await source.ackOutbox(entries.map((e) => e.id));
       this.cursor = entries[entries.length - 1]!.id;
@@ -254,19 +262,32 @@ export class OutboxDrainer {
     this.opts.logger.info('publishing the outbox with a new producer');
   }
 
-  private message(e: OutboxRecord): OutgoingMessage {
+  private message(e: OutboxRecord) {
     return outboundMessage(e, this.opts.ceSource ?? DEFAULT_SOURCE);
   }
 
-  private topicMessages(entries: OutboxRecord[]) {
+  /**
+   * The messages of the entries' first records, as many as fit in batchBytes (at least
+   * one record; a record's change and command go together), and those entries.
+   */
+  private batch(read: OutboxRecord[]) {
+    const max = this.opts.batchBytes ?? 512 * 1024;
     const changes: OutgoingMessage[] = [];
     const commands: OutgoingMessage[] = [];
-    for (const e of entries)
-      (OUTBOUND_TOPIC[e.type] === 'changes' ? changes : commands).push(this.message(e));
+    let bytes = 0;
+    let n = 0;
+    for (; n < read.length; n++) {
+      const e = read[n]!;
+      const message = this.message(e);
+      const size = Buffer.byteLength(message.key) + Buffer.byteLength(message.value);
+      if (n > 0 && e.id !== read[n - 1]!.id && bytes + size > max) break;
+      bytes += size;
+      (OUTBOUND_TOPIC[e.type] === 'changes' ? changes : commands).push(message);
+    }
     const topicMessages = [];
     if (changes.length) topicMessages.push({ topic: this.topics.changes, messages: changes });
     if (commands.length) topicMessages.push({ topic: this.topics.commands, messages: commands });
-    return topicMessages;
+    return { entries: read.slice(0, n), topicMessages };
   }
 
   private sleep(ms: number): Promise<void> {

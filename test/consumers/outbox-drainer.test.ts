@@ -376,6 +376,35 @@ describe('a record Kafka refuses for good', () => {
     expect(await deadCount(registry)).toBe(1);
   });
 
+  it('is not what a backlog of large changes gets: batches stay under the topic limit, nothing twice', async () => {
+    // 300 jobs of 64 labels: changes of about 17 KB, 500 outbox entries (more than 1 MB
+    // a partition, the topic's default limit) waiting when the drainer starts
+    const t = await ownTopics({});
+    await t.create();
+    const { broker } = await brokerWorld(t.names.keyPrefix);
+    const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`label-${i}`, 'v'.repeat(250)]));
+    const ids = Array.from({ length: 300 }, (_, i) => `large-${i}`);
+    for (const id of ids) await broker.createJob({ id, name: id, labels });
+    const { drainer, registry } = drainerWithMetrics(t, broker, await t.newProducer());
+    const seen = await watch(t);
+    await drainer.start();
+    onTestFinished(() => drainer.stop());
+
+    await waitFor(async () => (await broker.outboxPending()) === 0, {
+      timeoutMs: 30_000,
+      what: 'an empty outbox',
+    });
+    await waitFor(() => seen.length >= 600, {
+      timeoutMs: 20_000,
+      what: `600 messages (have ${seen.length})`,
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(seen).toHaveLength(600);
+    expect(new Set(seen.map((s) => `${s.topic} ${s.ce.id}`)).size).toBe(600);
+    expect(t.producers).toHaveLength(1); // never replaced after a refused batch
+    expect(await deadCount(registry)).toBe(0);
+  });
+
   it('is not what an outage looks like: missing topics are waited for and nothing is dead-lettered', async () => {
     const t = await ownTopics({});
     const { redis, broker } = await brokerWorld(t.names.keyPrefix);
