@@ -4,19 +4,15 @@
  * from the same objects, so the document cannot drift from what the server checks.
  */
 import { z } from 'zod';
+import { SPEC_LIMITS } from '../broker/spec.js';
 import { JOB_STATES } from '../broker/types.js';
 
 /** Bounds of request bodies (SPEC 10: bounded nesting and label counts). */
 export const LIMITS = {
   bodyBytes: 1024 * 1024,
   maxDepth: 32,
-  labels: 64,
-  labelKeyChars: 128,
-  labelValueChars: 1024,
-  nameChars: 256,
+  /** Executor names in list filters (the executor an `accepted` event names may be long). */
   executorChars: 256,
-  notifyTargets: 10,
-  urlChars: 2048,
   listLimit: 500,
   logLimit: 1000,
   waitSeconds: 300,
@@ -40,14 +36,17 @@ export const timeouts = z.strictObject({
 
 export const retryPolicy = z.strictObject({
   limit: z.int().min(0).max(10),
-  onExitCodes: z.array(z.int().min(-1024).max(1024)).max(64).optional(),
+  onExitCodes: z
+    .array(z.int().min(-2_147_483_648).max(2_147_483_647))
+    .max(SPEC_LIMITS.retryExitCodesMax)
+    .optional(),
   backoffSeconds: z.number().min(0).max(86_400).optional(),
 });
 
 /** A webhook URL: http(s) only, no credentials (a target authenticates by its `secret`). */
 const httpUrl = z
   .string()
-  .max(LIMITS.urlChars)
+  .max(SPEC_LIMITS.urlMaxLength)
   .superRefine((s, ctx) => {
     const u = URL.canParse(s) ? new URL(s) : undefined;
     if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:'))
@@ -67,21 +66,22 @@ export const notifyTarget = z.strictObject({
 
 const labelKey = z
   .string()
-  .regex(/^[A-Za-z0-9._/-]{1,128}$/, 'a label key is 1-128 characters of [A-Za-z0-9._/-]');
+  .regex(SPEC_LIMITS.labelKeyPattern, 'a label key is 1-63 characters of [A-Za-z0-9._/-]');
 
 export const labels = z
-  .record(labelKey, z.string().max(LIMITS.labelValueChars))
-  .refine((r) => Object.keys(r).length <= LIMITS.labels, `at most ${LIMITS.labels} labels`);
+  .record(labelKey, z.string().max(SPEC_LIMITS.labelValueMaxLength))
+  .refine((r) => Object.keys(r).length <= SPEC_LIMITS.labelsMax, `at most ${SPEC_LIMITS.labelsMax} labels`)
+  .meta({ maxProperties: SPEC_LIMITS.labelsMax });
 
 export const createJobBody = z
   .strictObject({
     id: jobId.optional(),
-    name: z.string().min(1).max(LIMITS.nameChars),
+    name: z.string().min(1).max(SPEC_LIMITS.nameMaxLength),
     labels: labels.optional(),
-    executor: z.string().min(1).max(LIMITS.executorChars).optional(),
+    executor: z.string().min(1).max(SPEC_LIMITS.executorMaxLength).optional(),
     timeouts: timeouts.optional(),
     retry: retryPolicy.optional(),
-    notify: z.array(notifyTarget).max(LIMITS.notifyTargets).optional(),
+    notify: z.array(notifyTarget).max(SPEC_LIMITS.notifyMax).optional(),
   })
   .meta({ id: 'JobSpec' });
 
@@ -93,7 +93,7 @@ export const cancelBody = z
 const intParam = (min: number, max: number) =>
   z
     .string()
-    .regex(/^\d{1,9}$/, 'must be a non-negative integer')
+    .regex(new RegExp(`^\\d{1,${String(max).length}}$`), 'must be a non-negative integer')
     .transform(Number)
     .pipe(z.int().min(min).max(max));
 

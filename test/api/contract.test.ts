@@ -97,6 +97,56 @@ describe('OpenAPI', () => {
     expect(await conflict.json()).toMatchObject({ code: 'EXTJOB_JOB_CONFLICT', jobId: 'p1' });
   });
 
+  it("documents the job spec's bounds the server keeps: a job at every bound is created, past one refused", async () => {
+    const spec = (buildOpenApi() as { components: { schemas: Record<string, Json> } }).components.schemas
+      .JobSpec as { properties: Record<string, Json & { properties?: Record<string, Json> }> };
+    const p = spec.properties;
+    const labels = p.labels as { maxProperties: number; propertyNames: { pattern: string } } & Json;
+    const valueMax = (labels.additionalProperties as { maxLength: number }).maxLength;
+    const keyMax = Number(/\{1,(\d+)\}/.exec(labels.propertyNames.pattern)![1]);
+    const executorMax = (p.executor as { maxLength: number }).maxLength;
+    const codes = p.retry!.properties!.onExitCodes as { maxItems: number; items: { maximum: number } };
+    const key = (i: number) => `${i}`.padEnd(keyMax, 'k');
+    const atBounds = {
+      name: 'n'.repeat((p.name as { maxLength: number }).maxLength),
+      labels: Object.fromEntries(
+        Array.from({ length: labels.maxProperties }, (_, i) => [key(i), 'v'.repeat(valueMax)]),
+      ),
+      executor: 'e'.repeat(executorMax),
+      retry: {
+        limit: 1,
+        onExitCodes: Array.from({ length: codes.maxItems }, (_, i) => codes.items.maximum - i),
+      },
+    };
+    const api = await startTestApi();
+    const created = await api.req('/v1/jobs', { json: atBounds });
+    expect(created.status, await created.clone().text()).toBe(201);
+    const past: [string, Json][] = [
+      ['name', { name: 'n'.repeat((p.name as { maxLength: number }).maxLength + 1) }],
+      ['labels', { labels: { ...atBounds.labels, more: 'v' } }],
+      ['label key', { labels: { [`${key(0)}k`]: 'v' } }],
+      ['label value', { labels: { a: 'v'.repeat(valueMax + 1) } }],
+      ['executor', { executor: 'e'.repeat(executorMax + 1) }],
+      ['exit codes', { retry: { limit: 1, onExitCodes: [...atBounds.retry.onExitCodes, 0] } }],
+    ];
+    for (const [what, change] of past) {
+      const r = await api.req('/v1/jobs', { json: { ...atBounds, ...change } });
+      expect(r.status, what).toBe(400);
+      expect(((await r.json()) as { code: string }).code, what).toBe('EXTJOB_VALIDATION_FAILED');
+    }
+    // a label named __proto__ is refused, not dropped (a record cannot hold it)
+    const proto = await api.req('/v1/jobs', {
+      method: 'POST',
+      body: '{"id":"proto","name":"n","labels":{"__proto__":"x","k":"v"}}',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(proto.status).toBe(400);
+    expect(((await proto.json()) as { detail: string }).detail).toMatch(/__proto__/);
+    // seqs up to 2^31-1 are valid: fromSeq takes them (and more digits than nine)
+    await api.req('/v1/jobs', { json: { id: 'seqs', name: 'n' } });
+    expect((await api.req('/v1/jobs/seqs/log?fromSeq=2147483647')).status).toBe(200);
+  });
+
   it('references only schemas it defines', () => {
     const doc = buildOpenApi();
     const text = JSON.stringify(doc);
