@@ -288,8 +288,8 @@ export function createApiRouter(opts: ApiOptions): Router {
         res.locals.principal = { caller: `event-token:${id}`, scopes: new Set() };
         return next();
       }
-      if (!(await call(() => broker.getJob(id))))
-        throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
+      // the same answer whether the job exists or not: a caller without a valid token
+      // learns nothing about which ids exist (admin callers get the 404)
       throw new ExtjobError('EXTJOB_UNAUTHORIZED', 'the token is not valid for this job');
     } catch (err) {
       next(err);
