@@ -216,13 +216,13 @@ export const OPTIONS = {
   apiTokens: {
     env: 'EXTJOB_API_TOKENS',
     default: undefined,
-    doc: 'API tokens: comma-separated <token>=<scope>[|<scope>], or sha256:<hex>=<scopes>; a token has at least 8 characters.',
+    doc: 'API tokens: comma-separated <token>=<scope>[|<scope>], or sha256:<hex>=<scopes>; a token is 8 or more printable ASCII characters without spaces, each given once.',
     parse: str,
   },
   apiTokensFile: {
     env: 'EXTJOB_API_TOKENS_FILE',
     default: undefined,
-    doc: 'File with one API token entry per line (same syntax as EXTJOB_API_TOKENS).',
+    doc: 'File with one API token entry per line (same syntax as EXTJOB_API_TOKENS); lines starting with # are comments.',
     parse: str,
   },
   insecure: {
@@ -359,15 +359,24 @@ export function loadConfig(env: Env = process.env, hash: (s: string) => string =
     }
   }
   const tokens: ApiToken[] = [];
+  /** Digest -> where its entry was, so a token given twice is caught (its scopes would differ). */
+  const given = new Map<string, string>();
   const parseEntries = (text: string, where: string) => {
+    const file = where === OPTIONS.apiTokensFile.env;
     text
-      .split(where === OPTIONS.apiTokens.env ? ',' : /\r?\n/)
+      .split(file ? /\r?\n/ : ',')
       .map((s) => s.trim())
-      .filter((s) => s && !s.startsWith('#'))
+      .filter((s) => s && !(file && s.startsWith('#'))) // comment lines in the file only
       .forEach((entry, i) => {
         const r = parseTokenEntry(entry, hash);
-        if (typeof r === 'string') problems.push(`${where}: entry ${i + 1} ${r}`);
-        else tokens.push(r);
+        const here = `${where}: entry ${i + 1}`;
+        if (typeof r === 'string') problems.push(`${here} ${r}`);
+        else if (given.has(r.sha256))
+          problems.push(`${here} gives the token of ${given.get(r.sha256)} again`);
+        else {
+          given.set(r.sha256, here);
+          tokens.push(r);
+        }
       });
   };
   if (typeof out.apiTokens === 'string') parseEntries(out.apiTokens, OPTIONS.apiTokens.env);
@@ -417,6 +426,9 @@ function parseTokenEntry(entry: string, hash: (s: string) => string): ApiToken |
     return { sha256: hex, scopes: scopes as Scope[] };
   }
   if (secret.length < 8) return 'has a token shorter than 8 characters';
+  // what an Authorization header can carry as the token (HTTP reads its bytes as latin1)
+  if (!/^[\x21-\x7e]+$/.test(secret))
+    return 'has a token with a space or a character outside printable ASCII';
   return { sha256: hash(secret), scopes: scopes as Scope[] };
 }
 

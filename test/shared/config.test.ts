@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig, OPTIONS, sha256Hex } from '../../src/shared/config.js';
 import { ExtjobError } from '../../src/shared/errors.js';
@@ -65,6 +68,31 @@ describe('loadConfig', () => {
       'EXTJOB_API_TOKENS: entry 2 has unknown scope "root" (jobs:read, jobs:write, admin)',
       'EXTJOB_API_TOKENS: entry 3 has a sha256: digest that is not 64 hex characters',
       'EXTJOB_KAFKA_SASL_MECHANISM is set: EXTJOB_KAFKA_SASL_USERNAME and EXTJOB_KAFKA_SASL_PASSWORD are required',
+    ]);
+  });
+
+  it('takes # as part of a token in the variable, refuses a token given twice or one no header can carry', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'extjob-tokens-'));
+    try {
+      const file = join(dir, 'tokens');
+      writeFileSync(file, '# the readers\nreader-token=jobs:read\n\n#hash-token=admin\n');
+      expect(
+        loadConfig({ EXTJOB_API_TOKENS: '#hash-token=admin', EXTJOB_API_TOKENS_FILE: file }).apiTokens,
+      ).toEqual([
+        { sha256: sha256Hex('#hash-token'), scopes: ['admin'] },
+        { sha256: sha256Hex('reader-token'), scopes: ['jobs:read'] },
+      ]);
+      expect(
+        problems({ EXTJOB_API_TOKENS: 'reader-token=jobs:write', EXTJOB_API_TOKENS_FILE: file }),
+      ).toEqual(['EXTJOB_API_TOKENS_FILE: entry 1 gives the token of EXTJOB_API_TOKENS: entry 1 again']);
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
+    expect(
+      problems({ EXTJOB_API_TOKENS: `my token12=admin,tökenabcd=admin,sha256:${sha256Hex('x')}=admin` }),
+    ).toEqual([
+      'EXTJOB_API_TOKENS: entry 1 has a token with a space or a character outside printable ASCII',
+      'EXTJOB_API_TOKENS: entry 2 has a token with a space or a character outside printable ASCII',
     ]);
   });
 
