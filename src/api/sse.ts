@@ -44,14 +44,30 @@ export class SseStream {
 
   /**
    * One event; `data` is JSON-encoded onto a single line. Without `id` the frame has no
-   * `id:` line, and the client's Last-Event-ID stays what the last id made it.
+   * `id:` line, and the client's Last-Event-ID stays what the last id made it. A stream
+   * that sends much awaits the result: a slow client then holds no more than a frame
+   * or two in memory.
    */
-  send(event: string, data: unknown, id?: number | string): void {
+  send(event: string, data: unknown, id?: number | string): Promise<void> | undefined {
     if (this.closed) return;
     let frame = `event: ${event}\n`;
     if (id !== undefined) frame += `id: ${id}\n`;
     frame += `data: ${JSON.stringify(data)}\n\n`;
-    this.res.write(frame);
+    if (!this.res.write(frame)) return this.drained();
+  }
+
+  /** Resolves once the client took what was written, or left. */
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        this.res.off('drain', done);
+        this.abort.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.res.on('drain', done);
+      this.abort.signal.addEventListener('abort', done);
+      if (this.closed) done();
+    });
   }
 
   comment(text: string): void {

@@ -82,7 +82,7 @@ export async function streamLog(
         const page = await read(from, Math.min(PAGE, hi - from + 1));
         const inRange = page.chunks.filter((c) => c.seq >= from && c.seq <= hi);
         for (const c of inRange) {
-          sse.send('filled', { ...chunkJson(c), filled: true });
+          await sse.send('filled', { ...chunkJson(c), filled: true });
           sent.push(c.seq);
         }
         const last = inRange[inRange.length - 1];
@@ -116,7 +116,7 @@ export async function streamLog(
           if (sentAny) holes.passed(next, c.seq - 1);
           else watchGaps(holes, page.gaps, next, c.seq - 1);
           sentAny = true;
-          sse.send('chunk', chunkJson(c), chunkId(attempt, c.seq));
+          await sse.send('chunk', chunkJson(c), chunkId(attempt, c.seq));
           next = c.seq + 1;
         }
         next = Math.max(next, page.nextSeq);
@@ -184,7 +184,7 @@ export async function streamEvents(
     while (!sse.closed) {
       const history = await broker.history(id);
       if (!history) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
-      for (let i = sent + 1; i < history.length; i++) sse.send('history', history[i], i);
+      for (let i = sent + 1; i < history.length && !sse.closed; i++) await sse.send('history', history[i], i);
       sent = Math.max(sent, history.length - 1);
       if (isTerminal(job.state)) {
         sse.send('end', { state: job.state, exitCode: job.exitCode ?? null, version: job.version });

@@ -3,6 +3,9 @@
  * waiters share one subscriber, SSE streams resume with Last-Event-ID without loss or
  * repeats.
  */
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ApiClient, type SseEvent } from '../../src/cli/client.js';
 import { ev } from '../broker/harness.js';
@@ -247,6 +250,46 @@ describe('SSE streams', () => {
     expect(chunks.map((e) => Number(e.id))).toEqual([...Array(300).keys()]);
     expect(JSON.parse(chunks[299]!.data).text).toBe(chunk(299).toString());
     expect(JSON.parse(all.at(-1)!.data)).toMatchObject({ complete: true, nextSeq: 300 });
+  });
+
+  it('log stream: a client that reads slowly holds no more than a frame or two in server memory', async () => {
+    const api = await startTestApi();
+    await api.req('/v1/jobs', { json: { id: 'slow', name: 'n' } });
+    // 32 MiB of log: more than the kernel's socket buffers hold for a client not reading
+    const chunk = (seq: number) => 'abcdefghijklmnopqrstuvwxyz'[seq % 26]!.repeat(512 * 1024);
+    for (let seq = 0; seq < 64; seq += 8)
+      await api.broker.applyEvents(
+        Array.from({ length: 8 }, (_, i) => ev('log', 'slow', { seq: seq + i, chunk: chunk(seq + i) })),
+      );
+    await api.broker.applyEvents([ev('finished', 'slow', { exitCode: 0, lastSeq: 63 })]);
+    let res: ServerResponse | undefined;
+    api.server.on('request', (_req, r: ServerResponse) => {
+      res = r;
+    });
+    const socket = connect(Number(new URL(api.url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.pause(); // reads nothing for now
+    socket.write(
+      `GET /v1/jobs/slow/log/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKENS.read}\r\n\r\n`,
+    );
+    await waitFor(() => res !== undefined && res.writableLength > 0, { what: 'the stream to start' });
+    // the server goes on only as the client reads: what it buffers stays small
+    let most = 0;
+    for (let i = 0; i < 20; i++) {
+      most = Math.max(most, res!.writableLength);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(most).toBeLessThan(2 * 1024 * 1024);
+    // and a client that reads again gets all of it
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      text += d;
+    });
+    socket.resume();
+    await waitFor(() => text.includes('event: end'), { timeoutMs: 30_000, what: 'the whole log' });
+    socket.destroy();
+    expect(text.match(/^event: chunk$/gm)).toHaveLength(64);
   });
 
   it("log stream: after a retry, the new attempt's log from its start; ids name the attempt", async () => {

@@ -29,6 +29,7 @@ export interface TestApi {
   prefix: string;
   redis: Redis;
   hub: NotifyHub;
+  server: Server;
   /** fetch relative to the API with a token (admin by default; null: none). */
   req(path: string, init?: RequestInit & { token?: string | null; json?: unknown }): Promise<Response>;
   close(): Promise<void>;
@@ -85,6 +86,7 @@ export async function startTestApi(
     prefix: h.prefix,
     redis: h.redis,
     hub: api.hub,
+    server,
     close,
     req: (path, init = {}) => {
       const { token = TOKENS.admin, json, ...rest } = init;
