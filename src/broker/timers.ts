@@ -143,21 +143,35 @@ export class TimerService {
         concurrency: opts.concurrency,
         removeOnComplete: { count: 0 },
         removeOnFail: { age: 7 * 86_400, count: 1000 },
+        // A timer held by a worker that died comes back once its lock lapses: within
+        // seconds, not BullMQ's default 30-60 s. Firing twice is a no-op, so a timer that
+        // stalls is run again however often, never failed (its deadline left due).
+        lockDuration: 5_000,
+        stalledInterval: 1_000,
+        maxStalledCount: Number.MAX_SAFE_INTEGER,
       },
     );
     this.worker.on('error', (err) => this.logger?.error({ err }, 'timer worker error'));
     this.worker.on('failed', (job, err) =>
       this.logger?.warn({ err, timer: job?.id }, 'timer failed; BullMQ will retry it'),
     );
-    await this.queue.upsertJobScheduler(
-      RETENTION_JOB,
-      { every: opts.retentionSweepMs },
-      { name: RETENTION_JOB, opts: { removeOnComplete: true, removeOnFail: 100 } },
-    );
+    const scheduleRetention = () =>
+      this.queue.upsertJobScheduler(
+        RETENTION_JOB,
+        { every: opts.retentionSweepMs },
+        { name: RETENTION_JOB, opts: { removeOnComplete: true, removeOnFail: 100 } },
+      );
+    await scheduleRetention();
     await this.worker.waitUntilReady();
     await this.armDue();
     this.recoverTimer = setInterval(() => {
       this.armDue().catch((err) => this.logger?.warn({ err }, 'arming due timers failed'));
+      // A Redis that lost its data (restarted without persistence) lost the sweep's
+      // schedule with it; the deadlines come back through the scripts, this does not.
+      this.queue
+        .getJobScheduler(RETENTION_JOB)
+        .then((s) => (s ? undefined : scheduleRetention()))
+        .catch((err) => this.logger?.warn({ err }, 'checking the retention schedule failed'));
     }, opts.scanEveryMs);
     this.recoverTimer.unref();
   }

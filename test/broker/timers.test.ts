@@ -157,6 +157,28 @@ describe('timers', () => {
     expect(await h.redis.zcard(`${h.prefix}:due`)).toBe(0);
   });
 
+  it("a timer held by a worker that died fires within seconds, not after BullMQ's 30-60 s", async () => {
+    h = await harness({ timers: fast });
+    // a process that takes the timer and dies while firing it: its worker stops, lock unrenewed
+    const dying = h.reopen();
+    let taken = false;
+    (dying as unknown as { fireTimer: () => Promise<never> }).fireTimer = () => {
+      taken = true;
+      return new Promise(() => {});
+    };
+    await dying.startTimers();
+    const { job } = await h.broker.createJob({ name: 'n', timeouts: { acceptSeconds: 0.2 } });
+    await waitFor(async () => taken, 5000, 'the dying process to take the timer');
+    const worker = (dying as unknown as { timers: { worker: { close(force: boolean): Promise<void> } } })
+      .timers.worker;
+    await worker.close(true);
+    const t0 = Date.now();
+    await h.broker.startTimers();
+    await waitFor(async () => (await stateOf(h as Harness, job.id)) === 'expired', 20_000, 'expired');
+    // Reported, not asserted: the bound is the lock (5 s) plus the stall check (1 s).
+    console.log(`a timer held by a dead worker fired ${Date.now() - t0} ms after another worker started`);
+  });
+
   it('a timer for another attempt or a moved deadline is a no-op or re-arms', async () => {
     h = await harness({ timers: fast });
     const { job } = await h.broker.createJob({ name: 'n' });
@@ -211,5 +233,20 @@ describe('retention', () => {
     expect(await h.broker.countsByState()).toMatchObject({ passed: 0, pending: 1 });
     expect(await h.broker.getJob(keep.job.id)).toBeDefined();
     expect(await h.broker.history(job.id)).toBeUndefined();
+  });
+
+  it('keeps sweeping after Redis lost its data (a restart without persistence)', async () => {
+    h = await harness({
+      defaults: { ...DEFAULTS, retentionSeconds: 0.2 },
+      timers: { ...fast, retentionSweepMs: 200 },
+    });
+    await h.broker.startTimers();
+    // what a restart without persistence leaves of the timers queue: nothing
+    const queueKeys = (await h.keys()).filter((k) => k.startsWith(`${h?.prefix}:timers:`));
+    expect(queueKeys.length).toBeGreaterThan(0);
+    await h.redis.del(...queueKeys);
+    const { job } = await h.broker.createJob({ name: 'n' });
+    await h.broker.applyEvents([ev('finished', job.id, { exitCode: 0 })]);
+    await waitFor(async () => (await h?.broker.getJob(job.id)) === undefined, 10_000, 'removal');
   });
 });
