@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { SPEC_LIMITS } from '../broker/spec.js';
-import { JOB_STATES } from '../broker/types.js';
+import { EXIT_CODE_MAX, EXIT_CODE_MIN, JOB_STATES } from '../broker/types.js';
 
 /** Bounds of request bodies (SPEC 10: bounded nesting and label counts). */
 export const LIMITS = {
@@ -37,7 +37,7 @@ export const timeouts = z.strictObject({
 export const retryPolicy = z.strictObject({
   limit: z.int().min(0).max(10),
   onExitCodes: z
-    .array(z.int().min(-2_147_483_648).max(2_147_483_647))
+    .array(z.int().min(EXIT_CODE_MIN).max(EXIT_CODE_MAX))
     .max(SPEC_LIMITS.retryExitCodesMax)
     .optional(),
   backoffSeconds: z.number().min(0).max(86_400).optional(),

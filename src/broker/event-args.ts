@@ -5,7 +5,7 @@
  */
 import { hash } from 'node:crypto';
 import { shortType } from './codec.js';
-import { JOB_ID_PATTERN, type JobEvent } from './types.js';
+import { EXIT_CODE_MAX, EXIT_CODE_MIN, JOB_ID_PATTERN, type JobEvent } from './types.js';
 
 const KINDS = new Set(['accepted', 'heartbeat', 'log', 'finished', 'canceled']);
 const MAX_ATTR = 1024;
@@ -41,7 +41,8 @@ export function checkEvent(e: JobEvent, logChunkMaxBytes: number): EventCheck {
       return { invalid: `log chunk of ${size} bytes exceeds ${logChunkMaxBytes}`, tooLarge: true };
   }
   if (e.kind === 'finished') {
-    if (!isInt(e.exitCode, -INT32 - 1, INT32)) return { invalid: 'finished without an integer exitCode' };
+    if (!isInt(e.exitCode, EXIT_CODE_MIN, EXIT_CODE_MAX))
+      return { invalid: 'finished without an integer exitCode from -2^31 to 2^32-1' };
     if (e.lastSeq !== undefined && !isInt(e.lastSeq, 0, INT32)) return { invalid: 'bad lastSeq' };
     if (e.error !== undefined && (typeof e.error?.type !== 'string' || typeof e.error?.message !== 'string'))
       return { invalid: 'error must be {type, message}' };

@@ -5,7 +5,15 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { ExtjobError } from '../shared/errors.js';
-import { JOB_ID_PATTERN, JOB_STATES, type JobSpec, type RetryPolicy, type Timeouts } from './types.js';
+import {
+  EXIT_CODE_MAX,
+  EXIT_CODE_MIN,
+  JOB_ID_PATTERN,
+  JOB_STATES,
+  type JobSpec,
+  type RetryPolicy,
+  type Timeouts,
+} from './types.js';
 
 export const SPEC_LIMITS = {
   nameMaxLength: 256,
@@ -47,7 +55,7 @@ const specSchema = z.strictObject({
     .strictObject({
       limit: z.number().int().min(0).max(L.retryLimitMax),
       onExitCodes: z
-        .array(z.number().int().min(-2_147_483_648).max(2_147_483_647))
+        .array(z.number().int().min(EXIT_CODE_MIN).max(EXIT_CODE_MAX))
         .max(L.retryExitCodesMax)
         .optional(),
       backoffSeconds: z.number().finite().min(0).max(L.backoffMaxSeconds).optional(),

@@ -29,6 +29,10 @@ export const isTerminal = (s: JobState): boolean => TERMINAL_STATES.has(s);
 /** Job ids chosen by clients: 1-128 characters of [A-Za-z0-9._:-]. */
 export const JOB_ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** Exit codes: signed or unsigned 32-bit (POSIX 0-255, Windows NTSTATUS such as 0xC0000005). */
+export const EXIT_CODE_MIN = -(2 ** 31);
+export const EXIT_CODE_MAX = 2 ** 32 - 1;
+
 export interface Timeouts {
   /** pending -> expired after this many seconds. */
   acceptSeconds: number;

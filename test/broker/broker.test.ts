@@ -247,6 +247,22 @@ describe('applyEvents', () => {
     expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'failed', attempt: 2 });
   });
 
+  it('takes every exit code the event formats take: signed and unsigned 32-bit (NTSTATUS)', async () => {
+    const status = 0xc0000005; // a Windows access violation, as an unsigned exit code
+    const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 1, onExitCodes: [status] } });
+    expect(await h.broker.applyEvent(ev('finished', job.id, { exitCode: status }))).toBe('applied');
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
+    expect(await h.broker.applyEvent(ev('finished', job.id, { exitCode: 2 ** 32 - 1, attempt: 2 }))).toBe(
+      'applied',
+    );
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'failed', exitCode: 2 ** 32 - 1 });
+    const other = await h.broker.createJob({ name: 'n' });
+    expect(await h.broker.applyEvent(ev('finished', other.job.id, { exitCode: -(2 ** 31) }))).toBe('applied');
+    expect(await h.broker.getJob(other.job.id)).toMatchObject({ state: 'failed', exitCode: -(2 ** 31) });
+    const past = await h.broker.createJob({ name: 'n' });
+    expect(await h.broker.applyEvent(ev('finished', past.job.id, { exitCode: 2 ** 32 }))).toBe('invalid');
+  });
+
   it('stores log chunks by seq, reports gaps, late chunks and truncation', async () => {
     const small = await harness({
       defaults: { ...(await import('./harness.js')).DEFAULTS, logMaxBytes: 10 },

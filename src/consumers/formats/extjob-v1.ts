@@ -4,7 +4,13 @@
  * later v1 may add optional fields without breaking older brokers.
  */
 import { z } from 'zod';
-import { type EventKind, JOB_ID_PATTERN, type JobEvent } from '../../broker/types.js';
+import {
+  type EventKind,
+  EXIT_CODE_MAX,
+  EXIT_CODE_MIN,
+  JOB_ID_PATTERN,
+  type JobEvent,
+} from '../../broker/types.js';
 import type { CloudEvent } from './cloudevents-v1.js';
 import { isBase64 } from './cloudevents-v1.js';
 import * as f from './fields.js';
@@ -63,7 +69,7 @@ const text1024 = text(1024);
 const text4096 = text(4096);
 const attempt = (v: unknown) => isInt(v, 1, f.MAX_ATTEMPT);
 const seq = (v: unknown) => isInt(v, 0, f.MAX_SEQ);
-const exitCode = (v: unknown) => isInt(v, -(2 ** 31), 2 ** 32 - 1);
+const exitCode = (v: unknown) => isInt(v, EXIT_CODE_MIN, EXIT_CODE_MAX);
 /** Only these keys, each passing its check when present, `required` present (zod's strictObject). */
 const strict =
   (checks: Record<string, (v: unknown) => boolean>, required: string[] = []) =>

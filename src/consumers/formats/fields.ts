@@ -3,7 +3,7 @@
  * executor can send, and the one place zod issues become a DLQ detail.
  */
 import { z } from 'zod';
-import { JOB_ID_PATTERN } from '../../broker/types.js';
+import { EXIT_CODE_MAX, EXIT_CODE_MIN, JOB_ID_PATTERN } from '../../broker/types.js';
 
 /** RFC 3339 date-time, as CloudEvents `time` and CDEvents `timestamp` use. */
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
@@ -25,11 +25,7 @@ export const isTimestamp = (v: unknown): v is string =>
   typeof v === 'string' && v.length <= 64 && RFC3339.test(v) && !Number.isNaN(Date.parse(v));
 export const attempt = z.int().min(1).max(MAX_ATTEMPT);
 export const seq = z.int().min(0).max(MAX_SEQ);
-/** Exit codes: signed or unsigned 32-bit (POSIX 0-255, Windows NTSTATUS). */
-export const exitCode = z
-  .int()
-  .min(-(2 ** 31))
-  .max(2 ** 32 - 1);
+export const exitCode = z.int().min(EXIT_CODE_MIN).max(EXIT_CODE_MAX);
 /** An absolute http(s) URL of at most 2048 characters. */
 export function isHttpUrl(v: unknown): boolean {
   if (typeof v !== 'string' || v.length > 2048) return false;
