@@ -213,6 +213,17 @@ export function clientFrom(values: { url?: unknown; token?: unknown }, env = pro
   return new ApiClient({ url, token });
 }
 
+/**
+ * A flag's value when it is written as a number (`-3`, or `2.5` unless `integer`);
+ * undefined otherwise, for the empty text of an unset shell variable too (which
+ * Number() reads as 0: `--exit-code "$RC"` must not report success).
+ */
+export function flagNumber(v: unknown, integer = true): number | undefined {
+  if (typeof v !== 'string') return undefined;
+  const text = v.trim();
+  return (integer ? /^-?\d+$/ : /^-?\d+(?:\.\d+)?$/).test(text) ? Number(text) : undefined;
+}
+
 /** Exit codes of the client commands (SPEC 7). */
 export const EXIT = {
   ok: 0,

@@ -228,6 +228,13 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect((await cli(['emit', 'g1', 'exploded'], env)).code).toBe(2);
     expect((await cli(['wait'], env)).code).toBe(2);
     expect((await cli(['list', '--bogus'], env)).code).toBe(2);
+    // a number flag given the empty text of an unset variable is a usage error, not 0
+    const unset = await cli(['emit', 'g2', 'finished', '--exit-code', ''], env);
+    expect(unset.code).toBe(2);
+    expect(unset.stderr).toMatch(/--exit-code takes an integer/);
+    expect((await cli(['get', 'g2', '--json'], env)).stdout).toMatch(/"state": ?"pending"/);
+    expect((await cli(['wait', 'g2', '--timeout', ''], env)).code).toBe(2);
+    expect((await cli(['create', '--name', 'x', '--accept-timeout', ' '], env)).code).toBe(2);
     const emitNoToken = await cli(['emit', 'g3', 'accepted'], { ...env, EXTJOB_TOKEN: '' });
     expect(emitNoToken.code).toBe(1);
     expect(emitNoToken.stderr).toMatch(/EXTJOB_UNAUTHORIZED/);

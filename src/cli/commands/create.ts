@@ -3,7 +3,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import type { Job, JobSpec } from '../../broker/types.js';
-import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, reportError } from '../client.js';
+import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
 import { follow } from './wait.js';
 
 export const createHelp = `Usage: extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]
@@ -47,8 +47,8 @@ const usage = (msg: string) => {
 
 const seconds = (v: unknown): number | undefined | null => {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  return Number.isInteger(n) && n >= 0 ? n : null;
+  const n = flagNumber(v);
+  return n !== undefined && n >= 0 ? n : null;
 };
 
 export async function create(values: Record<string, unknown>, positionals: string[]): Promise<number> {
@@ -81,8 +81,8 @@ export async function create(values: Record<string, unknown>, positionals: strin
   if (notify.length > 0) spec.notify = notify.map((url) => ({ url }));
   let timeoutMs: number | undefined;
   if (values.timeout !== undefined) {
-    const s = Number(values.timeout);
-    if (!Number.isFinite(s) || s < 0) return usage('--timeout takes a number of seconds');
+    const s = flagNumber(values.timeout, false);
+    if (s === undefined || s < 0) return usage('--timeout takes a number of seconds');
     timeoutMs = s * 1000;
   }
 

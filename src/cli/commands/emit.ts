@@ -10,7 +10,7 @@ import type { EventKind, JobEvent } from '../../broker/types.js';
 import { encodeStructured, toCloudEventJson } from '../../consumers/formats/encode.js';
 import { loadConfig } from '../../shared/config.js';
 import { createKafka, createProducer, kafkaSettings, type Producer } from '../../shared/kafka.js';
-import { ClientError, clientFrom, EXIT, reportError } from '../client.js';
+import { ClientError, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
 
 export const emitHelp = `Usage: extjob emit ID accepted|heartbeat|log|finished|canceled [options]
 
@@ -74,8 +74,8 @@ const usage = (msg: string) => {
 
 function int(v: unknown, name: string, min = 0): number | undefined {
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} takes an integer >= ${min}`);
+  const n = flagNumber(v);
+  if (n === undefined || n < min) throw new UsageError(`--${name} takes an integer >= ${min}`);
   return n;
 }
 
@@ -112,8 +112,8 @@ export async function emit(values: Record<string, unknown>, positionals: string[
         if (typeof values['details-url'] === 'string') base.detailsUrl = values['details-url'];
         break;
       case 'heartbeat': {
-        const percent = values.percent === undefined ? undefined : Number(values.percent);
-        if (percent !== undefined && !(percent >= 0 && percent <= 100))
+        const percent = values.percent === undefined ? undefined : flagNumber(values.percent, false);
+        if (values.percent !== undefined && !(percent !== undefined && percent >= 0 && percent <= 100))
           throw new UsageError('--percent takes a number from 0 to 100');
         const progress = {
           ...(percent !== undefined ? { percent } : {}),
@@ -128,8 +128,8 @@ export async function emit(values: Record<string, unknown>, positionals: string[
         if (text !== undefined) base.chunk = Buffer.from(text);
         break;
       case 'finished': {
-        const exitCode = values['exit-code'] === undefined ? 0 : Number(values['exit-code']);
-        if (!Number.isInteger(exitCode)) throw new UsageError('--exit-code takes an integer');
+        const exitCode = values['exit-code'] === undefined ? 0 : flagNumber(values['exit-code']);
+        if (exitCode === undefined) throw new UsageError('--exit-code takes an integer');
         base.exitCode = exitCode;
         const lastSeq = int(values['last-seq'], 'last-seq');
         if (lastSeq !== undefined) base.lastSeq = lastSeq;

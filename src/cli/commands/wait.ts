@@ -11,6 +11,7 @@ import {
   ClientError,
   clientFrom,
   EXIT,
+  flagNumber,
   reportError,
 } from '../client.js';
 import { attemptNote, filledNote } from './logs.js';
@@ -182,8 +183,8 @@ export async function wait(values: Record<string, unknown>, positionals: string[
   }
   let timeoutMs: number | undefined;
   if (values.timeout !== undefined) {
-    const s = Number(values.timeout);
-    if (!Number.isFinite(s) || s < 0) {
+    const s = flagNumber(values.timeout, false);
+    if (s === undefined || s < 0) {
       process.stderr.write('extjob wait: --timeout takes a number of seconds\n');
       return EXIT.usage;
     }
