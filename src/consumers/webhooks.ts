@@ -94,6 +94,7 @@ export class Webhooks {
   readonly queue: Queue;
   private worker: Worker | undefined;
   private workerConnection: Redis | undefined;
+  private cleaner: NodeJS.Timeout | undefined;
   /** The queue's own client (BullMQ's scripts would slow every pipeline of the one given; see TimerService). */
   private readonly queueConnection: Redis;
   private readonly policy: AddressPolicy;
@@ -149,7 +150,7 @@ export class Webhooks {
       .map((t, i) => ({ t, i }))
       .filter(({ t }) => !t.events || (data.to !== undefined && t.events.includes(data.to)));
     if (wanted.length === 0) return 0;
-    const keep = this.opts.keepSeconds ?? 7 * 86_400;
+    const keep = this.keepSeconds();
     const created = String(data.job.createdAt ?? '');
     const jobs = wanted.map(({ t, i }) => {
       const d: DeliveryData = { jobId, created, version, url: t.url, body };
@@ -204,6 +205,23 @@ export class Webhooks {
     worker.on('error', (err) => this.opts.logger?.warn({ err: err.message }, 'webhook worker error'));
     this.worker = worker;
     await worker.waitUntilReady();
+    // BullMQ trims finished deliveries past their age only when later ones finish: on
+    // a quiet system the last records would stay. Swept here, as jobs are by retention.
+    const keepMs = this.keepSeconds() * 1000;
+    this.cleaner = setInterval(
+      () => {
+        for (const type of ['completed', 'failed'] as const)
+          this.queue
+            .clean(keepMs, 10_000, type)
+            .catch((err) => this.opts.logger?.warn({ err }, 'removing old webhook deliveries failed'));
+      },
+      Math.min(600_000, Math.max(1000, keepMs / 2)),
+    );
+    this.cleaner.unref();
+  }
+
+  private keepSeconds(): number {
+    return this.opts.keepSeconds ?? 7 * 86_400;
   }
 
   private async deliver(job: BullJob<DeliveryData>): Promise<{ status: number }> {
@@ -313,6 +331,7 @@ export class Webhooks {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.cleaner);
     await this.worker?.close().catch(() => {});
     await this.queue.close().catch(() => {});
     this.queueConnection.disconnect();

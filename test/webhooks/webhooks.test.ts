@@ -58,6 +58,7 @@ async function setup(
     timeoutMs?: number;
     concurrency?: number;
     allowPrivate?: AllowPrivate;
+    keepSeconds?: number;
     on?: { broker: JobBroker; redis: Redis; prefix: string };
   } = {},
 ) {
@@ -77,6 +78,7 @@ async function setup(
     timeoutMs: opts.timeoutMs ?? 2000,
     concurrency: opts.concurrency ?? 4,
     allowPrivate: opts.allowPrivate ?? true,
+    ...(opts.keepSeconds !== undefined ? { keepSeconds: opts.keepSeconds } : {}),
   });
   const results: string[] = [];
   webhooks.instrumentation.on('delivery', (p: { result: string }) => results.push(p.result));
@@ -185,6 +187,25 @@ describe('webhooks', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(second.got.map((r) => JSON.parse(r.body).data.job.name)).toEqual(['second']);
     expect(first.got).toEqual([]);
+  });
+
+  it('removes delivery records the retention period after they finished, also on a quiet system', async () => {
+    const hh = await harness();
+    onTestFinished(() => hh.cleanup());
+    const { broker, webhooks } = await setup({ on: hh, keepSeconds: 1, attempts: 1 });
+    const ok = await receiver((_n, res) => res.writeHead(200).end());
+    const refusing = await receiver((_n, res) => res.writeHead(400).end());
+    await broker.createJob({ id: 'kept', name: 'n', notify: [{ url: ok.url }, { url: refusing.url }] });
+    expect(await drain(broker, webhooks)).toBe(2);
+    await waitFor(async () => (await webhooks.list('kept')).filter((d) => d.finishedAt).length === 2, {
+      what: 'both deliveries finished',
+    });
+    expect((await webhooks.list('kept')).map((d) => d.state).sort()).toEqual(['completed', 'failed']);
+    const records = async () => (await hh.redis.keys(`${hh.prefix}:webhooks:wh-*`)).length;
+    expect(await records()).toBeGreaterThan(0);
+    // nothing else finishes after them: only the sweep can remove them
+    await waitFor(async () => (await records()) === 0, { timeoutMs: 10_000, what: 'the records removed' });
+    expect(await webhooks.list('kept')).toEqual([]);
   });
 
   it('filters by target state and skips jobs without notify', async () => {
