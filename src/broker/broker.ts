@@ -30,7 +30,7 @@ import {
 import { redisError, ScriptResult, scriptError } from './results.js';
 import { runScript, runScripts, type ScriptCall, type ScriptName } from './scripts.js';
 import { prepareSpec } from './spec.js';
-import { parseTimer, type TimerData, TimerService } from './timers.js';
+import { parseTimer, type TimerData, TimerService, timerJobId } from './timers.js';
 import {
   type ApplyOutcome,
   type ApplyResult,
@@ -155,12 +155,21 @@ export class JobBroker {
   }
 
   private async applyTimers(outs: [string, ScriptOutput][]): Promise<void> {
-    const arm: TimerData[] = [];
+    const arming = new Map<string, TimerData>();
     const dis: TimerData[] = [];
     for (const [id, out] of outs) {
-      for (const t of list(out.arm)) arm.push(parseTimer(id, t));
-      for (const t of list(out.dis)) dis.push(parseTimer(id, t));
+      for (const t of list(out.dis)) {
+        const timer = parseTimer(id, t);
+        dis.push(timer);
+        // armed by an earlier event of the same call, then left: not armed at all
+        arming.delete(timerJobId(timer));
+      }
+      for (const t of list(out.arm)) {
+        const timer = parseTimer(id, t);
+        arming.set(timerJobId(timer), timer);
+      }
     }
+    const arm = [...arming.values()];
     if (arm.length === 0 && dis.length === 0) return;
     try {
       await this.timers.apply(arm, dis);

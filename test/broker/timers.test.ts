@@ -131,6 +131,16 @@ describe('timers', () => {
     expect(await h.redis.zcard(`${h.prefix}:due`)).toBe(0);
   });
 
+  it('arms no timer that a later event of the same batch disarmed', async () => {
+    h = await harness({ timers: fast });
+    const { job } = await h.broker.createJob({ name: 'n', timeouts: { heartbeatSeconds: 50 } });
+    // accepted arms the heartbeat timer, finished (same call) leaves running
+    await h.broker.applyEvents([ev('accepted', job.id), ev('finished', job.id, { exitCode: 0 })]);
+    expect(await stateOf(h, job.id)).toBe('passed');
+    expect(await delayedCount(h)).toBe(0);
+    expect(await h.redis.zcard(`${h.prefix}:due`)).toBe(0);
+  });
+
   it('fires timers armed before a restart', async () => {
     h = await harness({ timers: fast });
     const { job } = await h.broker.createJob({ name: 'n', timeouts: { acceptSeconds: 1 } });

@@ -13,6 +13,8 @@ local P, ID, NOW, RETENTION_MS, LATE_GRACE_MS, CAUSE
 local KJ, KS, KX, KD, KCOUNTS, KOUTBOX, KRETAIN, KDUE, CHANNEL
 -- S: the job's hot fields; OUT: what the call returns; SPEC_RAW: <job>:s once read
 local S, OUT, SPEC_RAW, SPEC_LINE
+-- timers this script asked to arm for the focused job (an earlier event's reply holds them)
+local ARMED
 
 local function now_ms(arg)
   local n = tonumber(arg)
@@ -30,6 +32,7 @@ local function focus(id, key)
   KD = KJ .. ':d' -- dedupe keys of applied events, scored by time
   S = {}
   OUT = { tr = {}, arm = {}, dis = {} }
+  ARMED = {}
   SPEC_RAW = nil
   SPEC_LINE = nil
 end
@@ -227,15 +230,27 @@ local ARM_WINDOW_MS = 60000
 local function arm(kind, due)
   local m = kind .. '|' .. S.a .. '|' .. due
   redis.call('ZADD', KDUE, due, m .. '|' .. ID)
-  if due - NOW <= ARM_WINDOW_MS then OUT.arm[#OUT.arm + 1] = m end
+  if due - NOW <= ARM_WINDOW_MS then
+    OUT.arm[#OUT.arm + 1] = m
+    ARMED[m] = true
+  end
 end
 local function disarm(kind, due)
   if not due then return end
   local m = kind .. '|' .. S.a .. '|' .. due
   if redis.call('ZREM', KDUE, m .. '|' .. ID) == 1 then
-    -- not in BullMQ yet; drop it if this same script asked to arm it
+    -- not in BullMQ yet; drop it if this same event asked to arm it
+    local mine = false
     for i = #OUT.arm, 1, -1 do
-      if OUT.arm[i] == m then table.remove(OUT.arm, i) end
+      if OUT.arm[i] == m then
+        table.remove(OUT.arm, i)
+        mine = true
+      end
+    end
+    -- an earlier event of this script asked (its reply is written): the caller drops it
+    if ARMED[m] and not mine then
+      OUT.dis = OUT.dis or {}
+      OUT.dis[#OUT.dis + 1] = m
     end
   else
     -- already a BullMQ delayed job: the caller removes it (best effort; if that
