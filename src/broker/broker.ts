@@ -357,9 +357,8 @@ export class JobBroker {
     return ids.map((id) => jobs.get(id));
   }
 
-  /** Webhook targets of a job, with their secrets (never exposed by the API). */
   /**
-   * The job's webhook targets, with their secrets. Given `createdAt` (a change's
+   * The job's webhook targets, with their secrets (never exposed by the API). Given `createdAt` (a change's
    * `job.createdAt`), none unless the job holding the id now is the one created then:
    * a change of a job that retention removed is not sent to a later job of that id.
    */

@@ -145,7 +145,8 @@ export class TimerService {
         removeOnFail: { age: 7 * 86_400, count: 1000 },
         // A timer held by a worker that died comes back once its lock lapses: within
         // seconds, not BullMQ's default 30-60 s. Firing twice is a no-op, so a timer that
-        // stalls is run again however often, never failed (its deadline left due).
+        // stalls is run again however often, never failed (its deadline is no longer in
+        // `due` for the scan to find).
         lockDuration: 5_000,
         stalledInterval: 1_000,
         maxStalledCount: Number.MAX_SAFE_INTEGER,
@@ -167,7 +168,7 @@ export class TimerService {
     this.recoverTimer = setInterval(() => {
       this.armDue().catch((err) => this.logger?.warn({ err }, 'arming due timers failed'));
       // A Redis that lost its data (restarted without persistence) lost the sweep's
-      // schedule with it; the deadlines come back through the scripts, this does not.
+      // schedule too: put it back.
       this.queue
         .getJobScheduler(RETENTION_JOB)
         .then((s) => (s ? undefined : scheduleRetention()))
