@@ -247,6 +247,48 @@ describe('applyEvents', () => {
     expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'failed', attempt: 2 });
   });
 
+  it('a replay of the last attempt after a retry began is duplicates: it neither accepts the next attempt nor fills its log', async () => {
+    const logOf = async (id: string, attempt: number) =>
+      (await h.broker.readLog(id, { attempt }))?.chunks.map((c) => c.data.toString());
+    // no backoff: the next attempt is open to events at once
+    await h.broker.createJob({ id: 'R', name: 'n', retry: { limit: 2 } });
+    const batch = [
+      ev('accepted', 'R'),
+      ev('log', 'R', { seq: 0, chunk: Buffer.from('attempt 1, seq 0') }),
+      ev('log', 'R', { seq: 1, chunk: Buffer.from('attempt 1, seq 1') }),
+      ev('finished', 'R', { exitCode: 1 }),
+    ];
+    expect(await h.broker.applyEvents(batch)).toEqual(['applied', 'applied', 'applied', 'applied']);
+    expect(await h.broker.getJob('R')).toMatchObject({ state: 'pending', attempt: 2 });
+    // a crash before the commit: the batch again, all duplicates, the job untouched
+    expect(await h.broker.applyEvents(batch)).toEqual(['duplicate', 'duplicate', 'duplicate', 'duplicate']);
+    expect(await h.broker.getJob('R')).toMatchObject({ state: 'pending', attempt: 2 });
+    expect(await logOf('R', 2)).toEqual([]);
+
+    // attempt 2 running with its own seq 0: a replay of attempt 1's chunks (one call
+    // each, and one call with the next attempt's chunk) leaves its log alone
+    await h.broker.applyEvents([ev('log', 'R', { seq: 0, chunk: Buffer.from('attempt 2, seq 0') })]);
+    expect(await h.broker.applyEvents(batch.slice(1, 3))).toEqual(['duplicate', 'duplicate']);
+    expect(
+      await h.broker.applyEvents([
+        batch[2]!,
+        ev('log', 'R', { seq: 1, chunk: Buffer.from('attempt 2, seq 1') }),
+      ]),
+    ).toEqual(['duplicate', 'applied']);
+    expect(await logOf('R', 2)).toEqual(['attempt 2, seq 0', 'attempt 2, seq 1']);
+    expect(await logOf('R', 1)).toEqual(['attempt 1, seq 0', 'attempt 1, seq 1']);
+
+    // one call holding an event twice (a producer's retry) across the retry
+    await h.broker.createJob({ id: 'S', name: 'n', retry: { limit: 1 } });
+    const chunk = ev('log', 'S', { seq: 0, chunk: Buffer.from('once') });
+    expect(await h.broker.applyEvents([chunk, ev('finished', 'S', { exitCode: 1 }), chunk])).toEqual([
+      'applied',
+      'applied',
+      'duplicate',
+    ]);
+    expect(await h.broker.getJob('S')).toMatchObject({ state: 'pending', attempt: 2 });
+  });
+
   it('takes every exit code the event formats take: signed and unsigned 32-bit (NTSTATUS)', async () => {
     const status = 0xc0000005; // a Windows access violation, as an unsigned exit code
     const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 1, onExitCodes: [status] } });

@@ -263,16 +263,45 @@ local function store_log(seq, data, late, deferred)
   return 'stored'
 end
 
--- Which of the heartbeats' dedupe keys among a job's n events (from E[first]) are
--- remembered: one ZMSCORE rather than a command per heartbeat.
+-- Log chunks dedupe by seq within their attempt. A chunk naming no attempt is
+-- taken for the current one, so a replay of an attempt's chunks after a retry began
+-- the next (a crash before the batch that ended it was committed) would land in the
+-- next attempt, and accept it. So while another attempt may follow (rm: the last
+-- one the retry policy allows), the dedupe keys of such chunks are remembered too,
+-- scored as heartbeats; in a later attempt they are checked. Jobs that cannot retry
+-- pay nothing. Returns the event's key when it is to be remembered or checked.
+local LOG_KEYS -- event index -> its key, computed once per call
+local PREFETCHED_ATT -- the attempt whose log keys prefetch() looked up
+local function log_key(A)
+  if E[A + 1] ~= '' or not (S.a > 1 or (S.rm and S.a < S.rm)) then return nil end
+  local dk = LOG_KEYS[A]
+  if not dk then
+    dk = string.sub(redis.sha1hex(E[A + 3] .. '\0' .. E[A + 2]), 1, 16)
+    LOG_KEYS[A] = dk
+  end
+  return dk
+end
+local function remember_log(dk)
+  if dk and S.rm and S.a < S.rm then remember_deferred(dk) end
+end
+
+-- Which of the heartbeats' (and, in a later attempt, log chunks') dedupe keys among
+-- a job's n events (from E[first]) are remembered: one ZMSCORE rather than a command
+-- per event.
 local function prefetch(first, n)
   SEEN = {}
+  LOG_KEYS = {}
+  PREFETCHED_ATT = S.a
   if TERMINAL[S.s] then return end
   local dks = {}
   local at = first
   for _ = 1, n do
     local kind = E[at]
-    if kind == 'heartbeat' then dks[#dks + 1] = E[at + 5] end
+    if kind == 'heartbeat' then
+      dks[#dks + 1] = E[at + 5]
+    elseif kind == 'log' and S.a > 1 then
+      dks[#dks + 1] = log_key(at)
+    end
     at = at + WIDTH[kind]
   end
   for i = 1, #dks, BULK do
@@ -317,6 +346,13 @@ local function apply_one(A)
   -- Fast path: log chunks and heartbeats of the current attempt of a live job.
   if ATT == S.a and (S.s == 'running' or S.s == 'canceling') then
     if KIND == 'log' then
+      local dk = log_key(A)
+      -- SEEN holds what prefetch found when the job was in this attempt already
+      if dk and S.a > 1 and (SEEN[dk] or (S.a ~= PREFETCHED_ATT and seen(dk))) then
+        begin_event(A)
+        record('d', ATT)
+        return result('duplicate', { log = 'duplicate' })
+      end
       TOUCHED = true -- like touch(), deferred (see flush())
       local stored = store_log(a1, a2, false, true)
       if stored == 'duplicate' then
@@ -324,6 +360,7 @@ local function apply_one(A)
         record('d', ATT)
         return result('duplicate', { log = stored })
       end
+      remember_log(dk)
       return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
       if SEEN[DK] then
@@ -353,6 +390,11 @@ local function apply_one(A)
     record('d', ATT)
     return result('duplicate')
   end
+  local LK = KIND == 'log' and log_key(A) or nil
+  if LK and S.a > 1 and (SEEN[LK] or seen(LK)) then
+    record('d', ATT)
+    return result('duplicate', { log = 'duplicate' })
+  end
 
   if TERMINAL[S.s] then
     if KIND == 'log' and S.f and NOW <= S.f + LATE_GRACE_MS then
@@ -368,6 +410,7 @@ local function apply_one(A)
     return result('late')
   end
   if KIND ~= 'log' then remember(DK, KIND) end
+  if LK and S.rm and S.a < S.rm then remember(LK, 'heartbeat') end
 
   -- finished, log or heartbeat on a pending job implies accepted (SPEC 5.4)
   if S.s == 'pending' and (KIND == 'accepted' or KIND == 'heartbeat' or KIND == 'log' or KIND == 'finished') then

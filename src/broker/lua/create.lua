@@ -37,6 +37,11 @@ S.tc = tonumber(ARGV[13])
 redis.call('HSET', KJ, 'sh', ARGV[7], 'tk', ARGV[9], 'c', NOW, 'a', 1, 'v', 0,
   'ta', S.ta, 'th', S.th, 'tr', S.tr, 'tc', S.tc)
 SPEC_RAW = ARGV[8]
+-- the last attempt the retry policy allows, when it allows more than one (see log_key)
+local retry = cjson.decode(SPEC_RAW).r
+if type(retry) == 'table' and (tonumber(retry.limit) or 0) > 0 then
+  redis.call('HSET', KJ, 'rm', 1 + retry.limit)
+end
 redis.call('SET', KS, SPEC_RAW)
 for i = 14, #ARGV do
   redis.call('ZADD', ARGV[i], NOW, ID)

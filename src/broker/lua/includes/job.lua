@@ -99,9 +99,9 @@ end
 local function load_job(hot_only)
   local f
   if hot_only then
-    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn')
+    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn', 'rm')
   else
-    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn',
+    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn', 'rm',
       'c', 'ac', 'f', 'ta', 'tr', 'tc', 'ad', 'rd', 'hd', 'ha', 'cd')
   end
   if not f[1] then return false end
@@ -112,7 +112,8 @@ local function load_job(hot_only)
   S.bd = tonumber(f[5])
   S.lB = tonumber(f[6]) or 0
   S.dn = tonumber(f[7]) or 0
-  if hot_only then S.cold = false else set_cold(f, 7) end
+  S.rm = tonumber(f[8])
+  if hot_only then S.cold = false else set_cold(f, 8) end
   return true
 end
 
