@@ -394,10 +394,18 @@ describe('getJobs', () => {
 });
 
 describe('cancelJob', () => {
-  it('cancels a pending job at once and leaves terminal jobs unchanged', async () => {
+  it('cancels a pending job at once (telling executors that may have picked it up) and leaves terminal jobs unchanged', async () => {
     const { job } = await h.broker.createJob({ name: 'n' });
     expect(await h.broker.cancelJob(job.id, api)).toMatchObject({ state: 'canceled' });
     expect(await h.broker.cancelJob(job.id, api)).toMatchObject({ state: 'canceled', version: 2 });
+    const commands = async (id: string) =>
+      (await h.broker.readOutbox('0', 100)).filter((e) => e.jobId === id && e.type !== 'job.changed');
+    expect((await commands(job.id)).map((e) => e.type)).toEqual(['job.created', 'job.cancel_requested']);
+    // in a retry's backoff the next attempt was never announced: nothing to call off
+    const retried = await h.broker.createJob({ name: 'n', retry: { limit: 1, backoffSeconds: 60 } });
+    await h.broker.applyEvent(ev('finished', retried.job.id, { exitCode: 1 }));
+    expect(await h.broker.cancelJob(retried.job.id, api)).toMatchObject({ state: 'canceled', attempt: 2 });
+    expect((await commands(retried.job.id)).map((e) => e.type)).toEqual(['job.created']);
     await expect(h.broker.cancelJob('nope', api)).rejects.toMatchObject({ code: 'EXTJOB_JOB_NOT_FOUND' });
   });
 

@@ -6,7 +6,9 @@
   ARGV[7]  reason ('' = none)
 
   Returns a JSON object: r = canceled | canceling | unchanged | not_found, tr, arm.
-  pending -> canceled at once; running -> canceling (its outbox record also stands for
+  pending -> canceled at once, announced as job.cancel_requested too (an executor may
+  have picked the job up from job.created) unless a retry's next attempt was not
+  announced yet; running -> canceling (its outbox record also stands for
   job.cancel_requested) and the cancel grace timer (grace 0: canceled at once,
   forced); canceling or terminal: unchanged.
 ]]
@@ -16,7 +18,7 @@ begin()
 if not load_job() then return cjson.encode({ r = 'not_found' }) end
 
 if S.s == 'pending' then
-  transition('canceled')
+  transition('canceled', nil, nil, not S.bd and 'job.cancel_requested' or nil)
   return result('canceled')
 end
 if S.s ~= 'running' then return result('unchanged') end
