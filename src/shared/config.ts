@@ -276,7 +276,7 @@ export const OPTIONS = {
   logMaxBytes: {
     env: 'EXTJOB_LOG_MAX_BYTES',
     default: '67108864',
-    doc: 'Largest log kept per job; further chunks are dropped with a truncation marker.',
+    doc: 'Largest log kept per attempt of a job (a retry starts a new log); further chunks are dropped with a truncation marker.',
     parse: int(1, 1024 * 1024 * 1024),
   },
   dedupeWindowSeconds: {
