@@ -80,6 +80,8 @@ interface ScriptOutput {
   why?: string;
   h?: string[] | Record<string, never>;
   x?: string[] | Record<string, never>;
+  /** create, when the job exists: its stored spec line */
+  s?: string;
 }
 
 const APPLIED: ApplyOutcome = Object.freeze({ result: 'applied' });
@@ -201,7 +203,7 @@ export class JobBroker {
     ]);
     const err = scriptError(out.r, p.id);
     if (err) throw err;
-    const job = decodeJob(p.id, pairs(out.h), specJson, pairs(out.x));
+    const job = decodeJob(p.id, pairs(out.h), out.s ?? specJson, pairs(out.x));
     if (!job) throw new ExtjobError('EXTJOB_INTERNAL', `job ${p.id} vanished while being created`);
     if (out.r !== ScriptResult.Created) return { job, created: false };
     this.instrumentation.emit('job_created', { executor: p.stored.e ?? NO_EXECUTOR });

@@ -36,6 +36,11 @@ describe('createJob', () => {
     await expect(h.broker.createJob({ ...spec, name: 'other' })).rejects.toMatchObject({
       code: 'EXTJOB_JOB_CONFLICT',
     });
+    // a process with other default timeouts answers with the job as it was created
+    const other = h.reopen({
+      defaults: { ...DEFAULTS, timeouts: { ...DEFAULTS.timeouts, acceptSeconds: 10 } },
+    });
+    expect((await other.createJob(spec, api)).job).toEqual(a.job);
   });
 
   it('refuses text with a lone surrogate, which the scripts could not read back', async () => {

@@ -11,7 +11,8 @@
            from the spec with includes/indexes.lua)
 
   Returns a JSON object: r = "created" | "exists" | "conflict", plus the job hash
-  (h) on created/exists, and the timers to arm (arm).
+  (h) on created/exists, the stored spec line (s) on exists, and the timers to arm
+  (arm).
   Emits (when created): transition none -> pending (history, indexes, counters,
   one outbox record for job.changed and job.created, notify), accept timer intent,
   executor and label index entries.
@@ -22,7 +23,8 @@ begin()
 if redis.call('EXISTS', KJ) == 1 then
   local sh = redis.call('HGET', KJ, 'sh')
   if sh == ARGV[7] then
-    return cjson.encode({ r = 'exists', h = redis.call('HGETALL', KJ), x = redis.call('HGETALL', KX) })
+    -- the stored spec: its timeouts are those of the defaults when it was created
+    return cjson.encode({ r = 'exists', h = redis.call('HGETALL', KJ), x = redis.call('HGETALL', KX), s = spec_line() })
   end
   return cjson.encode({ r = 'conflict' })
 end
