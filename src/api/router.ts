@@ -169,6 +169,12 @@ export function createApiRouter(opts: ApiOptions): Router {
       if (kind === 'text/plain') {
         res.setHeader('Extjob-Next-Seq', String(page.nextSeq));
         res.setHeader('Extjob-Log-Complete', String(page.complete));
+        // the text cannot carry the truncation marker the JSON form has
+        if (page.truncated)
+          res.setHeader(
+            'Extjob-Log-Truncated',
+            `chunks=${page.truncated.chunks}, bytes=${page.truncated.bytes}`,
+          );
         res.type('text/plain; charset=utf-8').send(Buffer.concat(page.chunks.map((c) => c.data)));
         return;
       }

@@ -76,7 +76,7 @@ export const ROUTES: RouteDef[] = [
     responses: {
       200: {
         description:
-          'Chunks with nextSeq, complete and gaps; as text/plain, the raw log with the headers Extjob-Next-Seq and Extjob-Log-Complete.',
+          'Chunks with nextSeq, complete and gaps; as text/plain, the raw log with the headers Extjob-Next-Seq, Extjob-Log-Complete and Extjob-Log-Truncated (when chunks were dropped).',
         schema: s.logResponse,
         plainText: true,
       },

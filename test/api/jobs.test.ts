@@ -1,6 +1,6 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobSchema } from '../../src/api/schemas.js';
-import { ev } from '../broker/harness.js';
+import { DEFAULTS, ev } from '../broker/harness.js';
 import { startTestApi, TOKENS } from './support.js';
 
 const problem = async (res: Response) => {
@@ -178,6 +178,20 @@ describe('reading jobs', () => {
       'x=1',
     ])
       expect((await api.req(`/v1/jobs?${q}`)).status, q).toBe(400);
+  });
+
+  it('a log past its limit says so as text too', async () => {
+    const api = await startTestApi({ broker: { defaults: { ...DEFAULTS, logMaxBytes: 8 } } });
+    await api.req('/v1/jobs', { json: { id: 'cut', name: 'n' } });
+    await api.broker.applyEvents([
+      ev('log', 'cut', { seq: 0, chunk: Buffer.from('hello ') }),
+      ev('log', 'cut', { seq: 1, chunk: Buffer.from('world\n') }),
+    ]);
+    const json = (await (await api.req('/v1/jobs/cut/log')).json()) as Record<string, unknown>;
+    expect(json.truncated).toEqual({ chunks: 1, bytes: 6 });
+    const text = await api.req('/v1/jobs/cut/log', { headers: { accept: 'text/plain' } });
+    expect(await text.text()).toBe('hello ');
+    expect(text.headers.get('extjob-log-truncated')).toBe('chunks=1, bytes=6');
   });
 
   it('log as JSON and as text, history, cancel', async () => {

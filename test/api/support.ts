@@ -41,9 +41,10 @@ export async function startTestApi(
     events?: EventGateway;
     deliveries?: DeliveryLog;
     refuseNotifyUrl?: (url: string) => string | undefined;
+    broker?: Parameters<typeof harness>[0];
   } = {},
 ): Promise<TestApi> {
-  const h = await harness();
+  const h = await harness(opts.broker);
   const logger = createLogger({ level: 'silent' });
   const api = await startApi({
     broker: h.broker,
