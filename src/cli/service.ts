@@ -20,6 +20,7 @@ import { Readiness } from '../api/readiness.js';
 import { type BrokerDefaults, JobBroker } from '../broker/index.js';
 import { encodeStructured, parseHttpEvent } from '../consumers/formats/index.js';
 import { formatLimits, startKafkaSide } from '../consumers/index.js';
+import { createInstrumentation } from '../consumers/instrumentation.js';
 import { Webhooks } from '../consumers/webhooks.js';
 import { WebhookFeed } from '../consumers/webhooks-feed.js';
 import { addressPolicy, literalRefusal } from '../consumers/webhooks-guard.js';
@@ -93,26 +94,6 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       },
     });
 
-  // Timers first: they need only Redis, and starting the Kafka side waits for the
-  // consumer to join its group, which after a crash takes up to the session timeout;
-  // timers that fell due while extjob was down must not wait for that.
-  if (roles.has('schedule')) await broker.startTimers();
-
-  const kafkaSide = await startKafkaSide({
-    config,
-    broker,
-    redis,
-    notifyChannel: broker.keys.notify,
-    logger,
-    consume: roles.has('consume'),
-    drain: roles.has('schedule'),
-  });
-  if (roles.has('consume'))
-    readiness.add({
-      name: 'consumers',
-      run: async () => (kafkaSide.isReady() ? undefined : 'the events consumer has not joined its group'),
-    });
-
   // Webhooks: deliveries are BullMQ jobs. The schedule role feeds them from the changes
   // topic and delivers them; the api role lists them (GET /v1/jobs/{id}/deliveries).
   const webhooks = new Webhooks({
@@ -127,6 +108,40 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     allowPrivate: config.webhookAllowPrivate,
     logger,
   });
+  // Metrics listen before anything starts: timers that fell due while extjob was
+  // down fire at start, and events are applied as soon as the consumer joins.
+  const kafkaEvents = createInstrumentation();
+  const registry = createRegistry();
+  const stopMetrics = instrumentMetrics(registry, {
+    broker,
+    consumers: { instrumentation: kafkaEvents },
+    webhooks,
+    ready: async () => (await readiness.report()).ready,
+    roles: config.roles,
+    logger,
+  });
+
+  // Timers first: they need only Redis, and starting the Kafka side waits for the
+  // consumer to join its group, which after a crash takes up to the session timeout;
+  // timers that fell due while extjob was down must not wait for that.
+  if (roles.has('schedule')) await broker.startTimers();
+
+  const kafkaSide = await startKafkaSide({
+    config,
+    broker,
+    redis,
+    notifyChannel: broker.keys.notify,
+    logger,
+    consume: roles.has('consume'),
+    drain: roles.has('schedule'),
+    instrumentation: kafkaEvents,
+  });
+  if (roles.has('consume'))
+    readiness.add({
+      name: 'consumers',
+      run: async () => (kafkaSide.isReady() ? undefined : 'the events consumer has not joined its group'),
+    });
+
   // the same policy refuses, at creation, notify URLs whose literal address it forbids
   const notifyPolicy = addressPolicy(config.webhookAllowPrivate);
   let webhookFeed: WebhookFeed | undefined;
@@ -172,15 +187,6 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     });
   }
 
-  const registry = createRegistry();
-  const stopMetrics = instrumentMetrics(registry, {
-    broker,
-    consumers: { instrumentation: kafkaSide.instrumentation },
-    webhooks,
-    ready: async () => (await readiness.report()).ready,
-    roles: config.roles,
-    logger,
-  });
   const app = createApp({
     readiness,
     registry,

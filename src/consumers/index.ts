@@ -29,6 +29,8 @@ export interface KafkaSideOptions {
   logger: Logger;
   consume: boolean;
   drain: boolean;
+  /** Where the consumer and the drainer report; default a new emitter. */
+  instrumentation?: Instrumentation;
 }
 
 export interface KafkaSide {
@@ -50,7 +52,7 @@ export function formatLimits(config: Pick<Config, 'logChunkMaxBytes'>): FormatLi
 
 export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
   const { config, logger } = o;
-  const instrumentation = createInstrumentation();
+  const instrumentation = o.instrumentation ?? createInstrumentation();
   const kafka = createKafka(kafkaSettings(config), logger);
   const admin = kafka.admin();
   await admin.connect();

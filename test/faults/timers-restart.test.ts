@@ -82,6 +82,22 @@ describe('drill: timers due while extjob is down', () => {
       what: 'every due job to time out',
     });
 
+    // and counted by the processes that fired them, though they fired as they started
+    const counted = async () => {
+      let n = 0;
+      for (const p of back) {
+        const port = /"port":(\d+)/.exec(p.output())?.[1];
+        if (!port) return -1;
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        for (const m of text.matchAll(/^extjob_timeouts_total\{kind="[a-z_]+"\} (\d+)$/gm)) n += Number(m[1]);
+      }
+      return n;
+    };
+    await waitFor(async () => (await counted()) === due.length, {
+      timeoutMs: 20_000,
+      what: 'every timeout counted in extjob_timeouts_total',
+    });
+
     let transitions = 0;
     let doubled = 0;
     const problems: string[] = [];
