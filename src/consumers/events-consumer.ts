@@ -51,6 +51,8 @@ export class EventsConsumer {
   private readonly consumer: Consumer;
   private readonly topics: ReturnType<typeof topicNames>;
   private joined = false;
+  /** When the rebalance under way began (the group was joined before it). */
+  private rebalancingSince: number | undefined;
   private stopping = false;
   private crashed: Error | undefined;
   /** Applied but maybe not yet committed: partition -> next offset. */
@@ -79,6 +81,7 @@ export class EventsConsumer {
     const { events } = this.consumer;
     this.consumer.on(events.GROUP_JOIN, ({ payload }) => {
       this.joined = true;
+      this.rebalancingSince = undefined;
       this.assigned.clear();
       for (const partition of payload.memberAssignment[this.topics.events] ?? [])
         this.assigned.add(partition);
@@ -102,16 +105,27 @@ export class EventsConsumer {
       }
     });
     this.consumer.on(events.REBALANCING, () => {
-      this.joined = false;
+      this.rebalancingSince ??= Date.now();
       this.assigned.clear(); // until the next join says which partitions are ours
       // Best effort: what was applied is committed before the partitions move on.
       this.flush().catch((err) => opts.logger.debug({ err }, 'commit before rebalance failed'));
     });
   }
 
-  /** Joined the group and not crashed: what /readyz reports. */
+  /**
+   * Joined the group and not crashed: what /readyz reports. A rebalance keeps a member
+   * in its group: it is ready through one that waits out a dead member's session (every
+   * member of the group rebalances together, and the API of a process running all roles
+   * would otherwise leave its Service with all the others), not after twice that.
+   */
   isReady(): boolean {
-    return this.joined && !this.crashed && !this.stopping;
+    const rebalancing = this.rebalancingSince === undefined ? 0 : Date.now() - this.rebalancingSince;
+    return (
+      this.joined &&
+      !this.crashed &&
+      !this.stopping &&
+      rebalancing < 2 * (this.opts.sessionTimeoutMs ?? 30_000)
+    );
   }
 
   async start(): Promise<void> {

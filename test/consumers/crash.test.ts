@@ -155,4 +155,32 @@ describe('consumer processes crash (real Kafka, real Redis)', () => {
     await waitFor(() => allPassed(broker, jobs), { timeoutMs: 90_000, what: 'every job passed' });
     await expectExactlyOnce(broker, jobs);
   }, 150_000);
+
+  it('a member stays ready through a rebalance that waits out a frozen member', async () => {
+    const w = await kafkaWorld(3);
+    const { broker } = await brokerWorld(w.names.keyPrefix);
+    const a = await w.startConsumer(broker, { sessionTimeoutMs: 6000, heartbeatIntervalMs: 500 });
+    let joins = 0;
+    a.instrumentation.on('joined', () => joins++);
+    const frozen = startChild(w.names);
+    await waitFor(() => frozen.ready && joins === 1 && a.isReady(), {
+      timeoutMs: 30_000,
+      what: 'both members joined',
+    });
+    frozen.proc.kill('SIGSTOP'); // hung, not gone: the group waits out its session
+    const third = await w.startConsumer(broker, {}, false);
+    const since = Date.now();
+    let notReady = 0;
+    while (joins < 2) {
+      if (!a.isReady()) notReady++;
+      if (Date.now() - since > 30_000) throw new Error('no rebalance within 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const rebalanced = Date.now() - since;
+    frozen.proc.kill('SIGKILL');
+    await third.stop();
+    // the rebalance lasted about the frozen member's session (6 s), and `a` stayed ready
+    expect(rebalanced).toBeGreaterThan(3000);
+    expect(notReady).toBe(0);
+  }, 60_000);
 });
