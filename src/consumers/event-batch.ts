@@ -46,7 +46,7 @@ export interface BatchInput {
 }
 
 /** `counted`: the broker answered for the event, and its instrumentation counted it. */
-type Outcome = { result: ApplyResult } | { dlq: DlqReason; detail: string; counted?: true };
+type Outcome = { result: ApplyResult } | { dlq: DlqReason; detail: string; counted?: true; type?: string };
 
 export interface BatchReport {
   /** False when the batch was abandoned (stopping or revoked): do not resolve its offsets. */
@@ -79,7 +79,7 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
       const msg = messages[i]!;
       const r = parseMessage(msg, limits);
       if (!r.ok) {
-        outcomes[i] = { dlq: r.reason, detail: r.detail };
+        outcomes[i] = { dlq: r.reason, detail: r.detail, type: r.type };
         continue;
       }
       if (msg.key === null || msg.key === undefined) keyProblems.push('missing');
@@ -128,7 +128,7 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
         'result' in o ? o.result : o.dlq === 'unknown_job' ? 'unknown_job' : 'invalid';
       inst.emit('event', {
         kind: ev?.kind,
-        type: ev?.type,
+        type: ev?.type ?? ('type' in o ? o.type : undefined),
         result,
         counted: 'result' in o || o.counted === true,
       });

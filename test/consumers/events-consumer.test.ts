@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { ApplyResult, JobEvent } from '../../src/broker/types.js';
 import { DLQ_HEADERS } from '../../src/consumers/dlq.js';
 import { DEFAULT_LIMITS, encodeBinary, encodeStructured } from '../../src/consumers/formats/index.js';
+import { createInstrumentation } from '../../src/consumers/instrumentation.js';
 import { ExtjobError } from '../../src/shared/errors.js';
 import { waitFor } from '../helpers/index.js';
 import { header, kafkaWorld } from './support.js';
@@ -89,8 +90,15 @@ describe('events consumer (recording sink, real Kafka)', () => {
       encodeStructured(log('nojob-1', 1)),
       encodeStructured(log('good', 1)),
     ]);
-    await w.startConsumer(sink, { limits: { ...DEFAULT_LIMITS, maxValueBytes: 64 * 1024 } });
+    const instrumentation = createInstrumentation();
+    const refused: (string | undefined)[] = [];
+    instrumentation.on('event', (e) => {
+      if (e.result === 'invalid') refused.push(e.type);
+    });
+    await w.startConsumer(sink, { limits: { ...DEFAULT_LIMITS, maxValueBytes: 64 * 1024 }, instrumentation });
     const dlq = await w.readDlq(6);
+    // counted under their type where it could be read
+    expect(refused).toEqual([undefined, undefined, 'dev.extjob.finished.v1', 'com.example.other', undefined]);
     expect(dlq.map((m) => header(m.headers, DLQ_HEADERS.reason))).toEqual([
       'malformed',
       'malformed',

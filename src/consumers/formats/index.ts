@@ -74,9 +74,12 @@ function fromJsonValue(value: unknown, limits: FormatLimits): Decoded<JobEvent> 
 }
 
 function fromCloudEvent(ce: CloudEvent, limits: FormatLimits): Decoded<JobEvent> {
-  if (isExtjobType(ce.type)) return toJobEvent(ce, ce.type, limits);
-  if (isCdeventsType(ce.type)) return cdeventToJobEvent(ce.data, ce);
-  return fail('unsupported_type', `event type "${ce.type.slice(0, 256)}" is not handled`);
+  const r = isExtjobType(ce.type)
+    ? toJobEvent(ce, ce.type, limits)
+    : isCdeventsType(ce.type)
+      ? cdeventToJobEvent(ce.data, ce)
+      : fail('unsupported_type', `event type "${ce.type.slice(0, 256)}" is not handled`);
+  return r.ok ? r : { ...r, type: ce.type };
 }
 
 /**

@@ -22,7 +22,13 @@ export type ParseResult =
       /** The Kafka key was present and differs from the event's subject (the job id). */
       keyMismatch?: boolean;
     }
-  | { ok: false; reason: DlqReason; detail: string };
+  | {
+      ok: false;
+      reason: DlqReason;
+      detail: string;
+      /** The event's type, when it could be read (for the metrics' type label). */
+      type?: string;
+    };
 
 export type ParseFailure = Extract<ParseResult, { ok: false }>;
 
