@@ -5,10 +5,19 @@
  * PrometheusRule) are exactly what deploy/generate.ts writes.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
 import { dashboardExpressions } from '../../deploy/dashboard.js';
@@ -74,6 +83,42 @@ describe('docker', () => {
     expect(build.include).toEqual(['src']);
     expect(pkg.bin.extjob).toBe('dist/src/cli/main.js');
   });
+
+  it('compiled, finds the files the package ships beside dist (Lua scripts, the Kafka pom)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'extjob-package-'));
+    try {
+      const tsc = spawnSync(
+        process.execPath,
+        [
+          join(ROOT, 'node_modules/typescript/bin/tsc'),
+          '-p',
+          join(ROOT, 'tsconfig.build.json'),
+          '--outDir',
+          join(dir, 'dist'),
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
+      // the package's layout: what package.json ships, dist/src compiled above
+      for (const f of (pkg.files as string[]).filter((f) => f !== 'dist/src')) {
+        mkdirSync(dirname(join(dir, f)), { recursive: true });
+        symlinkSync(join(ROOT, f), join(dir, f));
+      }
+      symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+      writeFileSync(join(dir, 'package.json'), JSON.stringify(pkg));
+      const probe = `const kafka = await import('./dist/src/cli/local/kafka.js');
+        const scripts = await import('./dist/src/broker/scripts.js');
+        console.log(kafka.kafkaVersion(), scripts.scriptLibrary().source.includes('apply_many'));`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', probe], {
+        encoding: 'utf8',
+        cwd: dir,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+ true$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it('.dockerignore keeps what the build copies', () => {
     const ignored = read(join(ROOT, '.dockerignore'))

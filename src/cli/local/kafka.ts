@@ -13,10 +13,21 @@ import { ExtjobError } from '../../shared/errors.js';
 import { createConsumer, createKafka, createProducer, withTimeout } from '../../shared/kafka.js';
 import { canConnect, freePort, run, spawnTied, stopChild, waitUntil } from './process.js';
 
-const POM_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../scripts/kafka');
+/** scripts/kafka: three levels up from source, four from the compiled dist/src/cli/local. */
+function pomDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const candidates = ['../../../scripts/kafka', '../../../../scripts/kafka'].map((p) => resolve(here, p));
+  const dir = candidates.find((d) => existsSync(join(d, 'pom.xml')));
+  if (!dir)
+    throw new ExtjobError(
+      'EXTJOB_LOCAL_STACK_FAILED',
+      `scripts/kafka/pom.xml not found (looked in ${candidates.join(', ')})`,
+    );
+  return dir;
+}
 
 export function kafkaVersion(): string {
-  const pom = readFileSync(join(POM_DIR, 'pom.xml'), 'utf8');
+  const pom = readFileSync(join(pomDir(), 'pom.xml'), 'utf8');
   const m = /<kafka\.version>([^<]+)<\/kafka\.version>/.exec(pom);
   if (!m?.[1])
     throw new ExtjobError('EXTJOB_LOCAL_STACK_FAILED', 'scripts/kafka/pom.xml has no <kafka.version>');
@@ -41,7 +52,7 @@ export async function ensureKafkaJars(log: (msg: string) => void = () => {}): Pr
     '-q',
     '-B',
     '-f',
-    join(POM_DIR, 'pom.xml'),
+    join(pomDir(), 'pom.xml'),
     'dependency:copy-dependencies',
     '-DincludeScope=runtime',
     `-DoutputDirectory=${staging}`,
@@ -129,7 +140,7 @@ export async function startKafka(opts: LocalKafkaOptions = {}): Promise<LocalKaf
     '-XX:+UseG1GC',
     '-XX:MaxGCPauseMillis=20',
     '-Djava.awt.headless=true',
-    `-Dlog4j2.configurationFile=${join(POM_DIR, 'log4j2.properties')}`,
+    `-Dlog4j2.configurationFile=${join(pomDir(), 'log4j2.properties')}`,
     '-cp',
     classpath,
   ];
