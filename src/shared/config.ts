@@ -393,6 +393,14 @@ export function loadConfig(env: Env = process.env, hash: (s: string) => string =
     problems.push(
       'EXTJOB_KAFKA_SASL_MECHANISM is set: EXTJOB_KAFKA_SASL_USERNAME and EXTJOB_KAFKA_SASL_PASSWORD are required',
     );
+  // settings that would be ignored, leaving the connection without the TLS or the
+  // authentication they were meant for
+  if (!out.kafkaSaslMechanism && (out.kafkaSaslUsername || out.kafkaSaslPassword))
+    problems.push(
+      'EXTJOB_KAFKA_SASL_USERNAME or EXTJOB_KAFKA_SASL_PASSWORD is set but EXTJOB_KAFKA_SASL_MECHANISM is not',
+    );
+  if (out.kafkaSslCaFile && out.kafkaSsl !== true)
+    problems.push('EXTJOB_KAFKA_SSL_CA_FILE is set but EXTJOB_KAFKA_SSL is not true');
   if (out.redisTlsCaFile && !String(out.redisUrl).startsWith('rediss:'))
     problems.push('EXTJOB_REDIS_TLS_CA_FILE is set but EXTJOB_REDIS_URL is not rediss://');
   for (const key of ['redisTlsCaFile', 'kafkaSslCaFile'] as const) {

@@ -69,6 +69,17 @@ describe('loadConfig', () => {
       'EXTJOB_API_TOKENS: entry 3 has a sha256: digest that is not 64 hex characters',
       'EXTJOB_KAFKA_SASL_MECHANISM is set: EXTJOB_KAFKA_SASL_USERNAME and EXTJOB_KAFKA_SASL_PASSWORD are required',
     ]);
+    // settings that would be ignored silently, leaving Kafka without TLS or authentication
+    expect(
+      problems({
+        EXTJOB_KAFKA_SASL_USERNAME: 'alice',
+        EXTJOB_KAFKA_SASL_PASSWORD: 'secret',
+        EXTJOB_KAFKA_SSL_CA_FILE: 'package.json',
+      }),
+    ).toEqual([
+      'EXTJOB_KAFKA_SASL_USERNAME or EXTJOB_KAFKA_SASL_PASSWORD is set but EXTJOB_KAFKA_SASL_MECHANISM is not',
+      'EXTJOB_KAFKA_SSL_CA_FILE is set but EXTJOB_KAFKA_SSL is not true',
+    ]);
   });
 
   it('takes # as part of a token in the variable, refuses a token given twice or one no header can carry', () => {
