@@ -19,7 +19,7 @@ import { httpObservability } from '../api/metrics-http.js';
 import { Readiness } from '../api/readiness.js';
 import { type BrokerDefaults, JobBroker } from '../broker/index.js';
 import { encodeStructured, parseHttpEvent } from '../consumers/formats/index.js';
-import { formatLimits, startKafkaSide } from '../consumers/index.js';
+import { formatLimits, type KafkaSide, startKafkaSide } from '../consumers/index.js';
 import { createInstrumentation } from '../consumers/instrumentation.js';
 import { Webhooks } from '../consumers/webhooks.js';
 import { WebhookFeed } from '../consumers/webhooks-feed.js';
@@ -121,82 +121,111 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     logger,
   });
 
-  // Timers first: they need only Redis, and starting the Kafka side waits for the
-  // consumer to join its group, which after a crash takes up to the session timeout;
-  // timers that fell due while extjob was down must not wait for that.
-  if (roles.has('schedule')) await broker.startTimers();
-
-  const kafkaSide = await startKafkaSide({
-    config,
-    broker,
-    redis,
-    notifyChannel: broker.keys.notify,
-    logger,
-    consume: roles.has('consume'),
-    drain: roles.has('schedule'),
-    instrumentation: kafkaEvents,
-  });
-  if (roles.has('consume'))
-    readiness.add({
-      name: 'consumers',
-      run: async () => (kafkaSide.isReady() ? undefined : 'the events consumer has not joined its group'),
-    });
-
-  // the same policy refuses, at creation, notify URLs whose literal address it forbids
-  const notifyPolicy = addressPolicy(config.webhookAllowPrivate);
+  let kafkaSide: KafkaSide | undefined;
   let webhookFeed: WebhookFeed | undefined;
-  if (roles.has('schedule')) {
-    await webhooks.startWorker();
-    webhookFeed = new WebhookFeed({
-      kafka: createKafka(kafkaSettings(config), logger),
-      topic: topicNames(config.topicPrefix).changes,
-      groupId: `${config.consumerGroup}.webhooks`,
-      webhooks,
-      logger,
-    });
-    await webhookFeed.start();
-  }
-
   let api: Api | undefined;
   let events: KafkaEventGateway | undefined;
-  if (roles.has('api')) {
-    const limits = formatLimits(config);
-    events = new KafkaEventGateway({
-      kafka: createKafka(kafkaSettings(config), logger),
-      topic: topicNames(config.topicPrefix).events,
-      parse: (body, jobId) => parseHttpEvent(body, jobId, limits),
-      encode: encodeStructured,
-      logger,
-    });
-    api = await startApi({
-      broker,
-      events,
-      deliveries: webhooks,
-      tokens: config.apiTokens,
-      insecure: config.insecure,
-      logger,
-      redis,
-      prefix: config.redisKeyPrefix,
-      refuseNotifyUrl: (url) => literalRefusal(url, notifyPolicy),
-    });
-    const hub = api.hub;
-    // /wait and the streams need the notification subscription.
-    readiness.add({
-      name: 'notifications',
-      run: async () => (hub.ready ? undefined : 'not subscribed to job notifications'),
-    });
-  }
+  /** Stop what started, in order: the in-flight batch finishes and commits first. */
+  const stopParts = async () => {
+    await kafkaSide?.stop();
+    await webhookFeed?.stop();
+    await webhooks.close();
+    await broker.close();
+    await api?.close();
+    await events?.close();
+    stopMetrics();
+  };
+  /** Close the connections no part owns. */
+  const disconnect = async () => {
+    await admin.disconnect().catch(() => {});
+    await redis.quit().catch(() => redis.disconnect());
+  };
 
-  const app = createApp({
-    readiness,
-    registry,
-    logger,
-    routers: api ? [api.router] : [],
-    requestLog: httpObservability(registry, logger),
-  });
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(config.httpPort, config.httpHost, (err?: Error) => (err ? reject(err) : resolve(s)));
-  });
+  let server: Server;
+  try {
+    // Timers first: they need only Redis, and starting the Kafka side waits for the
+    // consumer to join its group, which after a crash takes up to the session timeout;
+    // timers that fell due while extjob was down must not wait for that.
+    if (roles.has('schedule')) await broker.startTimers();
+
+    const side = await startKafkaSide({
+      config,
+      broker,
+      redis,
+      notifyChannel: broker.keys.notify,
+      logger,
+      consume: roles.has('consume'),
+      drain: roles.has('schedule'),
+      instrumentation: kafkaEvents,
+    });
+    kafkaSide = side;
+    if (roles.has('consume'))
+      readiness.add({
+        name: 'consumers',
+        run: async () => (side.isReady() ? undefined : 'the events consumer has not joined its group'),
+      });
+
+    if (roles.has('schedule')) {
+      await webhooks.startWorker();
+      webhookFeed = new WebhookFeed({
+        kafka: createKafka(kafkaSettings(config), logger),
+        topic: topicNames(config.topicPrefix).changes,
+        groupId: `${config.consumerGroup}.webhooks`,
+        webhooks,
+        logger,
+      });
+      await webhookFeed.start();
+    }
+
+    if (roles.has('api')) {
+      const limits = formatLimits(config);
+      // the same policy refuses, at creation, notify URLs whose literal address it forbids
+      const notifyPolicy = addressPolicy(config.webhookAllowPrivate);
+      events = new KafkaEventGateway({
+        kafka: createKafka(kafkaSettings(config), logger),
+        topic: topicNames(config.topicPrefix).events,
+        parse: (body, jobId) => parseHttpEvent(body, jobId, limits),
+        encode: encodeStructured,
+        logger,
+      });
+      api = await startApi({
+        broker,
+        events,
+        deliveries: webhooks,
+        tokens: config.apiTokens,
+        insecure: config.insecure,
+        logger,
+        redis,
+        prefix: config.redisKeyPrefix,
+        refuseNotifyUrl: (url) => literalRefusal(url, notifyPolicy),
+      });
+      const hub = api.hub;
+      // /wait and the streams need the notification subscription.
+      readiness.add({
+        name: 'notifications',
+        run: async () => (hub.ready ? undefined : 'not subscribed to job notifications'),
+      });
+    }
+
+    const app = createApp({
+      readiness,
+      registry,
+      logger,
+      routers: api ? [api.router] : [],
+      requestLog: httpObservability(registry, logger),
+    });
+    server = await new Promise((resolve, reject) => {
+      const s = app.listen(config.httpPort, config.httpHost, (err?: Error) =>
+        err ? reject(err) : resolve(s),
+      );
+    });
+  } catch (err) {
+    // A process that cannot start leaves its consumer groups at once: its partitions
+    // would otherwise wait out its session before its peers get them.
+    await stopParts().catch((e) => logger.warn({ err: e }, 'stopping after a failed start failed'));
+    await disconnect();
+    throw err;
+  }
   const port = (server.address() as AddressInfo).port;
   const host = config.httpHost === '0.0.0.0' ? '127.0.0.1' : config.httpHost;
   logger.info({ port, roles: config.roles }, 'extjob service started');
@@ -211,19 +240,11 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const grace = setTimeout(() => server.closeAllConnections(), config.shutdownTimeoutSeconds * 1000);
-      // Finish the in-flight batch and commit before the broker's connections go.
-      await kafkaSide.stop();
-      await webhookFeed?.stop();
-      await webhooks.close();
-      await broker.close();
-      await api?.close();
-      await events?.close();
-      stopMetrics();
+      await stopParts();
       server.closeAllConnections();
       await closed;
       clearTimeout(grace);
-      await admin.disconnect().catch(() => {});
-      await redis.quit().catch(() => redis.disconnect());
+      await disconnect();
       logger.info('extjob service stopped');
     },
   };

@@ -18,6 +18,7 @@ import { type BatchReport, type EventSink, processBatch } from './event-batch.js
 import type { FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import type { EachBatchPayload, KafkaClient, OutgoingMessage } from './kafka-types.js';
+import { settledWithin } from './retry.js';
 
 export interface EventsConsumerOptions {
   kafka: KafkaClient;
@@ -51,6 +52,8 @@ export class EventsConsumer {
   private readonly consumer: Consumer;
   private readonly topics: ReturnType<typeof topicNames>;
   private joined = false;
+  /** run(): settles once the group is joined (or the start failed). */
+  private running: Promise<void> = Promise.resolve();
   /** When the rebalance under way began (the group was joined before it). */
   private rebalancingSince: number | undefined;
   private stopping = false;
@@ -135,7 +138,7 @@ export class EventsConsumer {
     // run() resolves once the group is joined, which after a crash waits out the dead
     // member's session: the service must not wait for that to serve HTTP and probes.
     // Readiness follows the join event; a failed start counts as a crash.
-    this.consumer
+    this.running = this.consumer
       .run({
         autoCommit: false,
         eachBatchAutoResolve: false,
@@ -154,6 +157,9 @@ export class EventsConsumer {
     this.stopping = true;
     this.joined = false;
     clearTimeout(this.commitTimer);
+    // Stopped while joining: the join finishes first (for a session at most), so the
+    // member leaves the group rather than staying in it, unreachable, for a session.
+    await settledWithin(this.running, this.opts.sessionTimeoutMs ?? 30_000);
     await Promise.all(this.inflight.values());
     await this.flush().catch((err) => this.opts.logger.warn({ err }, 'commit at stop failed'));
     await this.consumer.disconnect();

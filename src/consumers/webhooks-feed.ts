@@ -8,6 +8,7 @@
 import type { createKafka } from '../shared/kafka.js';
 import { type Consumer, createConsumer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
+import { settledWithin } from './retry.js';
 import type { Webhooks } from './webhooks.js';
 
 export interface WebhookFeedOptions {
@@ -27,6 +28,7 @@ export interface WebhookFeedOptions {
 
 export class WebhookFeed {
   private consumer: Consumer | undefined;
+  private running: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: WebhookFeedOptions) {}
 
@@ -57,10 +59,14 @@ export class WebhookFeed {
         await this.opts.webhooks.enqueueChange(body, ce as Record<string, unknown>);
       },
     });
-    running.catch((err: unknown) => this.opts.logger?.error({ err }, 'webhook feed failed to start'));
+    this.running = running.catch((err: unknown) =>
+      this.opts.logger?.error({ err }, 'webhook feed failed to start'),
+    );
   }
 
   async stop(): Promise<void> {
+    // stopped while joining: the join first, so the member leaves (see EventsConsumer.stop)
+    await settledWithin(this.running, 30_000);
     await this.consumer?.disconnect().catch(() => {});
     this.consumer = undefined;
   }

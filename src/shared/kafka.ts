@@ -110,8 +110,29 @@ export function createProducer(kafka: Kafka): Producer {
   return kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
 }
 
+/**
+ * A kafkajs consumer that stays stopped once disconnect() was called. kafkajs restarts
+ * a consumer some time after a crash, and a disconnect while it starts makes it crash
+ * (its connections are gone): that restart would run after the disconnect and join
+ * the group again, holding partitions for a process that is stopping or gone.
+ */
 export function createConsumer(kafka: Kafka, config: ConsumerConfig): Consumer {
-  return kafka.consumer({ allowAutoTopicCreation: false, ...config });
+  let disconnecting = false;
+  const retry = config.retry ?? { retries: 5 }; // kafkajs's default
+  const consumer = kafka.consumer({
+    allowAutoTopicCreation: false,
+    ...config,
+    retry: {
+      ...retry,
+      restartOnFailure: async (err) => !disconnecting && ((await retry.restartOnFailure?.(err)) ?? true),
+    },
+  });
+  const disconnect = consumer.disconnect;
+  consumer.disconnect = () => {
+    disconnecting = true;
+    return disconnect();
+  };
+  return consumer;
 }
 
 /** Rejects with `message` when `promise` takes longer than `ms`. */

@@ -6,7 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { isolation, kafkaBrokers, redisUrl, waitFor } from '../helpers/index.js';
+import { startService } from '../../src/cli/service.js';
+import { loadConfig } from '../../src/shared/config.js';
+import { createLogger } from '../../src/shared/logger.js';
+import { isolation, kafkaBrokers, redisUrl, testKafka, waitFor } from '../helpers/index.js';
 import { cli, startStack } from './support.js';
 
 const json = <T>(s: string): T => JSON.parse(s) as T;
@@ -187,6 +190,38 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     });
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/EADDRINUSE/);
+  });
+
+  it('a service that cannot start leaves its consumer group at once', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    onTestFinished(() => {
+      taken.close();
+    });
+    const { topicPrefix, keyPrefix, group } = isolation();
+    const config = loadConfig({
+      EXTJOB_REDIS_URL: redisUrl(),
+      EXTJOB_REDIS_PREFIX: keyPrefix,
+      EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
+      EXTJOB_TOPIC_PREFIX: topicPrefix,
+      EXTJOB_TOPIC_REPLICATION: '1',
+      EXTJOB_CONSUMER_GROUP: group,
+      EXTJOB_INSECURE: 'true',
+      EXTJOB_HTTP_HOST: '127.0.0.1',
+      EXTJOB_HTTP_PORT: String((taken.address() as net.AddressInfo).port),
+    });
+    const admin = testKafka().admin();
+    await admin.connect();
+    onTestFinished(() => admin.disconnect());
+    const members = async () => (await admin.describeGroups([group])).groups[0]?.members.length ?? 0;
+    const failed = await startService(config, createLogger({ level: 'silent' })).catch((err: Error) => err);
+    expect(String(failed)).toMatch(/EADDRINUSE/);
+    // out of the group, and staying out: a consumer left running would join or stay
+    await waitFor(async () => (await members()) === 0, { timeoutMs: 5000, what: 'the group left' });
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await members()).toBe(0);
+    }
   });
 
   it('get, list, logs -f, errors and usage', async () => {
