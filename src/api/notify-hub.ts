@@ -97,6 +97,11 @@ export class NotifyHub {
     return this.subscribed && this.subscriber.status === 'ready' && !this.closed;
   }
 
+  /** close() was called: no wake-up comes any more. */
+  get stopped(): boolean {
+    return this.closed;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     for (const id of [...this.listeners.keys()]) this.dispatch(id, 'resync');

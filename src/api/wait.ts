@@ -35,7 +35,8 @@ export async function waitForJob(
       if (!job) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${id}"`);
       if (conditionHolds(until, job.state)) return { job, met: true };
       const left = deadline - Date.now();
-      if (left <= 0 || signal?.aborted) return { job, met: false };
+      // the process is stopping (no wake-up comes): answer now, as at the deadline
+      if (left <= 0 || signal?.aborted || hub.stopped) return { job, met: false };
       const n = await wakeups.next(left, signal);
       if (n === undefined) {
         // Deadline or client gone: answer with the job as it is now.

@@ -127,11 +127,11 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
   let events: KafkaEventGateway | undefined;
   /** Stop what started, in order: the in-flight batch finishes and commits first. */
   const stopParts = async () => {
+    await api?.close(); // first: long-polls answer with the job as it is
     await kafkaSide?.stop();
     await webhookFeed?.stop();
     await webhooks.close();
     await broker.close();
-    await api?.close();
     await events?.close();
     stopMetrics();
   };

@@ -91,6 +91,16 @@ describe('graceful shutdown', () => {
       for (const id of ids) messages.push(event(id, 'log', { seq, text: `line ${seq} of ${id}\n` }));
     for (const id of ids) messages.push(event(id, 'finished', { exitCode: 0, lastSeq: CHUNKS }));
 
+    // A long-poll waiting when the signal comes is answered, not cut.
+    await createJob(client, { id: 'sd-wait', name: 'never finishes' });
+    const waiting = fetch(`${first.url}/v1/jobs/sd-wait/wait?until=terminal&timeoutSeconds=120`)
+      .then(async (r) => ({
+        status: r.status,
+        met: r.headers.get('extjob-condition-met'),
+        job: await r.json(),
+      }))
+      .catch((err: unknown) => ({ error: String(err) }));
+
     // Produce in the background, in small batches, while the service consumes.
     let produced = 0;
     const producing = (async () => {
@@ -127,6 +137,11 @@ describe('graceful shutdown', () => {
     }
     const took = Date.now() - signalled;
     expect(exitCode, first.output().slice(-3000)).toBe(0);
+    expect(await waiting).toMatchObject({
+      status: 200,
+      met: 'false',
+      job: { id: 'sd-wait', state: 'pending' },
+    });
     expect(took).toBeLessThan((SHUTDOWN_TIMEOUT_SECONDS + 5) * 1000);
     // The first answer may predate the signal's delivery; after a non-200, never 200 again.
     const firstNotReady = readyAnswers.findIndex((s) => s !== 200);
