@@ -175,7 +175,10 @@ export const OPTIONS = {
     env: 'EXTJOB_TOPIC_REPLICATION',
     default: '-1',
     doc: 'Replication factor of the topics extjob creates; -1 takes the broker default.',
-    parse: int(-1, 100),
+    parse: (raw, name) => {
+      const n = int(-1, 100)(raw, name);
+      return n === 0 ? fail(name, raw, '-1 (the broker default) or an integer from 1 to 100') : n;
+    },
   },
   consumerGroup: {
     env: 'EXTJOB_CONSUMER_GROUP',

@@ -15,6 +15,7 @@ import {
   type SASLOptions,
 } from 'kafkajs';
 import type { Config } from './config.js';
+import { ExtjobError } from './errors.js';
 import type { Logger } from './logger.js';
 
 export type { Admin, Consumer, IHeaders, Producer };
@@ -93,15 +94,26 @@ export async function ensureTopics(admin: Admin, topics: TopicSpec[]): Promise<s
   const existing = new Set(await admin.listTopics());
   const missing = topics.filter((t) => !existing.has(t.topic));
   if (missing.length === 0) return [];
-  await admin.createTopics({
-    waitForLeaders: true,
-    topics: missing.map((t) => ({
-      topic: t.topic,
-      numPartitions: t.partitions,
-      replicationFactor: t.replication,
-      configEntries: Object.entries(t.config ?? {}).map(([name, value]) => ({ name, value })),
-    })),
-  });
+  try {
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: missing.map((t) => ({
+        topic: t.topic,
+        numPartitions: t.partitions,
+        replicationFactor: t.replication,
+        configEntries: Object.entries(t.config ?? {}).map(([name, value]) => ({ name, value })),
+      })),
+    });
+  } catch (err) {
+    // kafkajs says only "Topic creation errors": name each topic and Kafka's reason
+    const errors = (err as { errors?: { topic?: string; type?: string; message?: string }[] }).errors;
+    if (!Array.isArray(errors)) throw err;
+    const what = errors.map((e) => `${e.topic}: ${e.type ?? e.message}`).join('; ');
+    throw new ExtjobError(
+      'EXTJOB_CONFIG_INVALID',
+      `Kafka refused to create ${what} (partitions ${missing[0]!.partitions}, replication ${missing[0]!.replication}: see EXTJOB_TOPIC_PARTITIONS and EXTJOB_TOPIC_REPLICATION)`,
+    );
+  }
   return missing.map((t) => t.topic);
 }
 

@@ -26,6 +26,19 @@ describe('topic provisioning', () => {
     expect(again).toEqual({ created: [], problems: [] });
   });
 
+  it('says which topics Kafka refused to create and why, naming the settings', async () => {
+    const a = await admin();
+    const { topicPrefix: prefix } = isolation();
+    // more replicas than the single test broker can hold
+    await expect(provisionTopics(a, { prefix, partitions: 1, replication: 3 })).rejects.toMatchObject({
+      code: 'EXTJOB_CONFIG_INVALID',
+      message: expect.stringMatching(
+        new RegExp(`${prefix}\\.events: INVALID_REPLICATION_FACTOR.*EXTJOB_TOPIC_REPLICATION`),
+      ),
+    });
+    expect(await a.listTopics()).not.toContain(topicNames(prefix).events);
+  });
+
   it('reports an existing compacted events topic and too few partitions', async () => {
     const a = await admin();
     const { topicPrefix: prefix } = isolation();

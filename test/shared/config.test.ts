@@ -69,6 +69,9 @@ describe('loadConfig', () => {
       'EXTJOB_API_TOKENS: entry 3 has a sha256: digest that is not 64 hex characters',
       'EXTJOB_KAFKA_SASL_MECHANISM is set: EXTJOB_KAFKA_SASL_USERNAME and EXTJOB_KAFKA_SASL_PASSWORD are required',
     ]);
+    expect(problems({ EXTJOB_TOPIC_REPLICATION: '0' })).toEqual([
+      'EXTJOB_TOPIC_REPLICATION: "0" is not -1 (the broker default) or an integer from 1 to 100',
+    ]);
     // settings that would be ignored silently, leaving Kafka without TLS or authentication
     expect(
       problems({
