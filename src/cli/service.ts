@@ -37,6 +37,13 @@ export interface Service {
   close(): Promise<void>;
 }
 
+/** The URL a client on this machine reaches the service at, listening on `host`. */
+export function serviceUrl(host: string, port: number): string {
+  // any address: reach it on loopback; an IPv6 literal goes in brackets
+  const reach = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return `http://${reach.includes(':') ? `[${reach}]` : reach}:${port}`;
+}
+
 export function redisOptions(config: Config) {
   return {
     // Workers and blocking commands must wait for Redis rather than fail a request.
@@ -227,11 +234,10 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     throw err;
   }
   const port = (server.address() as AddressInfo).port;
-  const host = config.httpHost === '0.0.0.0' ? '127.0.0.1' : config.httpHost;
   logger.info({ port, roles: config.roles }, 'extjob service started');
 
   return {
-    url: `http://${host}:${port}`,
+    url: serviceUrl(config.httpHost, port),
     port,
     readiness,
     broker,

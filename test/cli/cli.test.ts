@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import net from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { startService } from '../../src/cli/service.js';
+import { serviceUrl, startService } from '../../src/cli/service.js';
 import { loadConfig } from '../../src/shared/config.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { isolation, kafkaBrokers, redisUrl, testKafka, waitFor } from '../helpers/index.js';
@@ -273,5 +273,22 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     const emitNoToken = await cli(['emit', 'g3', 'accepted'], { ...env, EXTJOB_TOKEN: '' });
     expect(emitNoToken.code).toBe(1);
     expect(emitNoToken.stderr).toMatch(/EXTJOB_UNAUTHORIZED/);
+  });
+});
+
+describe('the URL extjob prints for its service', () => {
+  it('reaches an any-address listener on loopback and brackets IPv6 literals', async () => {
+    expect(serviceUrl('0.0.0.0', 8080)).toBe('http://127.0.0.1:8080');
+    expect(serviceUrl('::', 8080)).toBe('http://[::1]:8080');
+    expect(serviceUrl('127.0.0.1', 80)).toBe('http://127.0.0.1:80');
+    expect(serviceUrl('localhost', 80)).toBe('http://localhost:80');
+    // what it prints for an IPv6 host is a URL a client can use
+    const server = createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((r) => server.listen(0, '::1', r));
+    onTestFinished(() => {
+      server.close();
+    });
+    const url = serviceUrl('::1', (server.address() as net.AddressInfo).port);
+    expect(await (await fetch(url)).text()).toBe('ok');
   });
 });
