@@ -4,7 +4,9 @@
  * group) stopping all of it, the service first.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { withoutPassword } from '../../src/cli/commands/dev.js';
 import { freePort } from '../../src/cli/local/process.js';
@@ -71,6 +73,48 @@ describe('extjob dev', { timeout: 120_000 }, () => {
     expect(await exited).toBe(0);
     expect(stderr).toMatch(/SIGINT: stopping/);
     expect(children.filter(alive)).toEqual([]);
+  });
+
+  it('Ctrl-C while it starts stops what it started and leaves no temporary directory', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'extjob-dev-test-'));
+    onTestFinished(() => rmSync(tmp, { recursive: true, force: true }));
+    const env: Record<string, string | undefined> = {
+      ...process.env,
+      EXTJOB_REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+      TMPDIR: tmp, // where its redis-server and Kafka keep their data
+    };
+    delete env.EXTJOB_KAFKA_BROKERS;
+    const dev = spawn(process.execPath, ['--import', 'tsx', MAIN, 'dev', '--port', '0'], {
+      env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    onTestFinished(() => {
+      if (dev.exitCode === null) process.kill(-dev.pid!, 'SIGKILL');
+    });
+    let stderr = '';
+    dev.stderr.on('data', (d: Buffer) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((r) => dev.on('exit', (code) => r(code)));
+    await waitFor(() => stderr.includes('starting a local single-node Kafka broker'), {
+      timeoutMs: 30_000,
+      what: `dev to start Kafka (${stderr})`,
+    });
+    await waitFor(() => readdirSync(tmp).some((d) => d.startsWith('extjob-kafka-')), {
+      what: "Kafka's data directory",
+    });
+    const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(dev.pid)], { encoding: 'utf8' })
+      .split('\n')
+      .map((s) => Number(s.trim()))
+      .filter((pid) => pid > 0);
+    process.kill(-dev.pid!, 'SIGINT');
+    expect(await exited).toBe(130);
+    await waitFor(() => children.filter(alive).length === 0, {
+      timeoutMs: 20_000,
+      what: 'its children gone',
+    });
+    expect(readdirSync(tmp).filter((d) => d.startsWith('extjob-'))).toEqual([]);
   });
 
   it('prints the Redis URL without its password', () => {

@@ -43,6 +43,13 @@ export async function dev(args: { port?: string }): Promise<number> {
   if (args.port) env.EXTJOB_HTTP_PORT = args.port;
   const started: (LocalKafka | LocalRedis)[] = [];
   const stopAll = () => Promise.all(started.map((s) => s.stop()));
+  // Ctrl-C while starting: exit at once; the children go with the process (tied to
+  // it) and their temporary directories with its exit
+  let running = false;
+  const signalled = untilSignal();
+  void signalled.then((signal) => {
+    if (!running) process.exit(signal === 'SIGINT' ? 130 : 143);
+  });
   try {
     const redisUrl = env.EXTJOB_REDIS_URL ?? 'redis://127.0.0.1:6379';
     if (await redisAnswers(redisUrl)) say(`using Redis at ${withoutPassword(redisUrl)}`);
@@ -83,7 +90,8 @@ export async function dev(args: { port?: string }): Promise<number> {
         '',
       ].join('\n'),
     );
-    const signal = await untilSignal();
+    running = true;
+    const signal = await signalled;
     say(`${signal}: stopping`);
     await service.close();
     return 0;

@@ -5,13 +5,13 @@
  * repository; the first fetch takes a while, later starts only start the JVM.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExtjobError } from '../../shared/errors.js';
 import { createConsumer, createKafka, createProducer, withTimeout } from '../../shared/kafka.js';
-import { canConnect, freePort, run, spawnTied, stopChild, waitUntil } from './process.js';
+import { canConnect, freePort, ownTempDir, run, spawnTied, stopChild, waitUntil } from './process.js';
 
 /** scripts/kafka: three levels up from source, four from the compiled dist/src/cli/local. */
 function pomDir(): string {
@@ -126,8 +126,8 @@ export async function startKafka(opts: LocalKafkaOptions = {}): Promise<LocalKaf
   const libs = await ensureKafkaJars(log);
   const port = opts.port ?? (await freePort());
   const controllerPort = opts.controllerPort ?? (await freePort());
-  const ownDir = opts.dataDir === undefined;
-  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'extjob-kafka-'));
+  const own = opts.dataDir === undefined ? ownTempDir('extjob-kafka-') : undefined;
+  const dataDir = opts.dataDir ?? own!.dir;
   const logDir = join(dataDir, 'data');
   mkdirSync(logDir, { recursive: true });
   const props = join(dataDir, 'server.properties');
@@ -166,7 +166,7 @@ export async function startKafka(opts: LocalKafkaOptions = {}): Promise<LocalKaf
   const brokers = [`127.0.0.1:${port}`];
   const stop = async () => {
     await stopChild(child);
-    if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+    own?.remove();
   };
   try {
     await waitUntil(

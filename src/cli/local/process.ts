@@ -7,8 +7,10 @@
  * answer, and then them.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 let setprivAvailable: boolean | undefined;
 
@@ -86,6 +88,20 @@ export function canConnect(host: string, port: number, timeoutMs = 1000): Promis
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A temporary directory of this process's own, removed when the process exits however
+ * it does (process.exit on a second Ctrl-C, say), unless `remove()` was called first.
+ */
+export function ownTempDir(prefix: string): { dir: string; remove(): void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const remove = () => {
+    process.removeListener('exit', remove);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('exit', remove);
+  return { dir, remove };
+}
 
 /** Poll `check` until it returns true; reject after `timeoutMs` with `what`. */
 export async function waitUntil(

@@ -3,12 +3,10 @@
  * `redis-server` (the Debian package) on a free loopback port, keeping nothing on disk.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { ExtjobError } from '../../shared/errors.js';
-import { freePort, spawnTied, stopChild, waitUntil } from './process.js';
+import { freePort, ownTempDir, spawnTied, stopChild, waitUntil } from './process.js';
 
 /** Whether a Redis at `url` answers PING within `timeoutMs`. */
 export async function redisAnswers(url: string, timeoutMs = 1500): Promise<boolean> {
@@ -50,15 +48,15 @@ export async function startRedis(opts: LocalRedisOptions = {}): Promise<LocalRed
       'redis-server is not installed; install it (Debian: apt-get install -y redis-server) or set EXTJOB_REDIS_URL',
     );
   const port = opts.port ?? (await freePort());
-  const ownDir = opts.dir === undefined;
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'extjob-redis-'));
+  const own = opts.dir === undefined ? ownTempDir('extjob-redis-') : undefined;
+  const dir = opts.dir ?? own!.dir;
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
   args.push('--dir', dir, '--daemonize', 'no', ...(opts.args ?? []));
   const child = spawnTied('redis-server', args, join(dir, 'redis.log'));
   const url = `redis://127.0.0.1:${port}`;
   const stop = async () => {
     await stopChild(child, 5000);
-    if (ownDir) rmSync(dir, { recursive: true, force: true });
+    own?.remove();
   };
   try {
     await waitUntil(() => redisAnswers(url, 500), 15_000, `redis-server on ${port}`);
