@@ -169,15 +169,15 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(first?.[0]).toBe(0x16); // a TLS handshake record, not a Kafka request
   });
 
-  it('serve exits 1 when it cannot start, rather than hang with Redis and timers open', async () => {
+  /** A service's environment whose HTTP port is taken: it fails after starting its consumers. */
+  async function portTaken() {
     const taken = net.createServer();
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
     onTestFinished(() => {
       taken.close();
     });
     const { topicPrefix, keyPrefix, group } = isolation();
-    // one that hangs is killed after 60 s and has no exit code
-    const run = await cli(['serve'], {
+    const env = {
       EXTJOB_REDIS_URL: redisUrl(),
       EXTJOB_REDIS_PREFIX: keyPrefix,
       EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
@@ -187,29 +187,20 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
       EXTJOB_INSECURE: 'true',
       EXTJOB_HTTP_HOST: '127.0.0.1',
       EXTJOB_HTTP_PORT: String((taken.address() as net.AddressInfo).port),
-    });
+    };
+    return { env, group };
+  }
+
+  it('serve exits 1 when it cannot start, rather than hang with Redis and timers open', async () => {
+    // one that hangs is killed after 60 s and has no exit code
+    const run = await cli(['serve'], (await portTaken()).env);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/EADDRINUSE/);
   });
 
   it('a service that cannot start leaves its consumer group at once', async () => {
-    const taken = net.createServer();
-    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
-    onTestFinished(() => {
-      taken.close();
-    });
-    const { topicPrefix, keyPrefix, group } = isolation();
-    const config = loadConfig({
-      EXTJOB_REDIS_URL: redisUrl(),
-      EXTJOB_REDIS_PREFIX: keyPrefix,
-      EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
-      EXTJOB_TOPIC_PREFIX: topicPrefix,
-      EXTJOB_TOPIC_REPLICATION: '1',
-      EXTJOB_CONSUMER_GROUP: group,
-      EXTJOB_INSECURE: 'true',
-      EXTJOB_HTTP_HOST: '127.0.0.1',
-      EXTJOB_HTTP_PORT: String((taken.address() as net.AddressInfo).port),
-    });
+    const { env, group } = await portTaken();
+    const config = loadConfig(env);
     const admin = testKafka().admin();
     await admin.connect();
     onTestFinished(() => admin.disconnect());

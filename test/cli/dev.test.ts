@@ -14,6 +14,12 @@ import { waitFor } from '../helpers/index.js';
 
 const MAIN = resolve(import.meta.dirname, '../../src/cli/main.ts');
 
+const childrenOf = (pid: number) =>
+  execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+    .split('\n')
+    .map((s) => Number(s.trim()))
+    .filter((p) => p > 0);
+
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -23,37 +29,45 @@ const alive = (pid: number) => {
   }
 };
 
+/**
+ * `extjob dev` with a Redis URL nothing answers at (it starts its own) and no Kafka
+ * configured (it starts one), in a process group of its own, as a shell runs a
+ * foreground job: the terminal's Ctrl-C goes to the group.
+ */
+async function startDev(extraEnv: Record<string, string> = {}) {
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    EXTJOB_REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+    ...extraEnv,
+  };
+  delete env.EXTJOB_KAFKA_BROKERS;
+  const dev = spawn(process.execPath, ['--import', 'tsx', MAIN, 'dev', '--port', '0'], {
+    env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  onTestFinished(() => {
+    if (dev.exitCode === null) process.kill(-dev.pid!, 'SIGKILL');
+  });
+  const out = { stdout: '', stderr: '' };
+  dev.stdout.on('data', (d: Buffer) => {
+    out.stdout += d;
+  });
+  dev.stderr.on('data', (d: Buffer) => {
+    out.stderr += d;
+  });
+  const exited = new Promise<number | null>((r) => dev.on('exit', (code) => r(code)));
+  return { dev, out, exited };
+}
+
 describe('extjob dev', { timeout: 120_000 }, () => {
   it('starts Redis, Kafka and the service, and Ctrl-C stops them all', async () => {
-    const noRedis = await freePort(); // nothing answers there: dev starts its own
-    const env: Record<string, string | undefined> = {
-      ...process.env,
-      EXTJOB_REDIS_URL: `redis://127.0.0.1:${noRedis}`,
-    };
-    delete env.EXTJOB_KAFKA_BROKERS;
-    // a group of its own, as a shell gives a foreground job: the terminal's Ctrl-C goes to the group
-    const dev = spawn(process.execPath, ['--import', 'tsx', MAIN, 'dev', '--port', '0'], {
-      env,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    onTestFinished(() => {
-      if (dev.exitCode === null) process.kill(-dev.pid!, 'SIGKILL');
-    });
-    let stdout = '';
-    let stderr = '';
-    dev.stdout.on('data', (d: Buffer) => {
-      stdout += d;
-    });
-    dev.stderr.on('data', (d: Buffer) => {
-      stderr += d;
-    });
-    const exited = new Promise<number | null>((r) => dev.on('exit', (code) => r(code)));
-    await waitFor(() => stdout.includes('extjob is running'), {
+    const { dev, out, exited } = await startDev();
+    await waitFor(() => out.stdout.includes('extjob is running'), {
       timeoutMs: 90_000,
-      what: `dev to start (${stderr})`,
+      what: `dev to start (${out.stderr})`,
     });
-    const api = /API\s+(http:\/\/\S+)\/v1\/jobs/.exec(stdout)?.[1];
+    const api = /API\s+(http:\/\/\S+)\/v1\/jobs/.exec(out.stdout)?.[1];
     expect(api).toBeDefined();
     const created = await fetch(`${api}/v1/jobs`, {
       method: 'POST',
@@ -63,51 +77,27 @@ describe('extjob dev', { timeout: 120_000 }, () => {
     expect(created.status).toBe(201);
     await waitFor(async () => (await fetch(`${api}/readyz`)).status === 200, { what: 'ready' });
 
-    const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(dev.pid)], { encoding: 'utf8' })
-      .split('\n')
-      .map((s) => Number(s.trim()))
-      .filter((pid) => pid > 0);
+    const children = childrenOf(dev.pid!);
     expect(children.length).toBeGreaterThanOrEqual(2); // redis-server and the Kafka JVM
     process.kill(-dev.pid!, 'SIGINT');
     await waitFor(() => dev.exitCode !== null, { timeoutMs: 30_000, what: 'dev to exit after Ctrl-C' });
     expect(await exited).toBe(0);
-    expect(stderr).toMatch(/SIGINT: stopping/);
+    expect(out.stderr).toMatch(/SIGINT: stopping/);
     expect(children.filter(alive)).toEqual([]);
   });
 
   it('Ctrl-C while it starts stops what it started and leaves no temporary directory', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'extjob-dev-test-'));
     onTestFinished(() => rmSync(tmp, { recursive: true, force: true }));
-    const env: Record<string, string | undefined> = {
-      ...process.env,
-      EXTJOB_REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
-      TMPDIR: tmp, // where its redis-server and Kafka keep their data
-    };
-    delete env.EXTJOB_KAFKA_BROKERS;
-    const dev = spawn(process.execPath, ['--import', 'tsx', MAIN, 'dev', '--port', '0'], {
-      env,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    onTestFinished(() => {
-      if (dev.exitCode === null) process.kill(-dev.pid!, 'SIGKILL');
-    });
-    let stderr = '';
-    dev.stderr.on('data', (d: Buffer) => {
-      stderr += d;
-    });
-    const exited = new Promise<number | null>((r) => dev.on('exit', (code) => r(code)));
-    await waitFor(() => stderr.includes('starting a local single-node Kafka broker'), {
+    const { dev, out, exited } = await startDev({ TMPDIR: tmp }); // where its redis-server and Kafka keep data
+    await waitFor(() => out.stderr.includes('starting a local single-node Kafka broker'), {
       timeoutMs: 30_000,
-      what: `dev to start Kafka (${stderr})`,
+      what: `dev to start Kafka (${out.stderr})`,
     });
     await waitFor(() => readdirSync(tmp).some((d) => d.startsWith('extjob-kafka-')), {
       what: "Kafka's data directory",
     });
-    const children = execFileSync('ps', ['-o', 'pid=', '--ppid', String(dev.pid)], { encoding: 'utf8' })
-      .split('\n')
-      .map((s) => Number(s.trim()))
-      .filter((pid) => pid > 0);
+    const children = childrenOf(dev.pid!);
     process.kill(-dev.pid!, 'SIGINT');
     expect(await exited).toBe(130);
     await waitFor(() => children.filter(alive).length === 0, {

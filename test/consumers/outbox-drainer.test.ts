@@ -273,6 +273,20 @@ function drainerWithMetrics(t: Awaited<ReturnType<typeof ownTopics>>, broker: Jo
   return { drainer, registry };
 }
 
+/** Start a drainer (with metrics) and a reader on the test's topics; resolves once the outbox is empty. */
+async function drainAll(t: Awaited<ReturnType<typeof ownTopics>>, broker: JobBroker) {
+  const pending = await broker.outboxPending();
+  const { drainer, registry } = drainerWithMetrics(t, broker, await t.newProducer());
+  const seen = await watch(t);
+  await drainer.start();
+  onTestFinished(() => drainer.stop());
+  await waitFor(async () => (await broker.outboxPending()) === 0, {
+    timeoutMs: 30_000,
+    what: `an empty outbox (had ${pending})`,
+  });
+  return { seen, registry };
+}
+
 /** Unique messages in the order a reader that drops `extjobseq` values it has seen keeps them. */
 function readerView(seen: Seen[], topic: string, key: string) {
   let last = 0;
@@ -318,17 +332,7 @@ describe('a record Kafka refuses for good', () => {
     for (const id of small('after')) await broker.createJob({ id, name: id });
     await broker.applyEvents([event('big', 'heartbeat', { progress: { message: 'stopping' } })]);
     await broker.applyEvents([event('big', 'canceled')]);
-    const pendingBefore = await broker.outboxPending();
-
-    const { drainer, registry } = drainerWithMetrics(t, broker, await t.newProducer());
-    const seen = await watch(t);
-    await drainer.start();
-    onTestFinished(() => drainer.stop());
-
-    await waitFor(async () => (await broker.outboxPending()) === 0, {
-      timeoutMs: 30_000,
-      what: `an empty outbox (had ${pendingBefore})`,
-    });
+    const { seen, registry } = await drainAll(t, broker);
     // 10 small jobs x (change + command), and big: 3 changes and 2 commands.
     await waitFor(() => new Set(seen.map((s) => s.ce.id)).size >= 25, {
       timeoutMs: 20_000,
@@ -385,15 +389,7 @@ describe('a record Kafka refuses for good', () => {
     const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`label-${i}`, 'v'.repeat(250)]));
     const ids = Array.from({ length: 300 }, (_, i) => `large-${i}`);
     for (const id of ids) await broker.createJob({ id, name: id, labels });
-    const { drainer, registry } = drainerWithMetrics(t, broker, await t.newProducer());
-    const seen = await watch(t);
-    await drainer.start();
-    onTestFinished(() => drainer.stop());
-
-    await waitFor(async () => (await broker.outboxPending()) === 0, {
-      timeoutMs: 30_000,
-      what: 'an empty outbox',
-    });
+    const { seen, registry } = await drainAll(t, broker);
     await waitFor(() => seen.length >= 600, {
       timeoutMs: 20_000,
       what: `600 messages (have ${seen.length})`,
