@@ -294,6 +294,29 @@ describe('applyEvents', () => {
     expect(await h.broker.getJob('S')).toMatchObject({ state: 'pending', attempt: 2 });
   });
 
+  it('a replay of a long attempt (more chunks than the dedupe memory holds) is duplicates too, heartbeats included', async () => {
+    const chunks = (id: string) =>
+      Array.from({ length: 300 }, (_, seq) => ev('log', id, { seq, chunk: Buffer.from(`line ${seq}`) }));
+    await h.broker.createJob({ id: 'L', name: 'n', retry: { limit: 1 } });
+    const batch = [ev('accepted', 'L'), ...chunks('L'), ev('finished', 'L', { exitCode: 1 })];
+    await h.broker.applyEvents(batch);
+    const replay = await h.broker.applyEvents(batch);
+    expect(replay.filter((r) => r !== 'duplicate')).toEqual([]);
+    expect(await h.broker.getJob('L')).toMatchObject({ state: 'pending', attempt: 2 });
+
+    // a job that may retry remembers its heartbeats as one that cannot does
+    await h.broker.createJob({ id: 'P', name: 'n', retry: { limit: 1 } });
+    const beats = [
+      ev('accepted', 'P'),
+      ev('heartbeat', 'P', { progress: { percent: 10 } }),
+      ...chunks('P'),
+      ev('heartbeat', 'P', { progress: { percent: 50 } }),
+    ];
+    await h.broker.applyEvents(beats);
+    expect((await h.broker.applyEvents(beats)).filter((r) => r !== 'duplicate')).toEqual([]);
+    expect((await h.broker.getJob('P'))?.progress).toEqual({ percent: 50 });
+  });
+
   it('takes every exit code the event formats take: signed and unsigned 32-bit (NTSTATUS)', async () => {
     const status = 0xc0000005; // a Windows access violation, as an unsigned exit code
     const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 1, onExitCodes: [status] } });

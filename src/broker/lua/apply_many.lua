@@ -266,12 +266,13 @@ end
 -- Log chunks dedupe by seq within their attempt. A chunk naming no attempt is
 -- taken for the current one, so a replay of an attempt's chunks after a retry began
 -- the next (a crash before the batch that ended it was committed) would land in the
--- next attempt, and accept it. So while another attempt may follow (rm: the last
--- one the retry policy allows), the dedupe keys of such chunks are remembered too,
--- scored as heartbeats; in a later attempt they are checked. Jobs that cannot retry
--- pay nothing. Returns the event's key when it is to be remembered or checked.
+-- next attempt, and accept it. So while another attempt may follow (rm: the last one
+-- the retry policy allows), such a chunk's dedupe key is kept by its seq in
+-- <job>:k<attempt>; in a later attempt, a chunk naming no attempt whose key an
+-- earlier attempt kept for its seq is that attempt's, replayed. Bounded by the log
+-- itself (no cap to outrun), removed when the job ends. Jobs that cannot retry pay
+-- nothing.
 local LOG_KEYS -- event index -> its key, computed once per call
-local PREFETCHED_ATT -- the attempt whose log keys prefetch() looked up
 local function log_key(A)
   if E[A + 1] ~= '' or not (S.a > 1 or (S.rm and S.a < S.rm)) then return nil end
   local dk = LOG_KEYS[A]
@@ -281,27 +282,29 @@ local function log_key(A)
   end
   return dk
 end
-local function remember_log(dk)
-  if dk and S.rm and S.a < S.rm then remember_deferred(dk) end
+-- Whether chunk `seq` with key dk was an earlier attempt's.
+local function replayed_log(dk, seq)
+  if not dk or S.a < 2 then return false end
+  for a = S.a - 1, 1, -1 do
+    if redis.call('HGET', KJ .. ':k' .. a, seq) == dk then return true end
+  end
+  return false
+end
+local function remember_log(dk, seq)
+  if dk and S.rm and S.a < S.rm then redis.call('HSET', KJ .. ':k' .. S.a, seq, dk) end
 end
 
--- Which of the heartbeats' (and, in a later attempt, log chunks') dedupe keys among
--- a job's n events (from E[first]) are remembered: one ZMSCORE rather than a command
--- per event.
+-- Which of the heartbeats' dedupe keys among a job's n events (from E[first]) are
+-- remembered: one ZMSCORE rather than a command per heartbeat.
 local function prefetch(first, n)
   SEEN = {}
   LOG_KEYS = {}
-  PREFETCHED_ATT = S.a
   if TERMINAL[S.s] then return end
   local dks = {}
   local at = first
   for _ = 1, n do
     local kind = E[at]
-    if kind == 'heartbeat' then
-      dks[#dks + 1] = E[at + 5]
-    elseif kind == 'log' and S.a > 1 then
-      dks[#dks + 1] = log_key(at)
-    end
+    if kind == 'heartbeat' then dks[#dks + 1] = E[at + 5] end
     at = at + WIDTH[kind]
   end
   for i = 1, #dks, BULK do
@@ -347,8 +350,7 @@ local function apply_one(A)
   if ATT == S.a and (S.s == 'running' or S.s == 'canceling') then
     if KIND == 'log' then
       local dk = log_key(A)
-      -- SEEN holds what prefetch found when the job was in this attempt already
-      if dk and S.a > 1 and (SEEN[dk] or (S.a ~= PREFETCHED_ATT and seen(dk))) then
+      if replayed_log(dk, a1) then
         begin_event(A)
         record('d', ATT)
         return result('duplicate', { log = 'duplicate' })
@@ -360,7 +362,7 @@ local function apply_one(A)
         record('d', ATT)
         return result('duplicate', { log = stored })
       end
-      remember_log(dk)
+      remember_log(dk, a1)
       return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
       if SEEN[DK] then
@@ -391,7 +393,7 @@ local function apply_one(A)
     return result('duplicate')
   end
   local LK = KIND == 'log' and log_key(A) or nil
-  if LK and S.a > 1 and (SEEN[LK] or seen(LK)) then
+  if replayed_log(LK, a1) then
     record('d', ATT)
     return result('duplicate', { log = 'duplicate' })
   end
@@ -410,7 +412,6 @@ local function apply_one(A)
     return result('late')
   end
   if KIND ~= 'log' then remember(DK, KIND) end
-  if LK and S.rm and S.a < S.rm then remember(LK, 'heartbeat') end
 
   -- finished, log or heartbeat on a pending job implies accepted (SPEC 5.4)
   if S.s == 'pending' and (KIND == 'accepted' or KIND == 'heartbeat' or KIND == 'log' or KIND == 'finished') then
@@ -449,6 +450,7 @@ local function apply_one(A)
       record('d', ATT)
       return result('duplicate', extra)
     end
+    remember_log(LK, a1)
   elseif KIND == 'finished' then
     local code = tonumber(a1)
     redis.call('HSET', KJ, 'x', code)

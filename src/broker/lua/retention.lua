@@ -41,6 +41,7 @@ local function remove(id)
   for a = 1, tonumber(f[2]) or 1 do
     keys[#keys + 1] = kj .. ':l' .. a
     keys[#keys + 1] = kj .. ':q' .. a
+    keys[#keys + 1] = kj .. ':k' .. a
   end
   redis.call('UNLINK', unpack(keys))
 end

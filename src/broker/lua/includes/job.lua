@@ -331,6 +331,10 @@ local function transition(to, detail, next_attempt, also)
     local bucket = start .. ':' .. width
     redis.call('RPUSH', KRETAIN .. ':' .. bucket, ID)
     redis.call('ZADD', KRETAIN, start + width, bucket)
+    -- the log keys kept for a retry (apply_many.lua): no attempt follows now
+    if S.rm then
+      for a = 1, S.a do redis.call('DEL', KJ .. ':k' .. a) end
+    end
     local kept = redis.call('ZREVRANGE', KD, 0, DEDUPE_KEEP_TERMINAL - 1)
     if #kept > 0 then
       redis.call('HSET', KJ, 'dk', table.concat(kept, ','))
