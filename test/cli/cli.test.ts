@@ -9,8 +9,8 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { serviceUrl, startService } from '../../src/cli/service.js';
 import { loadConfig } from '../../src/shared/config.js';
 import { createLogger } from '../../src/shared/logger.js';
-import { isolation, kafkaBrokers, redisUrl, testKafka, waitFor } from '../helpers/index.js';
-import { cli, startStack } from './support.js';
+import { testKafka, waitFor } from '../helpers/index.js';
+import { cli, stackEnv, startStack } from './support.js';
 
 const json = <T>(s: string): T => JSON.parse(s) as T;
 
@@ -176,19 +176,10 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     onTestFinished(() => {
       taken.close();
     });
-    const { topicPrefix, keyPrefix, group } = isolation();
-    const env = {
-      EXTJOB_REDIS_URL: redisUrl(),
-      EXTJOB_REDIS_PREFIX: keyPrefix,
-      EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
-      EXTJOB_TOPIC_PREFIX: topicPrefix,
-      EXTJOB_TOPIC_REPLICATION: '1',
-      EXTJOB_CONSUMER_GROUP: group,
+    return stackEnv({
       EXTJOB_INSECURE: 'true',
-      EXTJOB_HTTP_HOST: '127.0.0.1',
       EXTJOB_HTTP_PORT: String((taken.address() as net.AddressInfo).port),
-    };
-    return { env, group };
+    });
   }
 
   it('serve exits 1 when it cannot start, rather than hang with Redis and timers open', async () => {

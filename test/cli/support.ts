@@ -20,9 +20,10 @@ export interface Stack {
   env: Record<string, string>;
 }
 
-export async function startStack(extraEnv: Record<string, string> = {}): Promise<Stack> {
+/** A service's environment on the test's Redis and Kafka, with names of its own. */
+export function stackEnv(extraEnv: Record<string, string> = {}) {
   const { topicPrefix, keyPrefix, group } = isolation();
-  const env = {
+  const env: Record<string, string> = {
     EXTJOB_REDIS_URL: redisUrl(),
     EXTJOB_REDIS_PREFIX: keyPrefix,
     EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
@@ -35,6 +36,11 @@ export async function startStack(extraEnv: Record<string, string> = {}): Promise
     EXTJOB_API_TOKENS: `${ADMIN_TOKEN}=admin`,
     ...extraEnv,
   };
+  return { env, topicPrefix, group };
+}
+
+export async function startStack(extraEnv: Record<string, string> = {}): Promise<Stack> {
+  const { env, topicPrefix } = stackEnv(extraEnv);
   const service = await startService(loadConfig(env), createLogger({ level: 'silent' }));
   onTestFinished(() => service.close());
   // Events posted over HTTP are applied by the consumers once they joined their group.
