@@ -11,6 +11,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { withoutPassword } from '../../src/cli/commands/dev.js';
 import { freePort } from '../../src/cli/local/process.js';
 import { waitFor } from '../helpers/index.js';
+import { cli } from './support.js';
 
 const MAIN = resolve(import.meta.dirname, '../../src/cli/main.ts');
 
@@ -105,6 +106,19 @@ describe('extjob dev', { timeout: 120_000 }, () => {
       what: 'its children gone',
     });
     expect(readdirSync(tmp).filter((d) => d.startsWith('extjob-'))).toEqual([]);
+  });
+
+  it('refuses a bad --port or configuration before it starts anything', async () => {
+    const port = await cli(['dev', '--port', 'abc'], {});
+    expect(port.code).toBe(2);
+    expect(port.stderr).toMatch(/--port takes a port number, not "abc"/);
+    const config = await cli(['dev'], {
+      EXTJOB_TOPIC_PARTITIONS: '0',
+      EXTJOB_REDIS_URL: 'redis://127.0.0.1:1',
+    });
+    expect(config.code).toBe(1);
+    expect(config.stderr).toMatch(/EXTJOB_TOPIC_PARTITIONS: "0"/);
+    expect(`${port.stderr}${config.stderr}`).not.toMatch(/starting/);
   });
 
   it('prints the Redis URL without its password', () => {

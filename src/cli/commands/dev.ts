@@ -40,7 +40,16 @@ export async function dev(args: { port?: string }): Promise<number> {
     EXTJOB_INSECURE: 'true',
     EXTJOB_TOPIC_REPLICATION: '1',
   };
-  if (args.port) env.EXTJOB_HTTP_PORT = args.port;
+  if (args.port !== undefined) {
+    if (!/^\d{1,5}$/.test(args.port)) {
+      process.stderr.write(`extjob dev: --port takes a port number, not "${args.port}"\n\n${devHelp}\n`);
+      return 2;
+    }
+    env.EXTJOB_HTTP_PORT = args.port;
+  }
+  // the configuration checked before anything starts (Kafka takes seconds): the
+  // addresses of what dev may start are filled in later
+  loadConfig(env);
   const started: (LocalKafka | LocalRedis)[] = [];
   const stopAll = () => Promise.all(started.map((s) => s.stop()));
   // Ctrl-C while starting: exit at once; the children go with the process (tied to
