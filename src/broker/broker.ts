@@ -80,6 +80,8 @@ interface ScriptOutput {
   why?: string;
   h?: string[] | Record<string, never>;
   x?: string[] | Record<string, never>;
+  /** when the job started running in this call (a retry may have cleared ac since) */
+  ra?: number;
   /** create, when the job exists: its stored spec line */
   s?: string;
 }
@@ -147,8 +149,9 @@ export class JobBroker {
         to,
         executor: out.e ?? NO_EXECUTOR,
       };
-      if (to === 'running' && out.ac !== undefined && out.c !== undefined)
-        ev.acceptLatencySeconds = (out.ac - out.c) / 1000;
+      const ranAt = out.ra ?? out.ac;
+      if (to === 'running' && ranAt !== undefined && out.c !== undefined)
+        ev.acceptLatencySeconds = (ranAt - out.c) / 1000;
       if (out.f !== undefined && !['pending', 'running', 'canceling'].includes(to))
         ev.durationSeconds = (out.f - (out.ac ?? out.c ?? out.f)) / 1000;
       this.instrumentation.emit('job_transition', ev);

@@ -244,6 +244,19 @@ describe('applyEvents', () => {
     expect(created.map((e) => e.attempt)).toEqual([1]);
   });
 
+  it('reports the accept latency of an attempt that an implied accept began and a retry ended at once', async () => {
+    const latencies: (number | undefined)[] = [];
+    h.broker.instrumentation.on('job_transition', (t) => {
+      if (t.to === 'running') latencies.push(t.acceptLatencySeconds);
+    });
+    const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 1 } });
+    // finished on a pending job: pending -> running (implied) -> pending (retry), one event
+    await h.broker.applyEvent(ev('finished', job.id, { exitCode: 1 }));
+    expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
+    expect(latencies).toHaveLength(1);
+    expect(latencies[0]).toBeGreaterThanOrEqual(0);
+  });
+
   it('retries only on the listed exit codes', async () => {
     const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 3, onExitCodes: [75] } });
     await h.broker.applyEvent(ev('finished', job.id, { exitCode: 75 }));

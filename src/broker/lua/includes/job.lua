@@ -351,6 +351,8 @@ local function transition(to, detail, next_attempt, also)
   outbox('job.changed', from ~= 'none' and from or nil, to, CAUSE, also)
   notify('state')
   OUT.tr[#OUT.tr + 1] = { from, to }
+  -- when it started running: a retry in the same call clears ac before the reply
+  if to == 'running' then OUT.ra = NOW end
 end
 
 -- A new attempt is announced on the commands topic and its accept timer starts.
