@@ -46,11 +46,19 @@ export interface SseEvent {
   data: string;
 }
 
+/** A client command given options it cannot use (the CLI exits 2, as for a usage error). */
+export class ClientUsageError extends Error {}
+
 export class ApiClient {
   readonly base: string;
 
   constructor(private readonly opts: ClientOptions) {
     this.base = opts.url.replace(/\/+$/, '');
+    // the token authenticates; a URL's user:password would only end up in messages
+    if (URL.canParse(this.base) && (new URL(this.base).username || new URL(this.base).password))
+      throw new ClientUsageError(
+        'the server URL must not carry user:password@ (give the token with EXTJOB_TOKEN or --token)',
+      );
   }
 
   private headers(extra: Record<string, string> = {}): Record<string, string> {

@@ -5,6 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { isExtjobError } from '../shared/errors.js';
+import { ClientUsageError, EXIT } from './client.js';
 import { cancel, cancelHelp, cancelOptions } from './commands/cancel.js';
 import { create, createHelp, createOptions } from './commands/create.js';
 import { dev, devHelp } from './commands/dev.js';
@@ -88,6 +89,11 @@ const exitSoon = (code: number) => {
 };
 
 main(process.argv.slice(2)).then(exitSoon, (err) => {
+  // a client that cannot be made (the server URL): said plainly, as a usage error
+  if (err instanceof ClientUsageError) {
+    process.stderr.write(`extjob: ${err.message}\n`);
+    return exitSoon(EXIT.usage);
+  }
   if (isExtjobError(err)) process.stderr.write(`extjob: ${err.message} (${err.code})\n`);
   else process.stderr.write(`extjob: ${(err as Error)?.stack ?? String(err)}\n`);
   // a service that failed to start must exit, so that its supervisor starts it again

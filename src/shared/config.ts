@@ -47,7 +47,8 @@ const redisUrl: Parser<string> = (raw, name) => {
     const u = new URL(raw);
     if (u.protocol === 'redis:' || u.protocol === 'rediss:') return raw;
   } catch {}
-  return fail(name, raw, 'a redis:// or rediss:// URL');
+  // not repeated: it may carry a password
+  return fail(name, '(hidden: it may hold a password)', 'a redis:// or rediss:// URL');
 };
 const hostPorts: Parser<string[]> = (raw, name) => {
   const list = raw

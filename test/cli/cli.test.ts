@@ -3,8 +3,20 @@
  * Kafka), exit codes as SPEC 7 says, logs streamed from stdin reading back identical.
  */
 import { randomBytes } from 'node:crypto';
+import {
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:http';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { serviceUrl, startService } from '../../src/cli/service.js';
 import { loadConfig } from '../../src/shared/config.js';
@@ -204,6 +216,38 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
       await new Promise((r) => setTimeout(r, 500));
       expect(await members()).toBe(0);
     }
+  });
+
+  it('writes the event token to a new file of its own, readable by its owner only', async () => {
+    const stack = await startStack();
+    const dir = mkdtempSync(join(tmpdir(), 'extjob-token-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const existing = join(dir, 'existing');
+    writeFileSync(existing, 'old\n', { mode: 0o644 });
+    const target = join(dir, 'target');
+    writeFileSync(target, '', { mode: 0o666 });
+    const link = join(dir, 'link');
+    symlinkSync(target, link);
+    for (const [file, id] of [
+      [existing, 'tok-1'],
+      [link, 'tok-2'],
+    ] as const) {
+      const r = await cli(['create', '--name', 'n', '--id', id, '--event-token-file', file], stack.env);
+      expect(r.code, r.stderr).toBe(0);
+      expect(lstatSync(file).isFile()).toBe(true); // the link replaced, not followed
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(readFileSync(file, 'utf8')).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
+    }
+    expect(readFileSync(target, 'utf8')).toBe('');
+    expect(readdirSync(dir).sort()).toEqual(['existing', 'link', 'target']);
+    // a server URL with user:password@ is refused without repeating it
+    const creds = await cli(['get', 'tok-1'], {
+      ...stack.env,
+      EXTJOB_URL: 'http://user:hunter2@127.0.0.1:1',
+    });
+    expect(creds.code).toBe(2);
+    expect(creds.stderr).toMatch(/must not carry user:password/);
+    expect(creds.stderr).not.toMatch(/hunter2/);
   });
 
   it('get, list, logs -f, errors and usage', async () => {

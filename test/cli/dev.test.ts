@@ -125,5 +125,7 @@ describe('extjob dev', { timeout: 120_000 }, () => {
     expect(withoutPassword('redis://127.0.0.1:6379')).toBe('redis://127.0.0.1:6379');
     expect(withoutPassword('redis://:s3cret@h:6379/0')).toBe('redis://:***@h:6379/0');
     expect(withoutPassword('rediss://user:p%40ss@h:6380')).toBe('rediss://user:***@h:6380');
+    // not a URL (a / in the password): everything up to the last @ is masked
+    expect(withoutPassword('redis://:s3cr/tPass@h:6379')).toBe('redis://***@h:6379');
   });
 });

@@ -40,7 +40,7 @@ describe('loadConfig', () => {
         EXTJOB_ROLES: 'api,cook',
       }),
     ).toEqual([
-      'EXTJOB_REDIS_URL: "http://nope" is not a redis:// or rediss:// URL',
+      'EXTJOB_REDIS_URL: "(hidden: it may hold a password)" is not a redis:// or rediss:// URL',
       'EXTJOB_KAFKA_BROKERS: "x" is not host:port',
       'EXTJOB_HTTP_PORT: "eighty" is not an integer from 0 to 65535',
       'EXTJOB_ROLES: "cook" is not a role (api, consume, schedule)',
@@ -69,6 +69,8 @@ describe('loadConfig', () => {
       'EXTJOB_API_TOKENS: entry 3 has a sha256: digest that is not 64 hex characters',
       'EXTJOB_KAFKA_SASL_MECHANISM is set: EXTJOB_KAFKA_SASL_USERNAME and EXTJOB_KAFKA_SASL_PASSWORD are required',
     ]);
+    // a Redis URL that does not parse is not repeated: it may hold a password
+    expect(problems({ EXTJOB_REDIS_URL: 'redis://:s3cr/tPass@h:6379' }).join()).not.toMatch(/s3cr/);
     expect(problems({ EXTJOB_TOPIC_REPLICATION: '0' })).toEqual([
       'EXTJOB_TOPIC_REPLICATION: "0" is not -1 (the broker default) or an integer from 1 to 100',
     ]);

@@ -1,7 +1,9 @@
 /**
  * `extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]`.
  */
-import { writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Job, JobSpec } from '../../broker/types.js';
 import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
 import { follow } from './wait.js';
@@ -44,6 +46,22 @@ const usage = (msg: string) => {
   process.stderr.write(`extjob create: ${msg}\n\n${createHelp}\n`);
   return EXIT.usage;
 };
+
+/**
+ * Write `text` to `file` readable by its owner only: into a new file of its own in the
+ * same directory (never one that exists, nor what a symlink points to), then renamed
+ * over `file`, replacing whatever was there.
+ */
+function writeSecret(file: string, text: string): void {
+  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}`);
+  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+  try {
+    renameSync(tmp, file);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+}
 
 const seconds = (v: unknown): number | undefined | null => {
   if (v === undefined) return undefined;
@@ -92,7 +110,7 @@ export async function create(values: Record<string, unknown>, positionals: strin
     const r = await client.json<{ job: Job; eventToken?: string }>('/v1/jobs', { json: spec });
     job = r.job;
     if (typeof values['event-token-file'] === 'string' && r.eventToken)
-      writeFileSync(values['event-token-file'], `${r.eventToken}\n`, { mode: 0o600 });
+      writeSecret(values['event-token-file'], `${r.eventToken}\n`);
     if (values.json && !values.wait) process.stdout.write(`${JSON.stringify(r)}\n`);
     else if (!values.json) {
       process.stdout.write(`${job.id}\n`);

@@ -27,7 +27,7 @@ export function withoutPassword(url: string): string {
     u.password = '***';
     return u.toString();
   } catch {
-    return url.replace(/\/\/[^@/]*@/, '//***@');
+    return url.replace(/\/\/.*@/, '//***@'); // up to the last @: a password may hold a /
   }
 }
 
