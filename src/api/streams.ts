@@ -42,12 +42,15 @@ export interface LogPosition {
 export const chunkId = (attempt: number, seq: number): string =>
   attempt === 1 ? String(seq) : `${attempt}:${seq}`;
 
-/** Where a log stream resumes after the chunk a Last-Event-ID names; undefined for none. */
+/**
+ * Where a log stream resumes after the chunk a Last-Event-ID names (`<attempt>:`, the
+ * id of an `attempt` event: that attempt's log from its start); undefined for none.
+ */
 export function logResumePoint(raw: string | undefined): LogPosition | undefined {
-  const m = raw === undefined ? null : /^(?:(\d{1,4}):)?(\d{1,15})$/.exec(raw.trim());
-  if (!m) return undefined;
+  const m = raw === undefined ? null : /^(?:(\d{1,4}):(?=\d*$))?(\d{0,15})$/.exec(raw.trim());
+  if (!m || (m[1] === undefined && m[2] === '')) return undefined;
   const attempt = m[1] === undefined ? 1 : Number(m[1]);
-  return attempt >= 1 ? { attempt, seq: Number(m[2]) + 1 } : undefined;
+  return attempt >= 1 ? { attempt, seq: m[2] === '' ? 0 : Number(m[2]) + 1 } : undefined;
 }
 
 export async function streamLog(
@@ -124,12 +127,15 @@ export async function streamLog(
       await sendFilled(page.gaps);
       if (attempt < job.attempt) {
         // A retry began a new log, from seq 0; the old one is complete (events of an
-        // older attempt are stale), so its holes are forgotten.
-        attempt = job.attempt;
+        // older attempt are stale), so its holes are forgotten. One attempt at a time:
+        // the job may be several retries on (wake-ups coalesce, a client resumes late).
+        attempt += 1;
         next = 0;
         sentAny = false;
         holes = new PassedHoles(holes.unwatched);
-        sse.send('attempt', { attempt });
+        // its id resumes at the new log's start: a client reconnecting later is not
+        // told of the attempt again
+        sse.send('attempt', { attempt }, `${attempt}:`);
         continue;
       }
       if (terminal) {

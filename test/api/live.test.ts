@@ -333,6 +333,48 @@ describe('SSE streams', () => {
       (e) => e.event === 'end',
     );
     expect(shown(fromSecond)).toEqual(['2:3=b3', '2:4=b4', 'end']);
+    // the attempt event's id resumes at the new attempt's first chunk, not before it
+    expect(got[3]!.id).toBe('2:');
+    const fromAttempt = await collect(
+      client.events('/v1/jobs/r1/log/stream', { lastEventId: '2:' }),
+      (e) => e.event === 'end',
+    );
+    expect(shown(fromAttempt)).toEqual(shown(got).slice(4));
+  });
+
+  it('log stream: a job several retries on is streamed attempt by attempt', async () => {
+    const api = await startTestApi();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    await api.req('/v1/jobs', { json: { id: 'r3', name: 'n', retry: { limit: 2 } } });
+    const log = (seq: number, text: string, attempt: number) =>
+      ev('log', 'r3', { seq, chunk: Buffer.from(text), attempt });
+    await api.broker.applyEvents([log(0, 'a0', 1), log(1, 'a1', 1)]);
+    const live = collect(client.events('/v1/jobs/r3/log/stream'), (e) => e.event === 'end');
+    await waitFor(() => api.hub.size === 1);
+    // two retries in one batch: the stream wakes once, at attempt 3
+    await api.broker.applyEvents([
+      ev('finished', 'r3', { exitCode: 1, attempt: 1 }),
+      log(0, 'b0', 2),
+      ev('finished', 'r3', { exitCode: 1, attempt: 2 }),
+      log(0, 'c0', 3),
+      ev('finished', 'r3', { exitCode: 0, attempt: 3 }),
+    ]);
+    const shown = (events: SseEvent[]) =>
+      events.map((e) =>
+        e.event === 'chunk'
+          ? `${e.id}=${JSON.parse(e.data).text}`
+          : e.event === 'attempt'
+            ? `attempt ${e.id}`
+            : e.event,
+      );
+    const all = ['0=a0', '1=a1', 'attempt 2:', '2:0=b0', 'attempt 3:', '3:0=c0', 'end'];
+    expect(shown(await live)).toEqual(all);
+    // resuming from attempt 1 after all of it
+    const resumed = await collect(
+      client.events('/v1/jobs/r3/log/stream', { lastEventId: '0' }),
+      (e) => e.event === 'end',
+    );
+    expect(shown(resumed)).toEqual(all.slice(1));
   });
 
   it('a client gone before its stream began holds nothing', async () => {
