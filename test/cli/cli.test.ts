@@ -146,6 +146,30 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(down2.code).toBe(69);
   });
 
+  it('wait --json asks again while the server is away for a moment (a restart)', async () => {
+    let asked = 0;
+    const restarting = createServer((_req, res) => {
+      asked++;
+      if (asked <= 2)
+        res
+          .writeHead(503, { 'content-type': 'application/problem+json' })
+          .end('{"code":"EXTJOB_REDIS_UNAVAILABLE","detail":"Redis did not answer"}');
+      else
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ id: 'j1', state: 'failed', attempt: 1, exitCode: 42 }));
+    });
+    await new Promise<void>((r) => restarting.listen(0, '127.0.0.1', r));
+    onTestFinished(() => {
+      restarting.close();
+    });
+    const url = `http://127.0.0.1:${(restarting.address() as net.AddressInfo).port}`;
+    const waited = await cli(['wait', 'j1', '--json'], { EXTJOB_URL: url, EXTJOB_TOKEN: 't' });
+    expect(waited.code).toBe(42);
+    expect(JSON.parse(waited.stdout)).toMatchObject({ id: 'j1', exitCode: 42 });
+    expect(asked).toBe(3);
+  });
+
   it('exits 69 when the server answers 5xx, and emit --via kafka uses the Kafka TLS settings', async () => {
     // a server whose Redis is away: every request 503, as extjob answers then
     const failing = createServer((_req, res) =>

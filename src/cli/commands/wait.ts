@@ -69,15 +69,26 @@ export async function follow(client: ApiClient, id: string, o: FollowOptions = {
   const deadline = o.timeoutMs !== undefined ? Date.now() + o.timeoutMs : Number.POSITIVE_INFINITY;
   try {
     if (o.json) {
-      // Long-poll: no log, just the final job.
+      // Long-poll: no log, just the final job. A server that is away (restarting, a
+      // 5xx) is asked again, as the live stream reconnects: 5 times in a row at most.
+      let failures = 0;
       for (;;) {
         const left = Math.ceil((deadline - Date.now()) / 1000);
         const wait = Math.max(0, Math.min(300, Number.isFinite(left) ? left : 300));
-        const job = await client.json<Job>(
-          `/v1/jobs/${encodeURIComponent(id)}/wait?until=terminal&timeoutSeconds=${wait}`,
-          {},
-          (wait + 30) * 1000,
-        );
+        let job: Job;
+        try {
+          job = await client.json<Job>(
+            `/v1/jobs/${encodeURIComponent(id)}/wait?until=terminal&timeoutSeconds=${wait}`,
+            {},
+            (wait + 30) * 1000,
+          );
+          failures = 0;
+        } catch (err) {
+          if (!(err instanceof ClientError && err.unreachable) || ++failures > 5 || Date.now() >= deadline)
+            throw err;
+          await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** failures, 5000)));
+          continue;
+        }
         if (TERMINAL.has(job.state)) {
           stdout.write(`${JSON.stringify(job)}\n`);
           return exitCodeOf(job);
