@@ -144,14 +144,16 @@ export async function readLog(
   const attempt = q.attempt ?? current;
   if (!Number.isInteger(attempt) || attempt < 1 || attempt > current)
     throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `attempt must be an integer from 1 to ${current}`);
-  const lastSeq = attempt === current && lastSeqRaw != null ? Number(lastSeqRaw) : undefined;
   const logKey = keys.log(id, attempt);
   const seqKey = keys.logSeqs(id, attempt);
-  const [runRaw, members] = await Promise.all([
-    redis.hget(logKey, 'r'),
+  // An ended attempt's dropped chunks and lastSeq moved to its chunk hash (end_attempt).
+  const [[runRaw, ...ended], members] = await Promise.all([
+    redis.hmget(logKey, 'r', ...(attempt === current ? [] : ['T', 'TB', 'L'])),
     redis.zrangebyscore(seqKey, fromSeq, '+inf', 'LIMIT', 0, limit),
   ]);
-  const run = parseRun(runRaw);
+  const [dropped, droppedBytes, last] = attempt === current ? [tChunks, tBytes, lastSeqRaw] : ended;
+  const lastSeq = last == null ? undefined : Number(last);
+  const run = parseRun(runRaw ?? null);
   const seqs = seqsFrom(run, members, fromSeq, limit);
   const data = seqs.length ? await redis.hmgetBuffer(logKey, ...seqs.map((s) => String(s.seq))) : [];
   const chunks: LogPage['chunks'] = [];
@@ -178,7 +180,6 @@ export async function readLog(
     gaps,
     more,
   };
-  if (tChunks != null && attempt === current)
-    page.truncated = { chunks: Number(tChunks), bytes: Number(tBytes ?? 0) };
+  if (dropped != null) page.truncated = { chunks: Number(dropped), bytes: Number(droppedBytes ?? 0) };
   return page;
 }

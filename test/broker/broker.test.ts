@@ -385,6 +385,38 @@ describe('applyEvents', () => {
     }
   });
 
+  it('counts a dropped chunk once when it comes again; an ended attempt keeps its drops and lastSeq', async () => {
+    const small = await harness({
+      defaults: { ...(await import('./harness.js')).DEFAULTS, logMaxBytes: 4 },
+    });
+    try {
+      const b = small.broker;
+      const { job } = await b.createJob({ name: 'n', retry: { limit: 1 } });
+      const log = (seq: number, chunk: string) => ev('log', job.id, { attempt: 1, seq, chunk });
+      // 1 and 2 are dropped in order, 4 out of it; a crash replays the whole batch
+      const batch = [log(0, 'aaa'), log(1, 'bbb'), log(2, 'cc'), log(3, 'd'), log(4, 'eeee')];
+      expect(await b.applyEvents(batch)).toEqual(['applied', 'applied', 'applied', 'applied', 'applied']);
+      expect(await b.applyEvents(batch.slice(0, 4))).toEqual(['duplicate', 'duplicate', 'duplicate', 'duplicate']);
+      expect((await b.readLog(job.id))?.truncated).toEqual({ chunks: 3, bytes: 9 });
+      await b.applyEvent(ev('finished', job.id, { attempt: 1, exitCode: 1, lastSeq: 6 }));
+      expect(await b.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
+      const first = await b.readLog(job.id, { attempt: 1 });
+      expect(first).toMatchObject({
+        truncated: { chunks: 3, bytes: 9 },
+        gaps: [
+          [1, 2],
+          [4, 6],
+        ],
+        complete: false,
+      });
+      const second = await b.readLog(job.id);
+      expect(second?.truncated).toBeUndefined();
+      expect(second?.gaps).toEqual([]);
+    } finally {
+      await small.cleanup();
+    }
+  });
+
   it('stores text and byte chunks as sent; a lone surrogate in text becomes U+FFFD', async () => {
     const { job } = await h.broker.createJob({ name: 'n' });
     const bytes = Buffer.from([0xff, 0x00, 0xc3, 0x28, 0x22, 0x5c]); // not UTF-8, NUL, quote, backslash

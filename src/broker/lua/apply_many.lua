@@ -223,6 +223,34 @@ local function index_chunk(n, late)
   return true
 end
 
+-- A chunk past the attempt's log limit is dropped and counted (lT, lTB). Dropped
+-- chunks are not stored, so a redelivered one would count again: a run of seqs
+-- [lo, hi), each dropped or stored, is kept in field tR (one field, however many
+-- chunks), and a chunk inside it that is not stored is a duplicate. A chunk dropped
+-- past the run extends it when the few seqs between were stored (small chunks fit
+-- between big ones); any other starts the run afresh, and a redelivery of the run
+-- before it would count again.
+local RUN_SKIP = 64
+local function truncate(n, size)
+  local lo, hi = string.match(redis.call('HGET', KJ, 'tR') or '', '^(%d+) (%d+)$')
+  lo, hi = tonumber(lo), tonumber(hi)
+  if lo and n >= lo and n < hi then return 'duplicate' end
+  local extends = lo and n >= hi and n - hi <= RUN_SKIP
+  if extends then
+    for k = hi, n - 1 do
+      if not stored(k, string.format('%d', k)) then
+        extends = false
+        break
+      end
+    end
+  end
+  if not extends then lo = n end
+  redis.call('HSET', KJ, 'tR', string.format('%d %d', lo, n + 1))
+  redis.call('HINCRBY', KJ, 'lT', 1)
+  redis.call('HINCRBY', KJ, 'lTB', size)
+  return 'truncated'
+end
+
 -- Store a log chunk of the current attempt; late chunks are flagged.
 local function store_log(seq, data, late, deferred)
   if deferred and STAGED_ATT and STAGED_ATT ~= S.a then flush_logs() end
@@ -230,11 +258,7 @@ local function store_log(seq, data, late, deferred)
   local n = tonumber(seq)
   if stored(n, seq) then return 'duplicate' end
   local size = #data
-  if S.lB + size > LOG_MAX_BYTES then
-    redis.call('HINCRBY', KJ, 'lT', 1)
-    redis.call('HINCRBY', KJ, 'lTB', size)
-    return 'truncated'
-  end
+  if S.lB + size > LOG_MAX_BYTES then return truncate(n, size) end
   local member = seq
   if late then member = seq .. ':L' end
   S.lB = S.lB + size

@@ -389,8 +389,18 @@ local function end_attempt(to, detail, exit_code, is_timeout)
   if exit_code then retry_detail = retry_detail .. ',"exitCode":' .. exit_code end
   if detail then retry_detail = retry_detail .. ',"detail":' .. detail end
   retry_detail = retry_detail .. '}'
-  -- per-attempt fields start afresh; the finished attempt stays in history
-  redis.call('HDEL', KJ, 'ac', 'x', 'hb', 'lB', 'lT', 'lTB', 'lm', 'fo')
+  -- per-attempt fields start afresh; the finished attempt stays in history, and
+  -- what its log read needs (dropped chunks, lastSeq) moves to its chunk hash
+  local kept = redis.call('HMGET', KJ, 'lT', 'lTB', 'lm')
+  local moved = {}
+  for i, name in ipairs({ 'T', 'TB', 'L' }) do
+    if kept[i] then
+      moved[#moved + 1] = name
+      moved[#moved + 1] = kept[i]
+    end
+  end
+  if #moved > 0 then redis.call('HSET', klog(S.a), unpack(moved)) end
+  redis.call('HDEL', KJ, 'ac', 'x', 'hb', 'lB', 'lT', 'lTB', 'tR', 'lm', 'fo')
   clear_text('er', 'pg', 'sm', 'du')
   S.ac = nil
   S.lB = 0
