@@ -29,6 +29,21 @@ export function jsonDepth(value: unknown, max: number): number {
 }
 
 /**
+ * The path of the first key named __proto__ in a parsed JSON body, if any. JSON.parse
+ * makes it an own key, but zod's copy of an object drops it without a word (a plain
+ * object cannot hold it): the API refuses it rather than lose it. Bodies are depth-checked first.
+ */
+export function protoKeyPath(value: unknown, path = 'body'): string | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  if (!Array.isArray(value) && Object.hasOwn(value, '__proto__')) return `${path}.__proto__`;
+  for (const [k, v] of Object.entries(value)) {
+    const found = protoKeyPath(v, Array.isArray(value) ? `${path}[${k}]` : `${path}.${k}`);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+/**
  * Parse a JSON body into req.body (raw bytes in res.locals.rawBody). With
  * `optional`, a request without a body yields {}.
  */

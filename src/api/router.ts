@@ -10,7 +10,7 @@ import { ExtjobError, isExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 import { allows, bearerToken, type Principal, requireScope, TokenTable } from './auth.js';
 import { BatchReader } from './batch-reader.js';
-import { jsonBody } from './body.js';
+import { jsonBody, protoKeyPath } from './body.js';
 import { chunkJson } from './log-format.js';
 import type { NotifyHub } from './notify-hub.js';
 import type { BrokerPort, DeliveryLog, EventGateway } from './ports.js';
@@ -330,11 +330,11 @@ function run(def: RouteDef, handler: Handler): RequestHandler {
       if (!q.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(q.error, 'query'));
       let body: unknown;
       if (def.body && def.operationId !== 'postEvent') {
+        const proto = protoKeyPath(req.body);
+        if (proto) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `${proto}: the key __proto__ is reserved`);
         const b = def.body.safeParse(req.body);
         if (!b.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(b.error, 'body'));
-        // the body as sent (the schemas transform nothing): zod's copy drops a label
-        // named __proto__, which the broker then could not refuse
-        body = req.body;
+        body = b.data;
       }
       await handler({ req, res, id, query: q.data, body, principal: res.locals.principal as Principal });
     } catch (err) {

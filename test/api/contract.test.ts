@@ -141,7 +141,18 @@ describe('OpenAPI', () => {
       headers: { 'content-type': 'application/json' },
     });
     expect(proto.status).toBe(400);
-    expect(((await proto.json()) as { detail: string }).detail).toMatch(/__proto__/);
+    expect(((await proto.json()) as { detail: string }).detail).toMatch(/^body\.labels\.__proto__: /);
+    // anywhere in a body: zod's copy would drop it, and the retry policy with it
+    const nested = await api.req('/v1/jobs', {
+      method: 'POST',
+      body: '{"id":"proto2","name":"n","retry":{"__proto__":{"limit":3}}}',
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(nested.status).toBe(400);
+    expect(((await nested.json()) as { detail: string }).detail).toBe(
+      'body.retry.__proto__: the key __proto__ is reserved',
+    );
+    expect((await api.req('/v1/jobs/proto2')).status).toBe(404);
     // seqs up to 2^31-1 are valid: fromSeq takes them (and more digits than nine)
     await api.req('/v1/jobs', { json: { id: 'seqs', name: 'n' } });
     expect((await api.req('/v1/jobs/seqs/log?fromSeq=2147483647')).status).toBe(200);
