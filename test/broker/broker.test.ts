@@ -307,6 +307,37 @@ describe('applyEvents', () => {
     expect(await h.broker.getJob('S')).toMatchObject({ state: 'pending', attempt: 2 });
   });
 
+  it('a replay of an earlier attempt after the job ended is duplicates, not late chunks of the last attempt', async () => {
+    await h.broker.createJob({ id: 'E', name: 'n', retry: { limit: 1 } });
+    const first = [
+      ev('log', 'E', { seq: 0, chunk: Buffer.from('a1-0') }),
+      ev('log', 'E', { seq: 1, chunk: Buffer.from('a1-1') }),
+      ev('finished', 'E', { exitCode: 1 }),
+    ];
+    const second = [
+      ev('log', 'E', { seq: 0, chunk: Buffer.from('a2-0') }),
+      ev('finished', 'E', { exitCode: 0, lastSeq: 0 }),
+    ];
+    await h.broker.applyEvents([...first, ...second]);
+    expect(await h.broker.getJob('E')).toMatchObject({ state: 'passed', attempt: 2 });
+    // a crash before the commit: all of it again, within the late grace
+    expect(await h.broker.applyEvents([...first, ...second])).toEqual(Array(5).fill('duplicate'));
+    const log = await h.broker.readLog('E');
+    expect(log?.chunks.map((c) => c.data.toString())).toEqual(['a2-0']);
+    expect(log).toMatchObject({ complete: true, gaps: [] });
+  });
+
+  it('takes chunks naming no attempt for the one before when the job ended before its attempt was accepted', async () => {
+    const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 1, backoffSeconds: 60 } });
+    await h.broker.applyEvents([
+      ev('log', job.id, { seq: 0, chunk: Buffer.from('a1-0') }),
+      ev('finished', job.id, { exitCode: 1 }),
+    ]);
+    expect(await h.broker.cancelJob(job.id, { kind: 'api', caller: 't' })).toMatchObject({ state: 'canceled', attempt: 2 });
+    expect(await h.broker.applyEvent(ev('log', job.id, { seq: 1, chunk: Buffer.from('a1-1') }))).toBe('stale');
+    expect((await h.broker.readLog(job.id))?.chunks).toEqual([]);
+  });
+
   it('a replay of a long attempt (more chunks than the dedupe memory holds) is duplicates too, heartbeats included', async () => {
     const chunks = (id: string) =>
       Array.from({ length: 300 }, (_, seq) => ev('log', id, { seq, chunk: Buffer.from(`line ${seq}`) }));
@@ -393,22 +424,24 @@ describe('applyEvents', () => {
       const b = small.broker;
       const { job } = await b.createJob({ name: 'n', retry: { limit: 1 } });
       const log = (seq: number, chunk: string) => ev('log', job.id, { attempt: 1, seq, chunk });
-      // 1 and 2 are dropped in order, 4 out of it; a crash replays the whole batch
+      // 1 does not fit, and what follows is dropped too, though 3 would fit (no text
+      // spliced over a hole); a crash replays the whole batch
       const batch = [log(0, 'aaa'), log(1, 'bbb'), log(2, 'cc'), log(3, 'd'), log(4, 'eeee')];
       expect(await b.applyEvents(batch)).toEqual(['applied', 'applied', 'applied', 'applied', 'applied']);
-      expect(await b.applyEvents(batch.slice(0, 4))).toEqual(['duplicate', 'duplicate', 'duplicate', 'duplicate']);
-      expect((await b.readLog(job.id))?.truncated).toEqual({ chunks: 3, bytes: 9 });
+      expect(await b.applyEvents(batch)).toEqual(Array(5).fill('duplicate'));
+      expect((await b.readLog(job.id))?.truncated).toEqual({ chunks: 4, bytes: 10 });
       await b.applyEvent(ev('finished', job.id, { attempt: 1, exitCode: 1, lastSeq: 6 }));
       expect(await b.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
       const first = await b.readLog(job.id, { attempt: 1 });
-      expect(first).toMatchObject({
-        truncated: { chunks: 3, bytes: 9 },
-        gaps: [
-          [1, 2],
-          [4, 6],
-        ],
-        complete: false,
-      });
+      expect(first).toMatchObject({ truncated: { chunks: 4, bytes: 10 }, gaps: [[1, 6]], complete: false });
+      // a dropped chunk past a stored one (which came before anything was dropped)
+      // extends the run of dropped seqs over it
+      const { job: other } = await b.createJob({ name: 'n' });
+      const chunk = (seq: number, text: string) => ev('log', other.id, { seq, chunk: text });
+      const more = [chunk(2, 'cc'), chunk(0, 'aaa'), chunk(1, 'b'), chunk(3, 'dddd')];
+      expect(await b.applyEvents(more)).toEqual(Array(4).fill('applied'));
+      expect(await b.applyEvents(more)).toEqual(Array(4).fill('duplicate'));
+      expect((await b.readLog(other.id))?.truncated).toEqual({ chunks: 3, bytes: 8 });
       const second = await b.readLog(job.id);
       expect(second?.truncated).toBeUndefined();
       expect(second?.gaps).toEqual([]);

@@ -246,6 +246,10 @@ local function truncate(n, size)
   end
   if not extends then lo = n end
   redis.call('HSET', KJ, 'tR', string.format('%d %d', lo, n + 1))
+  if not S.tF or n < S.tF then
+    S.tF = n
+    redis.call('HSET', KJ, 'tF', n)
+  end
   redis.call('HINCRBY', KJ, 'lT', 1)
   redis.call('HINCRBY', KJ, 'lTB', size)
   return 'truncated'
@@ -258,7 +262,9 @@ local function store_log(seq, data, late, deferred)
   local n = tonumber(seq)
   if stored(n, seq) then return 'duplicate' end
   local size = #data
-  if S.lB + size > LOG_MAX_BYTES then return truncate(n, size) end
+  -- past the limit, and every chunk after the first one dropped (tF): no text is
+  -- spliced over a hole; a hole before it may still fill
+  if (S.tF and n > S.tF) or S.lB + size > LOG_MAX_BYTES then return truncate(n, size) end
   local member = seq
   if late then member = seq .. ':L' end
   S.lB = S.lB + size
@@ -291,11 +297,11 @@ end
 -- taken for the current one, so a replay of an attempt's chunks after a retry began
 -- the next (a crash before the batch that ended it was committed) would land in the
 -- next attempt, and accept it. So while another attempt may follow (rm: the last one
--- the retry policy allows), such a chunk's dedupe key is kept by its seq in
--- <job>:k<attempt>; in a later attempt, a chunk naming no attempt whose key an
--- earlier attempt kept for its seq is that attempt's, replayed. Bounded by the log
--- itself (no cap to outrun), removed when the job ends. Jobs that cannot retry pay
--- nothing.
+-- the retry policy allows), such a chunk's dedupe key is kept in hash <job>:k with
+-- its attempt; in a later attempt, a chunk naming no attempt whose key an earlier
+-- attempt kept is that attempt's, replayed. Bounded by the log itself (no cap to
+-- outrun); it expires once the job ended and late chunks are no longer stored.
+-- Jobs that cannot retry pay nothing.
 local LOG_KEYS -- event index -> its key, computed once per call
 local function log_key(A)
   if E[A + 1] ~= '' or not (S.a > 1 or (S.rm and S.a < S.rm)) then return nil end
@@ -306,16 +312,14 @@ local function log_key(A)
   end
   return dk
 end
--- Whether chunk `seq` with key dk was an earlier attempt's.
-local function replayed_log(dk, seq)
+-- Whether the chunk with key dk was an earlier attempt's.
+local function replayed_log(dk)
   if not dk or S.a < 2 then return false end
-  for a = S.a - 1, 1, -1 do
-    if redis.call('HGET', KJ .. ':k' .. a, seq) == dk then return true end
-  end
-  return false
+  local a = tonumber(redis.call('HGET', KJ .. ':k', dk))
+  return a ~= nil and a < S.a
 end
-local function remember_log(dk, seq)
-  if dk and S.rm and S.a < S.rm then redis.call('HSET', KJ .. ':k' .. S.a, seq, dk) end
+local function remember_log(dk)
+  if dk and S.rm and S.a < S.rm then redis.call('HSET', KJ .. ':k', dk, S.a) end
 end
 
 -- Which of the heartbeats' dedupe keys among a job's n events (from E[first]) are
@@ -361,7 +365,17 @@ local function apply_one(A)
   local KIND = E[A]
   -- no attempt named during a retry's backoff: the attempt that just ended (stale)
   local ATT = E[A + 1] -- a number, or '' (tonumber('') would parse it)
-  if ATT == '' then ATT = S.bd and S.a - 1 or S.a end
+  if ATT == '' then
+    ATT = S.a
+    if S.bd then
+      ATT = S.a - 1
+    elseif S.a > 1 and TERMINAL[S.s] then
+      -- ended before its current attempt was accepted (canceled in a retry's
+      -- backoff, say): that attempt never ran, the events are the one before's
+      load_cold()
+      if not S.ac then ATT = S.a - 1 end
+    end
+  end
   local DK, a1, a2, a3, a4
   if KIND == 'log' then
     a1, a2 = E[A + 5], E[A + 6]
@@ -374,7 +388,7 @@ local function apply_one(A)
   if ATT == S.a and (S.s == 'running' or S.s == 'canceling') then
     if KIND == 'log' then
       local dk = log_key(A)
-      if replayed_log(dk, a1) then
+      if replayed_log(dk) then
         begin_event(A)
         record('d', ATT)
         return result('duplicate', { log = 'duplicate' })
@@ -386,7 +400,7 @@ local function apply_one(A)
         record('d', ATT)
         return result('duplicate', { log = stored })
       end
-      remember_log(dk, a1)
+      remember_log(dk)
       return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
       if SEEN[DK] then
@@ -417,7 +431,7 @@ local function apply_one(A)
     return result('duplicate')
   end
   local LK = KIND == 'log' and log_key(A) or nil
-  if replayed_log(LK, a1) then
+  if replayed_log(LK) then
     record('d', ATT)
     return result('duplicate', { log = 'duplicate' })
   end
@@ -474,7 +488,7 @@ local function apply_one(A)
       record('d', ATT)
       return result('duplicate', extra)
     end
-    remember_log(LK, a1)
+    remember_log(LK)
   elseif KIND == 'finished' then
     local code = tonumber(a1)
     redis.call('HSET', KJ, 'x', code)

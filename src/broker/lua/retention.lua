@@ -37,11 +37,11 @@ local function remove(id)
   if ax then redis.call('ZREM', P .. ':idx:ex:' .. ax, id) end
   redis.call('ZREM', P .. ':idx:st:' .. state, id)
   redis.call('HINCRBY', P .. ':counts', state, -1)
-  local keys = { kj, kj .. ':s', kj .. ':x', kj .. ':d' }
+  local keys = { kj, kj .. ':s', kj .. ':x', kj .. ':d', kj .. ':k' }
   for a = 1, tonumber(f[2]) or 1 do
     keys[#keys + 1] = kj .. ':l' .. a
     keys[#keys + 1] = kj .. ':q' .. a
-    keys[#keys + 1] = kj .. ':k' .. a
+    keys[#keys + 1] = kj .. ':k' .. a -- the replay keys as older versions kept them
   end
   redis.call('UNLINK', unpack(keys))
 end

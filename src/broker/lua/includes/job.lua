@@ -99,9 +99,9 @@ end
 local function load_job(hot_only)
   local f
   if hot_only then
-    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn', 'rm')
+    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn', 'rm', 'tF')
   else
-    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn', 'rm',
+    f = redis.call('HMGET', KJ, 's', 'a', 'v', 'th', 'bd', 'lB', 'dn', 'rm', 'tF',
       'c', 'ac', 'f', 'ta', 'tr', 'tc', 'ad', 'rd', 'hd', 'ha', 'cd')
   end
   if not f[1] then return false end
@@ -113,7 +113,8 @@ local function load_job(hot_only)
   S.lB = tonumber(f[6]) or 0
   S.dn = tonumber(f[7]) or 0
   S.rm = tonumber(f[8])
-  if hot_only then S.cold = false else set_cold(f, 8) end
+  S.tF = tonumber(f[9])
+  if hot_only then S.cold = false else set_cold(f, 9) end
   return true
 end
 
@@ -331,10 +332,9 @@ local function transition(to, detail, next_attempt, also)
     local bucket = start .. ':' .. width
     redis.call('RPUSH', KRETAIN .. ':' .. bucket, ID)
     redis.call('ZADD', KRETAIN, start + width, bucket)
-    -- the log keys kept for a retry (apply_many.lua): no attempt follows now
-    if S.rm then
-      for a = 1, S.a do redis.call('DEL', KJ .. ':k' .. a) end
-    end
+    -- the log keys kept for a retry (apply_many.lua): no attempt follows now, and
+    -- the replays they catch can come only while late chunks are still stored
+    if S.rm then redis.call('PEXPIRE', KJ .. ':k', LATE_GRACE_MS + 1000) end
     local kept = redis.call('ZREVRANGE', KD, 0, DEDUPE_KEEP_TERMINAL - 1)
     if #kept > 0 then
       redis.call('HSET', KJ, 'dk', table.concat(kept, ','))
@@ -400,10 +400,11 @@ local function end_attempt(to, detail, exit_code, is_timeout)
     end
   end
   if #moved > 0 then redis.call('HSET', klog(S.a), unpack(moved)) end
-  redis.call('HDEL', KJ, 'ac', 'x', 'hb', 'lB', 'lT', 'lTB', 'tR', 'lm', 'fo')
+  redis.call('HDEL', KJ, 'ac', 'x', 'hb', 'lB', 'lT', 'lTB', 'tF', 'tR', 'lm', 'fo')
   clear_text('er', 'pg', 'sm', 'du')
   S.ac = nil
   S.lB = 0
+  S.tF = nil
   local backoff = math.floor((tonumber(r.backoffSeconds) or 0) * 1000)
   if backoff > 0 then
     transition('pending', retry_detail, S.a + 1)
