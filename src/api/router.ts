@@ -13,7 +13,7 @@ import { BatchReader } from './batch-reader.js';
 import { jsonBody, protoKeyPath } from './body.js';
 import { chunkJson } from './log-format.js';
 import type { NotifyHub } from './notify-hub.js';
-import type { BrokerPort, DeliveryLog, EventGateway } from './ports.js';
+import type { BrokerPort, DeliveryLog, EventGateway, LogPage } from './ports.js';
 import { expressPath, ROUTES, type RouteDef } from './routes.js';
 import { describeIssues, jobId } from './schemas.js';
 import { lastEventId, SseStream } from './sse.js';
@@ -161,13 +161,12 @@ export function createApiRouter(opts: ApiOptions): Router {
       if (!kind)
         throw new ExtjobError('EXTJOB_NOT_ACCEPTABLE', 'the log is served as application/json or text/plain');
       const q = ctx.query as { fromSeq?: number; limit?: number };
-      const page = await call(() =>
-        broker.readLog(ctx.id, { fromSeq: q.fromSeq ?? 0, limit: q.limit ?? 1000 }),
-      );
+      const read = (fromSeq: number) => call(() => broker.readLog(ctx.id, { fromSeq, limit: q.limit ?? 1000 }));
+      const page = await read(q.fromSeq ?? 0);
       if (!page) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${ctx.id}"`);
       const { res } = ctx;
       if (kind === 'text/plain') {
-        res.setHeader('Extjob-Next-Seq', String(page.nextSeq));
+        // complete and truncated describe the whole log, whatever the page
         res.setHeader('Extjob-Log-Complete', String(page.complete));
         // the text cannot carry the truncation marker the JSON form has
         if (page.truncated)
@@ -175,12 +174,22 @@ export function createApiRouter(opts: ApiOptions): Router {
             'Extjob-Log-Truncated',
             `chunks=${page.truncated.chunks}, bytes=${page.truncated.bytes}`,
           );
-        res.type('text/plain; charset=utf-8').send(Buffer.concat(page.chunks.map((c) => c.data)));
+        res.type('text/plain; charset=utf-8');
+        // a page is what `limit` asked for; without it, the whole log, page by page
+        if (!page.more || q.limit !== undefined) {
+          res.setHeader('Extjob-Next-Seq', String(page.nextSeq));
+          if (page.more) res.setHeader('Extjob-Log-More', 'true');
+          res.send(Buffer.concat(page.chunks.map((c) => c.data)));
+          return;
+        }
+        res.setHeader('Trailer', 'Extjob-Next-Seq');
+        await writeLogPages(res, page, read);
         return;
       }
       const body: Record<string, unknown> = {
         chunks: page.chunks.map(chunkJson),
         nextSeq: page.nextSeq,
+        more: page.more,
         complete: page.complete,
         gaps: page.gaps,
       };
@@ -314,6 +323,36 @@ export function createApiRouter(opts: ApiOptions): Router {
     router[def.method](expressPath(def.path), ...chain);
   }
   return router;
+}
+
+/**
+ * The whole log as text, page after page, each written once the client took the one
+ * before; Extjob-Next-Seq follows as a trailer. A failure part way ends the response
+ * unfinished (the client sees a broken transfer, not a short log).
+ */
+async function writeLogPages(
+  res: Response,
+  first: LogPage,
+  read: (fromSeq: number) => Promise<LogPage | undefined>,
+): Promise<void> {
+  let page: LogPage | undefined = first;
+  let nextSeq = first.nextSeq;
+  try {
+    while (page && !res.destroyed) {
+      nextSeq = page.nextSeq;
+      if (!res.write(Buffer.concat(page.chunks.map((c) => c.data))))
+        await new Promise<void>((resolve) => {
+          res.once('drain', resolve);
+          res.once('close', resolve);
+        });
+      page = page.more ? await read(page.nextSeq) : undefined;
+    }
+  } catch (err) {
+    res.destroy(err instanceof Error ? err : new Error(String(err)));
+    return;
+  }
+  res.addTrailers({ 'Extjob-Next-Seq': String(nextSeq) });
+  res.end();
 }
 
 function run(def: RouteDef, handler: Handler): RequestHandler {

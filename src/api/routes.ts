@@ -76,7 +76,7 @@ export const ROUTES: RouteDef[] = [
     responses: {
       200: {
         description:
-          'Chunks with nextSeq, complete and gaps; as text/plain, the raw log with the headers Extjob-Next-Seq, Extjob-Log-Complete and Extjob-Log-Truncated (when chunks were dropped).',
+          'Chunks with nextSeq, more, complete and gaps (complete and gaps describe the whole log, not the page); as text/plain, the raw log, all of it unless limit is given, with the headers Extjob-Log-Complete, Extjob-Log-Truncated (when chunks were dropped) and Extjob-Next-Seq (a trailer when the log took more than one page), and Extjob-Log-More: true when a limit left chunks out.',
         schema: s.logResponse,
         plainText: true,
       },

@@ -183,6 +183,9 @@ export const logResponse = z
       }),
     ),
     nextSeq: z.int(),
+    more: z.boolean().meta({
+      description: 'The page stopped at limit or at its byte cap: more chunks may follow nextSeq.',
+    }),
     complete: z.boolean(),
     gaps: z.array(z.tuple([z.int(), z.int()])),
     truncated: z.object({ chunks: z.int(), bytes: z.int() }).optional(),

@@ -1,3 +1,4 @@
+import { get } from 'node:http';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobSchema } from '../../src/api/schemas.js';
 import { DEFAULTS, ev } from '../broker/harness.js';
@@ -192,6 +193,48 @@ describe('reading jobs', () => {
     const text = await api.req('/v1/jobs/cut/log', { headers: { accept: 'text/plain' } });
     expect(await text.text()).toBe('hello ');
     expect(text.headers.get('extjob-log-truncated')).toBe('chunks=1, bytes=6');
+  });
+
+  it('a log longer than a page: all of it as text, page by page; a limit is a page and says more follows', async () => {
+    const api = await startTestApi();
+    await api.req('/v1/jobs', { json: { id: 'long', name: 'n' } });
+    const lines = Array.from({ length: 2500 }, (_, seq) => `line ${seq}\n`);
+    for (let i = 0; i < lines.length; i += 500)
+      await api.broker.applyEvents(
+        lines.slice(i, i + 500).map((chunk, k) => ev('log', 'long', { seq: i + k, chunk })),
+      );
+    await api.broker.applyEvent(ev('finished', 'long', { exitCode: 0, lastSeq: 2499 }));
+    // node's client, for the trailer
+    const { body, headers, trailers } = await new Promise<{
+      body: string;
+      headers: Record<string, unknown>;
+      trailers: Record<string, unknown>;
+    }>((resolve, reject) => {
+      const req = get(
+        `${api.url}/v1/jobs/long/log`,
+        { headers: { accept: 'text/plain', authorization: `Bearer ${TOKENS.admin}` } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => {
+            text += d;
+          });
+          res.on('end', () => resolve({ body: text, headers: res.headers, trailers: res.trailers }));
+        },
+      );
+      req.on('error', reject);
+    });
+    expect(body).toBe(lines.join(''));
+    expect(headers['extjob-log-complete']).toBe('true');
+    expect(trailers['extjob-next-seq']).toBe('2500');
+    const page = await api.req('/v1/jobs/long/log?fromSeq=100&limit=10', { headers: { accept: 'text/plain' } });
+    expect(await page.text()).toBe(lines.slice(100, 110).join(''));
+    expect(page.headers.get('extjob-next-seq')).toBe('110');
+    expect(page.headers.get('extjob-log-more')).toBe('true');
+    const json = (await (await api.req('/v1/jobs/long/log')).json()) as Record<string, unknown>;
+    expect(json).toMatchObject({ nextSeq: 1000, more: true, complete: true, gaps: [] });
+    const last = (await (await api.req('/v1/jobs/long/log?fromSeq=2000')).json()) as Record<string, unknown>;
+    expect(last).toMatchObject({ nextSeq: 2500, more: false });
   });
 
   it('log as JSON and as text, history, cancel', async () => {
