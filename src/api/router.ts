@@ -161,7 +161,8 @@ export function createApiRouter(opts: ApiOptions): Router {
       if (!kind)
         throw new ExtjobError('EXTJOB_NOT_ACCEPTABLE', 'the log is served as application/json or text/plain');
       const q = ctx.query as { fromSeq?: number; limit?: number };
-      const read = (fromSeq: number) => call(() => broker.readLog(ctx.id, { fromSeq, limit: q.limit ?? 1000 }));
+      const read = (fromSeq: number) =>
+        call(() => broker.readLog(ctx.id, { fromSeq, limit: q.limit ?? 1000 }));
       const page = await read(q.fromSeq ?? 0);
       if (!page) throw new ExtjobError('EXTJOB_JOB_NOT_FOUND', `no job "${ctx.id}"`);
       const { res } = ctx;
@@ -370,7 +371,8 @@ function run(def: RouteDef, handler: Handler): RequestHandler {
       let body: unknown;
       if (def.body && def.operationId !== 'postEvent') {
         const proto = protoKeyPath(req.body);
-        if (proto) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `${proto}: the key __proto__ is reserved`);
+        if (proto)
+          throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `${proto}: the key __proto__ is reserved`);
         const b = def.body.safeParse(req.body);
         if (!b.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(b.error, 'body'));
         body = b.data;

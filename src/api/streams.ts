@@ -146,6 +146,7 @@ export async function streamLog(
           nextSeq: next,
           gaps: page.gaps,
           unwatched: holes.unwatched,
+          ...(page.truncated ? { truncated: page.truncated } : {}),
         });
         return;
       }

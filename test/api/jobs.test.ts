@@ -227,7 +227,9 @@ describe('reading jobs', () => {
     expect(body).toBe(lines.join(''));
     expect(headers['extjob-log-complete']).toBe('true');
     expect(trailers['extjob-next-seq']).toBe('2500');
-    const page = await api.req('/v1/jobs/long/log?fromSeq=100&limit=10', { headers: { accept: 'text/plain' } });
+    const page = await api.req('/v1/jobs/long/log?fromSeq=100&limit=10', {
+      headers: { accept: 'text/plain' },
+    });
     expect(await page.text()).toBe(lines.slice(100, 110).join(''));
     expect(page.headers.get('extjob-next-seq')).toBe('110');
     expect(page.headers.get('extjob-log-more')).toBe('true');

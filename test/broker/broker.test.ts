@@ -333,8 +333,13 @@ describe('applyEvents', () => {
       ev('log', job.id, { seq: 0, chunk: Buffer.from('a1-0') }),
       ev('finished', job.id, { exitCode: 1 }),
     ]);
-    expect(await h.broker.cancelJob(job.id, { kind: 'api', caller: 't' })).toMatchObject({ state: 'canceled', attempt: 2 });
-    expect(await h.broker.applyEvent(ev('log', job.id, { seq: 1, chunk: Buffer.from('a1-1') }))).toBe('stale');
+    expect(await h.broker.cancelJob(job.id, { kind: 'api', caller: 't' })).toMatchObject({
+      state: 'canceled',
+      attempt: 2,
+    });
+    expect(await h.broker.applyEvent(ev('log', job.id, { seq: 1, chunk: Buffer.from('a1-1') }))).toBe(
+      'stale',
+    );
     expect((await h.broker.readLog(job.id))?.chunks).toEqual([]);
   });
 

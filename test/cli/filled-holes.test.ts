@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { ApiClient } from '../../src/cli/client.js';
 import { follow } from '../../src/cli/commands/wait.js';
 import { startTestApi, TOKENS } from '../api/support.js';
-import { ev } from '../broker/harness.js';
+import { DEFAULTS, ev } from '../broker/harness.js';
 import { waitFor } from '../helpers/index.js';
 import { cli } from './support.js';
 
@@ -104,5 +104,33 @@ describe('a log hole filled while following', { timeout: 60_000 }, () => {
     expect(followed.code).toBe(0);
     expect(followed.stdout).toBe('a0 a1 b0 b1');
     expect(followed.stderr).toContain('r1 attempt 2 begins');
+  });
+
+  it('logs, logs -f and wait say at the end that the log lost chunks past its limit', async () => {
+    const api = await startTestApi({ broker: { defaults: { ...DEFAULTS, logMaxBytes: 4 } } });
+    await api.req('/v1/jobs', { json: { id: 't1', name: 'n' } });
+    await api.broker.applyEvents([
+      ev('log', 't1', { seq: 0, chunk: 'abc' }),
+      ev('log', 't1', { seq: 1, chunk: 'defgh' }),
+      ev('finished', 't1', { exitCode: 0 }),
+    ]);
+    const env = { EXTJOB_URL: api.url, EXTJOB_TOKEN: TOKENS.read };
+    const note = 'the log of t1 is truncated: 1 chunks (5 bytes) past its size limit were dropped';
+    for (const flags of [[], ['-f']]) {
+      const r = await cli(['logs', 't1', ...flags], env);
+      expect(r.code, flags.join()).toBe(0);
+      expect(r.stdout, flags.join()).toBe('abc');
+      expect(r.stderr, flags.join()).toContain(note);
+      const json = await cli(['logs', 't1', '--json', ...flags], env);
+      expect(json.stdout.trim().split('\n').at(-1), flags.join()).toBe(
+        '{"truncated":{"chunks":1,"bytes":5}}',
+      );
+    }
+    const out = sink();
+    const err = sink();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    expect(await follow(client, 't1', { stdout: out.stream, stderr: err.stream })).toBe(0);
+    expect(out.text()).toBe('abc');
+    expect(err.text()).toContain(note);
   });
 });

@@ -14,7 +14,7 @@ import {
   flagNumber,
   reportError,
 } from '../client.js';
-import { attemptNote, filledNote } from './logs.js';
+import { attemptNote, filledNote, type LogEnd, truncatedNote } from './logs.js';
 
 export const waitHelp = `Usage: extjob wait ID [--timeout S] [--json]
 
@@ -156,6 +156,13 @@ async function followLive(
           if (e.event === 'attempt') {
             clearStatus();
             stderr.write(attemptNote(id, (JSON.parse(e.data) as { attempt: number }).attempt));
+          }
+          if (e.event === 'end') {
+            const { truncated } = JSON.parse(e.data) as LogEnd;
+            if (truncated) {
+              clearStatus();
+              stderr.write(truncatedNote(id, truncated));
+            }
           }
           if (e.event !== 'chunk' && e.event !== 'filled') continue;
           const c = JSON.parse(e.data) as { seq: number; text?: string; base64?: string };
