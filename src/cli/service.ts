@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { createApp } from '../api/app.js';
 import { KafkaEventGateway } from '../api/event-gateway.js';
@@ -26,6 +26,7 @@ import { WebhookFeed } from '../consumers/webhooks-feed.js';
 import { addressPolicy, literalRefusal } from '../consumers/webhooks-guard.js';
 import { type Config, topicNames } from '../shared/config.js';
 import { createKafka, kafkaSettings } from '../shared/kafka.js';
+import { ExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
 
 export interface Service {
@@ -69,7 +70,37 @@ export function brokerDefaults(config: Config): BrokerDefaults {
   };
 }
 
+/**
+ * Bind the HTTP port for a moment, so that a port in use is said at once, naming its
+ * setting, before anything starts (Kafka consumers, timers). The bind at the end of
+ * the start says the same when another process took the port in between.
+ */
+export async function checkHttpPort(host: string, port: number, setting = 'EXTJOB_HTTP_PORT'): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen(port, host, () => probe.close(() => resolve()));
+    });
+  } catch (err) {
+    throw listenError(err, host, port, setting);
+  }
+}
+
+function listenError(err: unknown, host: string, port: number, setting = 'EXTJOB_HTTP_PORT'): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'EADDRINUSE')
+    return new ExtjobError('EXTJOB_CONFIG_INVALID', `${setting}: port ${port} on ${host} is in use`);
+  if (code === 'EACCES')
+    return new ExtjobError('EXTJOB_CONFIG_INVALID', `${setting}: port ${port} needs privileges this process lacks`);
+  if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
+    return new ExtjobError('EXTJOB_CONFIG_INVALID', `EXTJOB_HTTP_HOST: ${host} is not an address of this machine`);
+  return err;
+}
+
 export async function startService(config: Config, logger: Logger): Promise<Service> {
+  await checkHttpPort(config.httpHost, config.httpPort);
   const roles = new Set(config.roles);
   const redis = new Redis(config.redisUrl, redisOptions(config));
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
@@ -223,7 +254,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
     });
     server = await new Promise((resolve, reject) => {
       const s = app.listen(config.httpPort, config.httpHost, (err?: Error) =>
-        err ? reject(err) : resolve(s),
+        err ? reject(listenError(err, config.httpHost, config.httpPort)) : resolve(s),
       );
     });
   } catch (err) {

@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -119,6 +120,25 @@ describe('extjob dev', { timeout: 120_000 }, () => {
     expect(config.code).toBe(1);
     expect(config.stderr).toMatch(/EXTJOB_TOPIC_PARTITIONS: "0"/);
     expect(`${port.stderr}${config.stderr}`).not.toMatch(/starting/);
+  });
+
+  it('says a port in use is in use, naming its setting, before it starts anything', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    onTestFinished(() => new Promise<void>((r) => taken.close(() => r())));
+    const port = (taken.address() as AddressInfo).port;
+    const dev = await cli(['dev', '--port', String(port)], { EXTJOB_HTTP_HOST: '127.0.0.1' });
+    expect(dev.code).toBe(1);
+    expect(dev.stderr).toContain(`--port: port ${port} on 127.0.0.1 is in use`);
+    const serve = await cli(['serve'], {
+      EXTJOB_HTTP_HOST: '127.0.0.1',
+      EXTJOB_HTTP_PORT: String(port),
+      EXTJOB_INSECURE: 'true',
+      EXTJOB_REDIS_URL: 'redis://127.0.0.1:1',
+    });
+    expect(serve.code).toBe(1);
+    expect(serve.stderr).toContain(`EXTJOB_HTTP_PORT: port ${port} on 127.0.0.1 is in use`);
+    expect(`${dev.stderr}${serve.stderr}`).not.toMatch(/starting|\n\s+at /);
   });
 
   it('prints the Redis URL without its password', () => {

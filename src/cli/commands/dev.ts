@@ -3,7 +3,7 @@ import { createLogger } from '../../shared/logger.js';
 import { type LocalKafka, startKafka } from '../local/kafka.js';
 import { canConnect } from '../local/process.js';
 import { type LocalRedis, redisAnswers, startRedis } from '../local/redis.js';
-import { startService } from '../service.js';
+import { checkHttpPort, startService } from '../service.js';
 import { untilSignal } from '../signals.js';
 
 export const devHelp = `Usage: extjob dev [--port N]
@@ -49,7 +49,8 @@ export async function dev(args: { port?: string }): Promise<number> {
   }
   // the configuration checked before anything starts (Kafka takes seconds): the
   // addresses of what dev may start are filled in later
-  loadConfig(env);
+  const config = loadConfig(env);
+  await checkHttpPort(config.httpHost, config.httpPort, args.port === undefined ? undefined : '--port');
   const started: (LocalKafka | LocalRedis)[] = [];
   const stopAll = () => Promise.all(started.map((s) => s.stop()));
   // Ctrl-C while starting: exit at once; the children go with the process (tied to
