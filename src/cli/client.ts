@@ -54,8 +54,14 @@ export class ApiClient {
 
   constructor(private readonly opts: ClientOptions) {
     this.base = opts.url.replace(/\/+$/, '');
+    // a URL that cannot work is a usage error, not an unreachable server (exit 69 is retried)
+    const url = URL.canParse(this.base) ? new URL(this.base) : undefined;
+    if (url?.protocol !== 'http:' && url?.protocol !== 'https:')
+      throw new ClientUsageError(
+        `the server URL (EXTJOB_URL or --url) must be an http:// or https:// URL, not "${this.base.replace(/\/\/[^/]*@/, '//').slice(0, 200)}"`,
+      );
     // the token authenticates; a URL's user:password would only end up in messages
-    if (URL.canParse(this.base) && (new URL(this.base).username || new URL(this.base).password))
+    if (url.username || url.password)
       throw new ClientUsageError(
         'the server URL must not carry user:password@ (give the token with EXTJOB_TOKEN or --token)',
       );

@@ -272,6 +272,13 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(creds.code).toBe(2);
     expect(creds.stderr).toMatch(/must not carry user:password/);
     expect(creds.stderr).not.toMatch(/hunter2/);
+    // a URL that cannot work is a usage error (2), not an unreachable server (69, retried)
+    for (const url of ['notaurl', 'localhost:8080', 'ftp://u:hunter2@127.0.0.1:1']) {
+      const bad = await cli(['get', 'tok-1'], { ...stack.env, EXTJOB_URL: url });
+      expect(bad.code, url).toBe(2);
+      expect(bad.stderr, url).toMatch(/must be an http:\/\/ or https:\/\/ URL/);
+      expect(bad.stderr, url).not.toMatch(/hunter2/);
+    }
   });
 
   it('get, list, logs -f, errors and usage', async () => {
