@@ -25,8 +25,8 @@ import { Webhooks } from '../consumers/webhooks.js';
 import { WebhookFeed } from '../consumers/webhooks-feed.js';
 import { addressPolicy, literalRefusal } from '../consumers/webhooks-guard.js';
 import { type Config, topicNames } from '../shared/config.js';
-import { createKafka, kafkaSettings } from '../shared/kafka.js';
 import { ExtjobError } from '../shared/errors.js';
+import { createKafka, kafkaSettings } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 
 export interface Service {
@@ -72,8 +72,8 @@ export function brokerDefaults(config: Config): BrokerDefaults {
 
 /**
  * Bind the HTTP port for a moment, so that a port in use is said at once, naming its
- * setting, before anything starts (Kafka consumers, timers). The bind at the end of
- * the start says the same when another process took the port in between.
+ * setting, before anything starts (Kafka, consumers, timers). startService's own bind,
+ * last, says the same (after stopping what it started) if the port was taken since.
  */
 export async function checkHttpPort(host: string, port: number, setting = 'EXTJOB_HTTP_PORT'): Promise<void> {
   if (port === 0) return;
@@ -93,14 +93,19 @@ function listenError(err: unknown, host: string, port: number, setting = 'EXTJOB
   if (code === 'EADDRINUSE')
     return new ExtjobError('EXTJOB_CONFIG_INVALID', `${setting}: port ${port} on ${host} is in use`);
   if (code === 'EACCES')
-    return new ExtjobError('EXTJOB_CONFIG_INVALID', `${setting}: port ${port} needs privileges this process lacks`);
+    return new ExtjobError(
+      'EXTJOB_CONFIG_INVALID',
+      `${setting}: port ${port} needs privileges this process lacks`,
+    );
   if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND')
-    return new ExtjobError('EXTJOB_CONFIG_INVALID', `EXTJOB_HTTP_HOST: ${host} is not an address of this machine`);
+    return new ExtjobError(
+      'EXTJOB_CONFIG_INVALID',
+      `EXTJOB_HTTP_HOST: ${host} is not an address of this machine`,
+    );
   return err;
 }
 
 export async function startService(config: Config, logger: Logger): Promise<Service> {
-  await checkHttpPort(config.httpHost, config.httpPort);
   const roles = new Set(config.roles);
   const redis = new Redis(config.redisUrl, redisOptions(config));
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));

@@ -203,6 +203,19 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     });
     expect(sent.code).toBe(69);
     expect(first?.[0]).toBe(0x16); // a TLS handshake record, not a Kafka request
+    // a bad flag is a usage error named as given; the service's other settings do not matter
+    const bad = await cli(['emit', 'j1', 'accepted', '--via', 'kafka', '--brokers', 'nohostport'], {
+      EXTJOB_HTTP_PORT: 'http://x:1',
+    });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--brokers: "nohostport" is not host:port/);
+    const unrelated = await cli(['emit', 'j1', 'accepted', '--via', 'kafka'], {
+      EXTJOB_KAFKA_BROKERS: '127.0.0.1:1',
+      EXTJOB_HTTP_PORT: 'http://x:1',
+      EXTJOB_REDIS_URL: 'x',
+    });
+    expect(unrelated.code).toBe(69);
+    expect(unrelated.stderr).toMatch(/cannot reach Kafka at 127\.0\.0\.1:1/);
   });
 
   /** A service's environment whose HTTP port is taken: it fails after starting its consumers. */
@@ -222,7 +235,7 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     // one that hangs is killed after 60 s and has no exit code
     const run = await cli(['serve'], (await portTaken()).env);
     expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/EADDRINUSE/);
+    expect(run.stderr).toMatch(/EXTJOB_HTTP_PORT: port \d+ on 127\.0\.0\.1 is in use/);
   });
 
   it('a service that cannot start leaves its consumer group at once', async () => {
@@ -233,7 +246,7 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     onTestFinished(() => admin.disconnect());
     const members = async () => (await admin.describeGroups([group])).groups[0]?.members.length ?? 0;
     const failed = await startService(config, createLogger({ level: 'silent' })).catch((err: Error) => err);
-    expect(String(failed)).toMatch(/EADDRINUSE/);
+    expect(String(failed)).toMatch(/EXTJOB_HTTP_PORT: port \d+ on 127\.0\.0\.1 is in use/);
     // out of the group, and staying out: a consumer left running would join or stay
     await waitFor(async () => (await members()) === 0, { timeoutMs: 5000, what: 'the group left' });
     for (let i = 0; i < 10; i++) {

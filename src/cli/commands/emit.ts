@@ -8,9 +8,10 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { EventKind, JobEvent } from '../../broker/types.js';
 import { encodeStructured, toCloudEventJson } from '../../consumers/formats/encode.js';
-import { loadConfig } from '../../shared/config.js';
+import { type Config, loadConfig } from '../../shared/config.js';
+import { isExtjobError } from '../../shared/errors.js';
 import { createKafka, createProducer, kafkaSettings, type Producer } from '../../shared/kafka.js';
-import { ClientError, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
+import { ClientError, ClientUsageError, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
 
 export const emitHelp = `Usage: extjob emit ID accepted|heartbeat|log|finished|canceled [options]
 
@@ -196,11 +197,27 @@ function httpSender(values: Record<string, unknown>, id: string): Send {
 }
 
 async function kafkaSender(values: Record<string, unknown>): Promise<{ send: Send; close(): Promise<void> }> {
-  // The service's Kafka settings (TLS, SASL), the flags before the environment.
-  const env = { ...process.env };
+  // The service's Kafka settings (TLS, SASL), the flags before the environment; the
+  // service's other settings are none of emit's business.
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(
+      ([k]) => k.startsWith('EXTJOB_KAFKA_') || k.startsWith('EXTJOB_TOPIC_'),
+    ),
+  );
   if (typeof values.brokers === 'string') env.EXTJOB_KAFKA_BROKERS = values.brokers;
   if (typeof values['topic-prefix'] === 'string') env.EXTJOB_TOPIC_PREFIX = values['topic-prefix'];
-  const config = loadConfig(env);
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (!isExtjobError(err)) throw err;
+    // a usage error, named as the user gave it
+    let message = err.message;
+    if (typeof values.brokers === 'string') message = message.replaceAll('EXTJOB_KAFKA_BROKERS', '--brokers');
+    if (typeof values['topic-prefix'] === 'string')
+      message = message.replaceAll('EXTJOB_TOPIC_PREFIX', '--topic-prefix');
+    throw new ClientUsageError(message);
+  }
   const brokers = config.kafkaBrokers;
   const prefix = config.topicPrefix;
   const kafka = createKafka({

@@ -1,7 +1,7 @@
 import { loadConfig } from '../../shared/config.js';
 import { ExtjobError } from '../../shared/errors.js';
 import { createLogger } from '../../shared/logger.js';
-import { startService } from '../service.js';
+import { checkHttpPort, startService } from '../service.js';
 import { untilSignal } from '../signals.js';
 
 export const serveHelp = `Usage: extjob serve [--role api|consume|schedule]...
@@ -23,6 +23,7 @@ export async function serve(args: { role?: string[] }): Promise<number> {
   if (config.insecure) logger.warn('INSECURE MODE: the API accepts requests without a token');
   if (config.webhookAllowPrivate === true)
     logger.warn('EXTJOB_WEBHOOK_ALLOW_PRIVATE=true: webhooks may go to any address, internal ones included');
+  await checkHttpPort(config.httpHost, config.httpPort);
   const service = await startService(config, logger);
   const signal = await untilSignal();
   logger.info({ signal, timeoutSeconds: config.shutdownTimeoutSeconds }, 'shutting down');
