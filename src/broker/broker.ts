@@ -476,7 +476,10 @@ export class JobBroker {
       {
         concurrency: this.opts.timers?.concurrency ?? 64,
         retentionSweepMs: this.opts.timers?.retentionSweepMs ?? 30_000,
-        scanEveryMs: this.opts.timers?.scanEveryMs ?? 5_000,
+        // a deadline whose arming was lost (a writer died before the BullMQ add, a
+        // reply lost and the call sent again) is armed by the next scan: at most a
+        // second late. A scan with nothing to arm is one ZRANGEBYSCORE.
+        scanEveryMs: this.opts.timers?.scanEveryMs ?? 1_000,
       },
     );
   }
