@@ -236,6 +236,10 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     const run = await cli(['serve'], (await portTaken()).env);
     expect(run.code).toBe(1);
     expect(run.stderr).toMatch(/EXTJOB_HTTP_PORT: port \d+ on 127\.0\.0\.1 is in use/);
+    // a bad flag is named as given, not as the setting it fills
+    const role = await cli(['serve', '--role', 'bogus'], {});
+    expect(role.code).toBe(1);
+    expect(role.stderr).toMatch(/--role: "bogus" is not a role/);
   });
 
   it('a service that cannot start leaves its consumer group at once', async () => {
@@ -333,6 +337,11 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect((await cli(['emit', 'g1', 'exploded'], env)).code).toBe(2);
     expect((await cli(['wait'], env)).code).toBe(2);
     expect((await cli(['list', '--bogus'], env)).code).toBe(2);
+    for (const limit of ['abc', '0', '501']) {
+      const bad = await cli(['list', '--limit', limit], env);
+      expect(bad.code, limit).toBe(2);
+      expect(bad.stderr, limit).toMatch(/--limit takes a whole number from 1 to 500/);
+    }
     // a number flag given the empty text of an unset variable is a usage error, not 0
     const unset = await cli(['emit', 'g2', 'finished', '--exit-code', ''], env);
     expect(unset.code).toBe(2);

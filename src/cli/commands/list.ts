@@ -1,6 +1,8 @@
 /** `extjob list [--state S] [--executor E] [--label k=v] [--limit N] [--all]`. */
+
+import { LIMITS } from '../../api/schemas.js';
 import type { Job } from '../../broker/types.js';
-import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, reportError } from '../client.js';
+import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
 
 export const listHelp = `Usage: extjob list [--state S] [--executor E] [--label k=v] [--limit N] [--all] [--json]
 
@@ -40,8 +42,14 @@ export async function list(values: Record<string, unknown>, positionals: string[
     }
     q.set('label', `${values.label.slice(0, eq)}:${values.label.slice(eq + 1)}`);
   }
-  const limit = typeof values.limit === 'string' ? values.limit : values.all ? '500' : '20';
-  q.set('limit', limit);
+  const limit = values.limit === undefined ? (values.all ? 500 : 20) : flagNumber(values.limit);
+  if (limit === undefined || limit < 1 || limit > LIMITS.listLimit) {
+    process.stderr.write(
+      `extjob list: --limit takes a whole number from 1 to ${LIMITS.listLimit}, not "${values.limit}"\n`,
+    );
+    return EXIT.usage;
+  }
+  q.set('limit', String(limit));
   const client = clientFrom(values);
   try {
     let cursor: string | undefined;

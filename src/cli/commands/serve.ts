@@ -1,5 +1,5 @@
-import { loadConfig } from '../../shared/config.js';
-import { ExtjobError } from '../../shared/errors.js';
+import { type Config, loadConfig } from '../../shared/config.js';
+import { ExtjobError, isExtjobError } from '../../shared/errors.js';
 import { createLogger } from '../../shared/logger.js';
 import { checkHttpPort, startService } from '../service.js';
 import { untilSignal } from '../signals.js';
@@ -12,8 +12,16 @@ Refuses to start without API tokens unless EXTJOB_INSECURE=true.`;
 
 export async function serve(args: { role?: string[] }): Promise<number> {
   const env = { ...process.env };
-  if (args.role && args.role.length > 0) env.EXTJOB_ROLES = args.role.join(',');
-  const config = loadConfig(env);
+  const roles = args.role && args.role.length > 0;
+  if (roles) env.EXTJOB_ROLES = args.role!.join(',');
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    // the roles came from the flags: named as the user gave them
+    if (roles && isExtjobError(err)) err.message = err.message.replaceAll('EXTJOB_ROLES', '--role');
+    throw err;
+  }
   const logger = createLogger({ level: config.logLevel });
   if (config.apiTokens.length === 0 && !config.insecure && config.roles.includes('api'))
     throw new ExtjobError(
