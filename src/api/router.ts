@@ -339,13 +339,19 @@ async function writeLogPages(
   let page: LogPage | undefined = first;
   let nextSeq = first.nextSeq;
   try {
-    while (page && !res.destroyed) {
+    while (page) {
       nextSeq = page.nextSeq;
       if (!res.write(Buffer.concat(page.chunks.map((c) => c.data))))
         await new Promise<void>((resolve) => {
-          res.once('drain', resolve);
-          res.once('close', resolve);
+          const done = () => {
+            res.off('drain', done);
+            res.off('close', done);
+            resolve();
+          };
+          res.on('drain', done);
+          res.on('close', done);
         });
+      if (res.destroyed) return; // the client left
       page = page.more ? await read(page.nextSeq) : undefined;
     }
   } catch (err) {
