@@ -314,6 +314,18 @@ describe('bad input is classified, never thrown', () => {
     ['missing subject', structured({ ...attrs('dev.extjob.accepted.v1'), subject: undefined }), 'invalid'],
     ['bad job id', structured({ ...attrs('dev.extjob.accepted.v1'), subject: 'a b' }), 'invalid'],
     ['bad time', structured({ ...attrs('dev.extjob.accepted.v1'), time: 'yesterday' }), 'invalid'],
+    // Date.parse alone takes these for other days
+    [
+      'February 30',
+      structured({ ...attrs('dev.extjob.accepted.v1'), time: '2024-02-30T00:00:00Z' }),
+      'invalid',
+    ],
+    [
+      'April 31',
+      structured({ ...attrs('dev.extjob.accepted.v1'), time: '2024-04-31T10:00:00+02:00' }),
+      'invalid',
+    ],
+    ['hour 24', structured({ ...attrs('dev.extjob.accepted.v1'), time: '2024-04-01T24:00:00Z' }), 'invalid'],
     ['exitCode a string', structured({ ...finishedCe, data: { exitCode: '0' } }), 'invalid'],
     ['exitCode fractional', structured({ ...finishedCe, data: { exitCode: 0.5 } }), 'invalid'],
     ['exitCode missing', structured({ ...finishedCe, data: {} }), 'invalid'],

@@ -6,7 +6,37 @@ import { z } from 'zod';
 import { EXIT_CODE_MAX, EXIT_CODE_MIN, JOB_ID_PATTERN } from '../../broker/types.js';
 
 /** RFC 3339 date-time, as CloudEvents `time` and CDEvents `timestamp` use. */
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * An RFC 3339 date-time naming a real instant: Date.parse alone takes February 30 for
+ * March 1, so the day must exist in its month and the clock fields be in range.
+ */
+function isRealDateTime(s: string): boolean {
+  const m = RFC3339.exec(s);
+  if (!m) return false;
+  const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const daysInMonth = new Date(Date.UTC(y, mo, 0)).getUTCDate(); // day 0 of the next month
+  const offsetOk = m[9] === undefined || (Number(m[9]) <= 23 && Number(m[10]) <= 59);
+  return (
+    mo >= 1 &&
+    mo <= 12 &&
+    d >= 1 &&
+    d <= daysInMonth &&
+    h <= 23 &&
+    mi <= 59 &&
+    sec <= 60 &&
+    offsetOk &&
+    !Number.isNaN(Date.parse(s))
+  );
+}
 
 export const MAX_ATTEMPT = 1000;
 export const MAX_SEQ = 2 ** 31 - 1;
@@ -19,10 +49,10 @@ export const timestamp = z
   .string()
   .max(64)
   .regex(RFC3339, 'must be an RFC 3339 date-time')
-  .refine((s) => !Number.isNaN(Date.parse(s)), 'must be a real date-time');
+  .refine(isRealDateTime, 'must be a real date-time');
 /** What `timestamp` accepts, without zod. */
 export const isTimestamp = (v: unknown): v is string =>
-  typeof v === 'string' && v.length <= 64 && RFC3339.test(v) && !Number.isNaN(Date.parse(v));
+  typeof v === 'string' && v.length <= 64 && isRealDateTime(v);
 export const attempt = z.int().min(1).max(MAX_ATTEMPT);
 export const seq = z.int().min(0).max(MAX_SEQ);
 export const exitCode = z.int().min(EXIT_CODE_MIN).max(EXIT_CODE_MAX);
