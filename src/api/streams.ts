@@ -98,8 +98,14 @@ export async function streamLog(
   try {
     let job = await mustGetJob(broker, id);
     state = job.state;
-    attempt = Math.min(from.attempt ?? job.attempt, job.attempt);
+    attempt = from.attempt ?? job.attempt;
     let next = from.seq;
+    // an id of an attempt this job has not reached is another job's (the id was
+    // reused after retention): nothing of this job's log was sent yet
+    if (attempt > job.attempt) {
+      attempt = job.attempt;
+      next = 0;
+    }
     // Holes below Last-Event-ID still open at the first read: the client has not seen them.
     let watchBelow = resumed;
     let sentAny = false;

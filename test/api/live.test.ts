@@ -340,6 +340,16 @@ describe('SSE streams', () => {
       (e) => e.event === 'end',
     );
     expect(shown(fromAttempt)).toEqual(shown(got).slice(4));
+    // an id of an attempt the job never reached (the id of a job removed and created
+    // again): the whole log, nothing skipped
+    await api.req('/v1/jobs', { json: { id: 'r2', name: 'n' } });
+    await api.broker.applyEvents([log(0, 'c0'), log(1, 'c1')].map((e) => ({ ...e, jobId: 'r2' })));
+    await api.broker.applyEvents([ev('finished', 'r2', { exitCode: 0 })]);
+    const fromOther = await collect(
+      client.events('/v1/jobs/r2/log/stream', { lastEventId: '2:0' }),
+      (e) => e.event === 'end',
+    );
+    expect(shown(fromOther)).toEqual(['0=c0', '1=c1', 'end']);
   });
 
   it('log stream: a job several retries on is streamed attempt by attempt', async () => {
