@@ -1,7 +1,7 @@
 /**
  * POST /v1/jobs/{id}/events to Kafka: the body is parsed by the same format modules
- * as Kafka input (handed in by the service), re-encoded as a structured CloudEvent
- * keyed by the job id, and produced to <prefix>.events with acks from all in-sync
+ * as Kafka input (handed in by the service), encoded for the events topic (an extjob
+ * event afresh, a CDEvent as sent) keyed by the job id, and produced to <prefix>.events with acks from all in-sync
  * replicas. The request is answered only after that acknowledgement; a Kafka outage
  * answers 503 within a bounded time.
  */
@@ -16,7 +16,7 @@ export interface KafkaEventGatewayOptions {
   kafka: ReturnType<typeof createKafka>;
   topic: string;
   parse(body: Buffer, jobId: string): EventParse;
-  encode(event: JobEvent): { key: string; value: Buffer; headers: Record<string, string> };
+  encode(event: JobEvent, body: Buffer): { key: string; value: Buffer; headers: Record<string, string> };
   /** Longest connect + send may take before the request answers 503. */
   timeoutMs?: number;
   logger?: Logger;
@@ -32,7 +32,7 @@ export class KafkaEventGateway implements EventGateway {
     return this.opts.parse(body, jobId);
   }
 
-  async publish(event: JobEvent): Promise<void> {
+  async publish(event: JobEvent, body: Buffer): Promise<void> {
     const timeoutMs = this.opts.timeoutMs ?? 10_000;
     try {
       const producer = await withTimeout(
@@ -40,7 +40,7 @@ export class KafkaEventGateway implements EventGateway {
         timeoutMs,
         `no Kafka connection within ${timeoutMs} ms`,
       );
-      const msg = this.opts.encode(event);
+      const msg = this.opts.encode(event, body);
       await withTimeout(
         producer.send({ topic: this.opts.topic, acks: -1, messages: [msg] }),
         timeoutMs,

@@ -49,8 +49,8 @@ export type EventParse = { ok: true; event: JobEvent } | { ok: false; reason: st
 /** Executor events posted over HTTP: parsed like Kafka input, then produced to Kafka. */
 export interface EventGateway {
   parse(body: Buffer, jobId: string): EventParse;
-  /** Resolves once Kafka acknowledged the event on the events topic. */
-  publish(event: JobEvent): Promise<void>;
+  /** Resolves once Kafka acknowledged the event (parsed from `body`) on the events topic. */
+  publish(event: JobEvent, body: Buffer): Promise<void>;
 }
 
 /** A webhook delivery as the API shows it. */

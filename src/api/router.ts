@@ -263,7 +263,7 @@ export function createApiRouter(opts: ApiOptions): Router {
           `the event is ${r.reason.replace('_', ' ')}: ${r.detail}`,
           { details: { reason: r.reason } },
         );
-      await events.publish(r.event);
+      await events.publish(r.event, raw);
       ctx.res.status(202).json({ accepted: true, jobId: ctx.id, eventId: r.event.id, type: r.event.type });
     },
     listDeliveries: async (ctx) => {

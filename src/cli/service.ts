@@ -18,7 +18,7 @@ import { createRegistry, instrumentMetrics } from '../api/metrics.js';
 import { httpObservability } from '../api/metrics-http.js';
 import { Readiness } from '../api/readiness.js';
 import { type BrokerDefaults, JobBroker } from '../broker/index.js';
-import { encodeStructured, parseHttpEvent } from '../consumers/formats/index.js';
+import { encodeHttpEvent, parseHttpEvent } from '../consumers/formats/index.js';
 import { formatLimits, type KafkaSide, startKafkaSide } from '../consumers/index.js';
 import { createInstrumentation } from '../consumers/instrumentation.js';
 import { Webhooks } from '../consumers/webhooks.js';
@@ -228,7 +228,7 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
         kafka: createKafka(kafkaSettings(config), logger),
         topic: topicNames(config.topicPrefix).events,
         parse: (body, jobId) => parseHttpEvent(body, jobId, limits),
-        encode: encodeStructured,
+        encode: encodeHttpEvent,
         logger,
       });
       api = await startApi({

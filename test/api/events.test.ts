@@ -3,6 +3,7 @@
  * produced to the events topic keyed by job id, 202 after Kafka acknowledged, 503
  * when Kafka is away.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseMessage } from '../../src/consumers/formats/index.js';
 import { testKafka, unique, waitFor } from '../helpers/index.js';
@@ -53,12 +54,38 @@ describe('POST /v1/jobs/{id}/events', () => {
       headers: { 'content-type': 'application/cloudevents+json' },
     });
     expect(r2.status).toBe(202);
-    const msgs = await consumeAll(topic, 2);
-    expect(msgs.map((m) => m.key)).toEqual(['e1', 'e1']);
+    // CDEvents keep their own type on the events topic, as if sent to Kafka directly
+    const cdevent = (name: string) => {
+      const e = JSON.parse(
+        readFileSync(new URL(`../fixtures/cdevents/${name}.json`, import.meta.url), 'utf8'),
+      );
+      e.subject.id = 'e1';
+      return e;
+    };
+    const started = cdevent('taskrun_started');
+    expect((await api.req('/v1/jobs/e1/events', { token: eventToken, json: started })).status).toBe(202);
+    const finished = cdevent('taskrun_finished');
+    const wrapped = {
+      specversion: '1.0',
+      id: 'w1',
+      source: 'ci',
+      type: finished.context.type,
+      data: finished,
+    };
+    expect((await api.req('/v1/jobs/e1/events', { token: eventToken, json: wrapped })).status).toBe(202);
+    const msgs = await consumeAll(topic, 4);
+    expect(msgs.map((m) => m.key)).toEqual(['e1', 'e1', 'e1', 'e1']);
     const parsed = msgs.map((m) => parseMessage({ key: m.key, value: m.value, headers: m.headers as never }));
-    expect(parsed.map((p) => p.ok && p.event.kind)).toEqual(['accepted', 'log']);
+    expect(parsed.map((p) => p.ok && p.event.kind)).toEqual(['accepted', 'log', 'accepted', 'finished']);
     expect(parsed[0]?.ok && parsed[0].event.detailsUrl).toBe('https://argocd.example/app/web');
     expect(parsed[1]?.ok && parsed[1].event.chunk?.toString()).toBe('hi');
+    expect(parsed.map((p) => p.ok && p.event.type)).toEqual([
+      'dev.extjob.accepted.v1',
+      'dev.extjob.log.v1',
+      started.context.type,
+      finished.context.type,
+    ]);
+    expect(parsed.map((p) => p.ok && p.event.jobId)).toEqual(['e1', 'e1', 'e1', 'e1']);
   });
 
   it('keeps a base64 chunk that JSON text would blow up as base64; a record Kafka refuses is 413, not 503', async () => {

@@ -14,7 +14,7 @@ import type { NotifyHub } from '../../src/api/notify-hub.js';
 import type { DeliveryLog, EventGateway } from '../../src/api/ports.js';
 import { Readiness } from '../../src/api/readiness.js';
 import type { JobBroker } from '../../src/broker/index.js';
-import { encodeStructured, parseHttpEvent } from '../../src/consumers/formats/index.js';
+import { encodeHttpEvent, parseHttpEvent } from '../../src/consumers/formats/index.js';
 import { sha256Hex } from '../../src/shared/config.js';
 import { createKafka } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
@@ -130,7 +130,7 @@ export async function kafkaGateway(
     kafka,
     topic,
     parse: (body, id) => parseHttpEvent(body, id),
-    encode: encodeStructured,
+    encode: encodeHttpEvent,
     timeoutMs: opts.timeoutMs ?? 5000,
   });
   onTestFinished(() => gateway.close());

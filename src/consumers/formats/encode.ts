@@ -4,7 +4,8 @@
  * back exactly what these write.
  */
 import type { JobEvent } from '../../broker/types.js';
-import { dataOf, typeOf } from './extjob-v1.js';
+import { dataOf, isExtjobType, typeOf } from './extjob-v1.js';
+import { DEFAULT_LIMITS } from './result.js';
 
 export interface OutMessage {
   key: string;
@@ -49,3 +50,23 @@ export function encodeBinary(ev: JobEvent): OutMessage {
   if (ev.time !== undefined) headers.ce_time = ev.time;
   return { key: ev.jobId, value: Buffer.from(JSON.stringify(dataOf(ev))), headers };
 }
+
+/**
+ * The events-topic message for an event posted over HTTP (already parsed from `body`).
+ * An extjob event is encoded afresh. Any other (a CDEvent, bare or as a CloudEvent's
+ * data) goes as it was sent, so that its type is the same as if it had been sent to
+ * Kafka: a CloudEvent that left out its subject gets the job id the path named.
+ */
+export function encodeHttpEvent(ev: JobEvent, body: Buffer): OutMessage {
+  if (isExtjobType(ev.type)) return encodeStructured(ev);
+  const json = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+  if (json.specversion === undefined) return { key: ev.jobId, value: body, headers: JSON_HEADERS };
+  if (json.subject != null) return { key: ev.jobId, value: body, headers: STRUCTURED_HEADERS };
+  const value = Buffer.from(JSON.stringify({ ...json, subject: ev.jobId }));
+  // the subject added must not take it past what the consumer takes
+  return value.length > DEFAULT_LIMITS.maxValueBytes
+    ? encodeStructured(ev)
+    : { key: ev.jobId, value, headers: STRUCTURED_HEADERS };
+}
+const JSON_HEADERS = { 'content-type': 'application/json' };
+const STRUCTURED_HEADERS = { 'content-type': 'application/cloudevents+json; charset=utf-8' };
