@@ -23,7 +23,14 @@ export interface OutboxEntry {
   /** The job's attempt (a retry is announced as job.created with attempt > 1). */
   attempt: number;
   type: OutboxType;
-  payload: { job: Job; from?: JobState | null; to?: JobState; cause?: Cause };
+  payload: {
+    job: Job;
+    from?: JobState | null;
+    to?: JobState;
+    cause?: Cause;
+    /** What the history entry of the transition says besides (a retry's outcome and exit code, a forced cancel). */
+    detail?: Record<string, unknown>;
+  };
 }
 
 /** One stream entry: one outbox entry, or two when it also stands for a command (`_a`). */
@@ -52,6 +59,7 @@ function decodeEntry(id: string, fields: string[]): OutboxEntry[] {
     if (t === 'job.changed') {
       payload.from = (meta._f as JobState | undefined) ?? null;
       if (meta._o) payload.to = meta._o as JobState;
+      if (meta._d) payload.detail = JSON.parse(meta._d) as Record<string, unknown>;
     }
     if (cause) payload.cause = cause;
     return { id, jobId, version: job.version, attempt: job.attempt, type: t, payload };

@@ -4,6 +4,7 @@ import { JobBroker, type JobEvent, type JobSpec } from '../../src/broker/index.j
 import { listJobs } from '../../src/broker/listing.js';
 import { runScript } from '../../src/broker/scripts.js';
 import { startRedis } from '../../src/cli/local/redis.js';
+import { outboundCloudEvent } from '../../src/consumers/formats/changes-v1.js';
 import { isExtjobError } from '../../src/shared/errors.js';
 import { DEFAULTS, ev, type Harness, harness, redisUrl, waitFor } from './harness.js';
 
@@ -227,8 +228,20 @@ describe('applyEvents', () => {
       ],
     );
     expect(hist?.some((e) => e.kind === 'stale' && e.attempt === 1)).toBe(true);
-    const created = (await h.broker.readOutbox('0', 100)).filter((e) => e.type === 'job.created');
+    const outbox = await h.broker.readOutbox('0', 100);
+    const created = outbox.filter((e) => e.type === 'job.created');
     expect(created.map((e) => e.attempt)).toEqual([1, 2]);
+    // the retry's change says how the attempt ended: the job no longer shows its exit code
+    const retried = outbox.find(
+      (e) => e.type === 'job.changed' && e.payload.to === 'pending' && e.attempt === 2,
+    );
+    expect(retried?.payload.job.exitCode).toBeUndefined();
+    expect(retried?.payload.detail).toEqual({ outcome: 'failed', next: 2, exitCode: 1 });
+    expect(outboundCloudEvent(retried!).data).toMatchObject({
+      from: 'running',
+      to: 'pending',
+      detail: { exitCode: 1 },
+    });
   });
 
   it('keeps a retry that waits out its backoff closed to events until it is announced', async () => {

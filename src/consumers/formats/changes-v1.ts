@@ -17,7 +17,13 @@ export interface OutboxRecord {
   version: number;
   attempt: number;
   type: 'job.changed' | 'job.created' | 'job.cancel_requested';
-  payload: { job: Job; from?: JobState | null; to?: JobState; cause?: Cause };
+  payload: {
+    job: Job;
+    from?: JobState | null;
+    to?: JobState;
+    cause?: Cause;
+    detail?: Record<string, unknown>;
+  };
 }
 
 export const OUTBOUND_TYPES = {
@@ -41,6 +47,7 @@ export function outboundCloudEvent(e: OutboxRecord, source = DEFAULT_SOURCE): Re
   if (e.type === 'job.changed') {
     data.from = e.payload.from ?? null;
     data.to = e.payload.to ?? e.payload.job.state;
+    if (e.payload.detail !== undefined) data.detail = e.payload.detail;
   }
   if (e.payload.cause !== undefined) data.cause = e.payload.cause;
   const created = e.payload.job.createdAt;

@@ -193,8 +193,12 @@ end
 -- published change carries (OUTBOX_FIELDS, as they are after this change) as
 -- plain stream fields: no JSON encoding inside Redis.
 local OUTBOX_FIELDS = { 's', 'a', 'v', 'c', 'ac', 'f', 'hb', 'x', 'fo', 'ax', 'er', 'pg', 'sm', 'du' }
-local function outbox(typ, from, to, cause, also)
+local function outbox(typ, from, to, cause, also, detail)
   local args = { 'XADD', KOUTBOX, '*', '_j', ID, '_t', typ, '_s', spec_line() }
+  if detail then
+    args[#args + 1] = '_d'
+    args[#args + 1] = detail
+  end
   if also then
     args[#args + 1] = '_a'
     args[#args + 1] = also
@@ -348,7 +352,7 @@ local function transition(to, detail, next_attempt, also)
   end
   redis.call('ZADD', kstate(to), S.c, ID)
   redis.call('HINCRBY', KCOUNTS, to, 1)
-  outbox('job.changed', from ~= 'none' and from or nil, to, CAUSE, also)
+  outbox('job.changed', from ~= 'none' and from or nil, to, CAUSE, also, detail)
   notify('state')
   OUT.tr[#OUT.tr + 1] = { from, to }
   -- when it started running: a retry in the same call clears ac before the reply
