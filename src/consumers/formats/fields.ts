@@ -13,27 +13,18 @@ const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})
  * March 1, so the day must exist in its month and the clock fields be in range.
  */
 function isRealDateTime(s: string): boolean {
-  const m = RFC3339.exec(s);
-  if (!m) return false;
-  const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  const daysInMonth = new Date(Date.UTC(y, mo, 0)).getUTCDate(); // day 0 of the next month
-  const offsetOk = m[9] === undefined || (Number(m[9]) <= 23 && Number(m[10]) <= 59);
+  const f = RFC3339.exec(s)?.slice(1, 11).map(Number);
+  if (!f) return false;
+  const [y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, , , oh = 0, om = 0] = f;
+  const day = new Date(Date.UTC(y, mo - 1, d)); // rolls a day its month lacks over
   return (
-    mo >= 1 &&
-    mo <= 12 &&
-    d >= 1 &&
-    d <= daysInMonth &&
+    day.getUTCMonth() === mo - 1 &&
+    day.getUTCDate() === d &&
     h <= 23 &&
     mi <= 59 &&
-    sec <= 60 &&
-    offsetOk &&
+    sec <= 59 &&
+    !(oh > 23) &&
+    !(om > 59) &&
     !Number.isNaN(Date.parse(s))
   );
 }
