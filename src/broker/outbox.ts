@@ -10,7 +10,7 @@
 import type { Redis } from 'ioredis';
 import { decodeCause, decodeJob } from './codec.js';
 import type { BrokerKeys } from './keys.js';
-import type { Cause, Job, JobState } from './types.js';
+import type { JobState, OutboxPayload } from './types.js';
 
 export type OutboxType = 'job.changed' | 'job.created' | 'job.cancel_requested';
 
@@ -23,14 +23,7 @@ export interface OutboxEntry {
   /** The job's attempt (a retry is announced as job.created with attempt > 1). */
   attempt: number;
   type: OutboxType;
-  payload: {
-    job: Job;
-    from?: JobState | null;
-    to?: JobState;
-    cause?: Cause;
-    /** What the history entry of the transition says besides (a retry's outcome and exit code, a forced cancel). */
-    detail?: Record<string, unknown>;
-  };
+  payload: OutboxPayload;
 }
 
 /** One stream entry: one outbox entry, or two when it also stands for a command (`_a`). */

@@ -181,3 +181,13 @@ export interface HistoryEntry {
  * yet); the caller dead-letters it.
  */
 export type ApplyResult = 'applied' | 'duplicate' | 'stale' | 'late' | 'unknown_job' | 'invalid';
+
+/** What an outbox entry says of its job (the changes and commands records carry it). */
+export interface OutboxPayload {
+  job: Job;
+  from?: JobState | null;
+  to?: JobState;
+  cause?: Cause;
+  /** What the transition's history entry says besides (a retry's outcome and exit code, a forced cancel). */
+  detail?: Record<string, unknown>;
+}

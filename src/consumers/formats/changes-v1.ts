@@ -7,7 +7,7 @@
  * A job id used again after retention removed the first job starts at version 1
  * again: `extjobcreated` (and the id) tell the two jobs apart.
  */
-import type { Cause, Job, JobState } from '../../broker/types.js';
+import type { OutboxPayload } from '../../broker/types.js';
 
 /** The fields of an outbox entry this module reads (the broker's OutboxEntry has them). */
 export interface OutboxRecord {
@@ -17,13 +17,7 @@ export interface OutboxRecord {
   version: number;
   attempt: number;
   type: 'job.changed' | 'job.created' | 'job.cancel_requested';
-  payload: {
-    job: Job;
-    from?: JobState | null;
-    to?: JobState;
-    cause?: Cause;
-    detail?: Record<string, unknown>;
-  };
+  payload: OutboxPayload;
 }
 
 export const OUTBOUND_TYPES = {
