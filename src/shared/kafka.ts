@@ -8,6 +8,7 @@ import {
   type Consumer,
   type ConsumerConfig,
   type IHeaders,
+  type ITopicConfig,
   Kafka,
   type KafkaConfig,
   logLevel,
@@ -96,15 +97,15 @@ export async function ensureTopics(admin: Admin, topics: TopicSpec[]): Promise<s
   const missing = topics.filter((t) => !existing.has(t.topic));
   if (missing.length === 0) return [];
   try {
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: missing.map((t) => ({
+    await createTopics(
+      admin,
+      missing.map((t) => ({
         topic: t.topic,
         numPartitions: t.partitions,
         replicationFactor: t.replication,
         configEntries: Object.entries(t.config ?? {}).map(([name, value]) => ({ name, value })),
       })),
-    });
+    );
   } catch (err) {
     // kafkajs says only "Topic creation errors": name each topic and Kafka's reason
     const errors = (err as { errors?: { topic?: string; type?: string; message?: string }[] }).errors;
@@ -116,6 +117,45 @@ export async function ensureTopics(admin: Admin, topics: TopicSpec[]): Promise<s
     );
   }
   return missing.map((t) => t.topic);
+}
+
+/**
+ * Create topics and wait until every partition has a leader. kafkajs's own wait
+ * (`waitForLeaders`) gives up at the first "This server does not host this
+ * topic-partition", which a broker answers for a moment after it created the topic
+ * (its metadata cache trails its controller, longer on a loaded machine).
+ */
+export async function createTopics(admin: Admin, topics: ITopicConfig[], timeoutMs = 30_000): Promise<void> {
+  await admin.createTopics({ topics, waitForLeaders: false });
+  const names = topics.map((t) => t.topic);
+  await waitForLeaders(() => admin.fetchTopicMetadata({ topics: names }), timeoutMs);
+}
+
+type TopicsMetadata = { topics: { name: string; partitions: { leader: number }[] }[] };
+
+/** Poll `fetch` until every partition has a leader; retriable Kafka errors are waited out. */
+export async function waitForLeaders(
+  fetch: () => Promise<TopicsMetadata>,
+  timeoutMs: number,
+  pollMs = 100,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let waitingFor: string;
+    try {
+      const { topics } = await fetch();
+      const leaderless = topics.find(
+        (t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0),
+      );
+      if (!leaderless) return;
+      waitingFor = `a leader for every partition of ${leaderless.name}`;
+    } catch (err) {
+      if ((err as { retriable?: boolean }).retriable !== true) throw err;
+      waitingFor = `the broker to know the topic (${(err as Error).message})`;
+    }
+    if (Date.now() + pollMs > deadline) throw new Error(`waited ${timeoutMs} ms for ${waitingFor}`);
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
+  }
 }
 
 /**

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseMessage } from '../../src/consumers/formats/index.js';
+import { createTopics } from '../../src/shared/kafka.js';
 import { testKafka, unique, waitFor } from '../helpers/index.js';
 import { kafkaGateway, startTestApi, TOKENS } from './support.js';
 
@@ -111,17 +112,14 @@ describe('POST /v1/jobs/{id}/events', () => {
     const small = unique('small');
     const admin = testKafka().admin();
     await admin.connect();
-    await admin.createTopics({
-      topics: [
-        {
-          topic: small,
-          numPartitions: 1,
-          replicationFactor: 1,
-          configEntries: [{ name: 'max.message.bytes', value: '2000' }],
-        },
-      ],
-      waitForLeaders: true,
-    });
+    await createTopics(admin, [
+      {
+        topic: small,
+        numPartitions: 1,
+        replicationFactor: 1,
+        configEntries: [{ name: 'max.message.bytes', value: '2000' }],
+      },
+    ]);
     await admin.disconnect();
     const { gateway: refusing } = await kafkaGateway({ topic: small });
     const api2 = await startTestApi({ events: refusing });

@@ -16,7 +16,7 @@ import { Readiness } from '../../src/api/readiness.js';
 import type { JobBroker } from '../../src/broker/index.js';
 import { encodeHttpEvent, parseHttpEvent } from '../../src/consumers/formats/index.js';
 import { sha256Hex } from '../../src/shared/config.js';
-import { createKafka } from '../../src/shared/kafka.js';
+import { createKafka, createTopics } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { harness } from '../broker/harness.js';
 import { kafkaBrokers, testKafka, unique } from '../helpers/index.js';
@@ -114,10 +114,7 @@ export async function kafkaGateway(
   if (!opts.topic) {
     const admin = testKafka().admin();
     await admin.connect();
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: 2, replicationFactor: 1 }],
-      waitForLeaders: true,
-    });
+    await createTopics(admin, [{ topic, numPartitions: 2, replicationFactor: 1 }]);
     await admin.disconnect();
   }
   const kafka = createKafka({

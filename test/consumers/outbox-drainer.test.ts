@@ -19,7 +19,13 @@ import { readDeadOutbox } from '../../src/broker/outbox.js';
 import { OutboxDrainer } from '../../src/consumers/outbox-drainer.js';
 import { kafkaErrorType, refusedBy } from '../../src/consumers/retry.js';
 import { topicNames } from '../../src/shared/config.js';
-import { createConsumer, createKafka, createProducer, type Producer } from '../../src/shared/kafka.js';
+import {
+  createConsumer,
+  createKafka,
+  createProducer,
+  createTopics,
+  type Producer,
+} from '../../src/shared/kafka.js';
 import { isolation, kafkaBrokers, redisClient, testKafka, unique, waitFor } from '../helpers/index.js';
 import { brokerWorld, kafkaWorld, quietLogger } from './support.js';
 
@@ -243,18 +249,15 @@ async function ownTopics(changesConfig: Record<string, string>) {
     await admin.disconnect();
   });
   const create = () =>
-    admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        {
-          topic: topics.changes,
-          numPartitions: 3,
-          replicationFactor: 1,
-          configEntries: Object.entries(changesConfig).map(([name, value]) => ({ name, value })),
-        },
-        { topic: topics.commands, numPartitions: 3, replicationFactor: 1 },
-      ],
-    });
+    createTopics(admin, [
+      {
+        topic: topics.changes,
+        numPartitions: 3,
+        replicationFactor: 1,
+        configEntries: Object.entries(changesConfig).map(([name, value]) => ({ name, value })),
+      },
+      { topic: topics.commands, numPartitions: 3, replicationFactor: 1 },
+    ]);
   return { names, kafka, topics, newProducer, producers, create };
 }
 

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { startKafka } from '../../src/cli/local/kafka.js';
 import { startService } from '../../src/cli/service.js';
 import { loadConfig } from '../../src/shared/config.js';
+import { createTopics } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import {
   isolation,
@@ -22,10 +23,7 @@ describe('the real local stack', () => {
     const topic = unique('harness');
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: 3, replicationFactor: 1 }],
-      waitForLeaders: true,
-    });
+    await createTopics(admin, [{ topic, numPartitions: 3, replicationFactor: 1 }]);
     expect(await admin.listTopics()).toContain(topic);
 
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });

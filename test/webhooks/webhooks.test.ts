@@ -17,7 +17,7 @@ import { type DeliveryView, Webhooks } from '../../src/consumers/webhooks.js';
 import { WebhookFeed } from '../../src/consumers/webhooks-feed.js';
 import type { AllowPrivate } from '../../src/consumers/webhooks-guard.js';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verify } from '../../src/consumers/webhooks-sign.js';
-import { createProducer } from '../../src/shared/kafka.js';
+import { createProducer, createTopics } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { startTestApi, TOKENS } from '../api/support.js';
 import { DEFAULTS, ev, harness } from '../broker/harness.js';
@@ -297,14 +297,14 @@ describe('webhooks', () => {
     const kafka = testKafka();
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({
-      topics: ['changes', 'commands'].map((t) => ({
+    await createTopics(
+      admin,
+      ['changes', 'commands'].map((t) => ({
         topic: `${topicPrefix}.${t}`,
         numPartitions: 2,
         replicationFactor: 1,
       })),
-      waitForLeaders: true,
-    });
+    );
     await admin.disconnect();
     const producer = createProducer(kafka);
     await producer.connect();
@@ -340,10 +340,7 @@ describe('webhook feed', () => {
     const topic = `${unique('t')}.changes`;
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: 1, replicationFactor: 1 }],
-      waitForLeaders: true,
-    });
+    await createTopics(admin, [{ topic, numPartitions: 1, replicationFactor: 1 }]);
     await admin.disconnect();
     const producer = createProducer(kafka);
     await producer.connect();

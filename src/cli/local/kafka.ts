@@ -10,7 +10,13 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExtjobError } from '../../shared/errors.js';
-import { createConsumer, createKafka, createProducer, withTimeout } from '../../shared/kafka.js';
+import {
+  createConsumer,
+  createKafka,
+  createProducer,
+  createTopics,
+  withTimeout,
+} from '../../shared/kafka.js';
 import { canConnect, freePort, ownTempDir, run, spawnTied, stopChild, waitUntil } from './process.js';
 
 /** scripts/kafka: three levels up from source, four from the compiled dist/src/cli/local. */
@@ -208,10 +214,7 @@ export async function probeKafka(brokers: string[], timeoutMs = 60_000): Promise
   const consumer = createConsumer(kafka, { groupId: topic });
   const run = async () => {
     await admin.connect();
-    await admin.createTopics({
-      topics: [{ topic, numPartitions: 1, replicationFactor: 1 }],
-      waitForLeaders: true,
-    });
+    await createTopics(admin, [{ topic, numPartitions: 1, replicationFactor: 1 }]);
     await producer.connect();
     await producer.send({ topic, acks: -1, messages: [{ key: 'probe', value: 'probe' }] });
     await consumer.connect();
