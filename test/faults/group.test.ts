@@ -62,5 +62,5 @@ describe('drill: a consumer group of serve processes loses a member and gains on
     });
     expect(changes.missing, line).toBe(0);
     for (const m of [members[0]!, members[2]!, members[3]!]) expect(m.child.exitCode).toBeNull();
-  }, 240_000);
+  }, 480_000);
 });

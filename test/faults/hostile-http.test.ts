@@ -215,5 +215,5 @@ describe('drill: HTTP fuzz', () => {
     expect(problems.slice(0, 20), line).toEqual([]);
     expect(health.status, line).toBe(200);
     expect(svc.child.exitCode, line).toBeNull();
-  }, 240_000);
+  }, 480_000);
 });

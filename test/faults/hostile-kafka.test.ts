@@ -127,5 +127,5 @@ describe('drill: hostile Kafka input', () => {
     expect({ lost: t.lost, doubled: t.doubled }).toEqual({ lost: 0, doubled: 0 });
     expect(svc.child.exitCode, line).toBeNull();
     expect([health.status, ready.status], line).toEqual([200, 200]);
-  }, 280_000);
+  }, 480_000);
 });

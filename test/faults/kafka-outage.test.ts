@@ -100,5 +100,5 @@ describe('drill: Kafka down for 20 s under load', () => {
     expect(changes.missing, line).toBe(0);
     expect([posted.status, postedType.split(';')[0]], line).toEqual([503, 'application/problem+json']);
     expect(svc.child.exitCode, line).toBeNull();
-  }, 240_000);
+  }, 480_000);
 });

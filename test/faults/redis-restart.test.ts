@@ -84,5 +84,5 @@ describe('drill: Redis crashes and restarts under load', () => {
     ).toEqual([]);
     expect(changes.missing, line).toBe(0);
     expect(svc.child.exitCode, line).toBeNull();
-  }, 240_000);
+  }, 480_000);
 });

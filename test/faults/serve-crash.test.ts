@@ -74,5 +74,5 @@ describe('drill: serve SIGKILLed under load', () => {
     });
     expect(changes.missing, line).toBe(0);
     expect(second.child.exitCode).toBeNull();
-  }, 180_000);
+  }, 360_000);
 });

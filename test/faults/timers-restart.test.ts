@@ -130,5 +130,5 @@ describe('drill: timers due while extjob is down', () => {
     // Generous sanity bound: "right after", not a benchmark.
     expect(Math.max(...late), line).toBeLessThan(15_000);
     for (const p of back) expect(p.child.exitCode).toBeNull();
-  }, 180_000);
+  }, 360_000);
 });

@@ -100,7 +100,7 @@ describe('the real local stack', () => {
       await kafka.stop();
       rmSync(dataDir, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, 240_000);
 
   it('runs against the broker the global setup started', () => {
     expect(kafkaBrokers()[0]).toMatch(/^127\.0\.0\.1:\d+$/);
