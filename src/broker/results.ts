@@ -3,6 +3,7 @@
  * answer or a script error into an ExtjobError.
  */
 import { ExtjobError } from '../shared/errors.js';
+import { isConnectionError } from '../shared/redis.js';
 
 export const ScriptResult = {
   Created: 'created',
@@ -47,7 +48,7 @@ export function redisError(err: unknown, what: string): ExtjobError {
   const message = err instanceof Error ? err.message : String(err);
   if (/EXTJOB_ILLEGAL_TRANSITION|EXTJOB_BAD_ARGUMENT/.test(message))
     return new ExtjobError('EXTJOB_INTERNAL', `${what}: ${message}`, { cause: err });
-  if (/ECONNREFUSED|ECONNRESET|ETIMEDOUT|Connection is closed|MaxRetriesPerRequest/i.test(message))
+  if (isConnectionError(err))
     return new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', `${what}: Redis did not answer (${message})`, {
       cause: err,
     });

@@ -15,6 +15,7 @@
 import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
+import { disconnectIfDown, isConnectionError } from '../shared/redis.js';
 import type { TimerKind } from './instrumentation.js';
 import type { BrokerKeys } from './keys.js';
 
@@ -65,12 +66,13 @@ export class TimerService {
     private readonly logger: Logger | undefined,
   ) {
     this.queueConnection = redis.duplicate();
+    // the broker's own client reports an outage; this one and the queue only repeat it
+    this.queueConnection.on('error', () => {});
     this.queue = new Queue(TIMER_QUEUE, {
       connection: this.queueConnection,
       prefix: keys.prefix,
       streams: { events: { maxLen: 1000 } },
     });
-    // the broker's own client reports an outage; this one only repeats it
     this.queue.on('error', (err) => this.logger?.debug({ err: err.message }, 'timer queue: redis error'));
   }
 
@@ -131,6 +133,7 @@ export class TimerService {
   ): Promise<void> {
     if (this.worker) return;
     this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
+    this.workerConnection.on('error', () => {}); // the broker's own client reports it
     this.worker = new Worker<TimerData>(
       TIMER_QUEUE,
       async (job) => {
@@ -152,7 +155,12 @@ export class TimerService {
         maxStalledCount: Number.MAX_SAFE_INTEGER,
       },
     );
-    this.worker.on('error', (err) => this.logger?.error({ err }, 'timer worker error'));
+    this.worker.on('error', (err) =>
+      // an outage is reported by the broker's own client: here it is only a repeat
+      isConnectionError(err)
+        ? this.logger?.debug({ err: err.message }, 'timer worker: redis error')
+        : this.logger?.error({ err }, 'timer worker error'),
+    );
     this.worker.on('failed', (job, err) =>
       this.logger?.warn({ err, timer: job?.id }, 'timer failed; BullMQ will retry it'),
     );
@@ -179,6 +187,9 @@ export class TimerService {
 
   async close(): Promise<void> {
     if (this.recoverTimer) clearInterval(this.recoverTimer);
+    // a connection that is down makes BullMQ's close wait for it: cut it first
+    disconnectIfDown(this.workerConnection);
+    disconnectIfDown(this.queueConnection);
     await this.worker?.close();
     await this.queue.close();
     this.queueConnection.disconnect();

@@ -24,9 +24,9 @@ import { createInstrumentation } from '../consumers/instrumentation.js';
 import { Webhooks } from '../consumers/webhooks.js';
 import { WebhookFeed } from '../consumers/webhooks-feed.js';
 import { addressPolicy, literalRefusal } from '../consumers/webhooks-guard.js';
-import { type Config, topicNames } from '../shared/config.js';
+import { type Config, topicNames, withoutPassword } from '../shared/config.js';
 import { ExtjobError } from '../shared/errors.js';
-import { createKafka, kafkaSettings } from '../shared/kafka.js';
+import { createKafka, kafkaSettings, withTimeout } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 
 export interface Service {
@@ -105,10 +105,25 @@ function listenError(err: unknown, host: string, port: number, setting = 'EXTJOB
   return err;
 }
 
-export async function startService(config: Config, logger: Logger): Promise<Service> {
+/** How long a start waits for Redis to answer before it fails. */
+export const REDIS_START_WAIT_MS = 30_000;
+
+export async function startService(
+  config: Config,
+  logger: Logger,
+  opts: { redisWaitMs?: number } = {},
+): Promise<Service> {
   const roles = new Set(config.roles);
   const redis = new Redis(config.redisUrl, redisOptions(config));
-  redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  /** Why the connection is down, while it is: said by the start and by /readyz. */
+  let redisProblem: string | undefined;
+  redis.on('error', (err) => {
+    redisProblem = err.message;
+    logger.warn({ err: err.message }, 'redis connection error');
+  });
+  redis.on('ready', () => {
+    redisProblem = undefined;
+  });
   const broker = new JobBroker({
     redis,
     prefix: config.redisKeyPrefix,
@@ -126,7 +141,10 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
   const readiness = new Readiness()
     .add({
       name: 'redis',
-      run: async () => ((await redis.ping()) === 'PONG' ? undefined : 'unexpected PING answer'),
+      run: async () => {
+        if (redis.status !== 'ready') return `not connected${redisProblem ? ` (${redisProblem})` : ''}`;
+        return (await redis.ping()) === 'PONG' ? undefined : 'unexpected PING answer';
+      },
     })
     .add({
       name: 'kafka',
@@ -181,11 +199,23 @@ export async function startService(config: Config, logger: Logger): Promise<Serv
   /** Close the connections no part owns. */
   const disconnect = async () => {
     await admin.disconnect().catch(() => {});
-    await redis.quit().catch(() => redis.disconnect());
+    // a QUIT would wait for a Redis that is away to return
+    if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
+    else redis.disconnect();
   };
 
   let server: Server;
   try {
+    // Every part waits for Redis while it is away: at the start, that would be a
+    // process that never serves and never says why.
+    const waitMs = opts.redisWaitMs ?? REDIS_START_WAIT_MS;
+    await withTimeout(redis.ping(), waitMs, `no answer within ${waitMs / 1000} s`).catch((err: Error) => {
+      throw new ExtjobError(
+        'EXTJOB_REDIS_UNAVAILABLE',
+        `cannot reach Redis at ${withoutPassword(config.redisUrl)} (EXTJOB_REDIS_URL): ${redisProblem ?? err.message}`,
+        { cause: err },
+      );
+    });
     // Timers first: they need only Redis, and starting the Kafka side waits for the
     // consumer to join its group, which after a crash takes up to the session timeout;
     // timers that fell due while extjob was down must not wait for that.

@@ -5,6 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import { type Config, topicNames } from '../shared/config.js';
+import { ExtjobError } from '../shared/errors.js';
 import { createKafka, createProducer, kafkaSettings } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 import { type EventSink, processBatch } from './event-batch.js';
@@ -12,6 +13,7 @@ import { EventsConsumer } from './events-consumer.js';
 import { DEFAULT_LIMITS, type FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import { OutboxDrainer, type OutboxSource } from './outbox-drainer.js';
+import { rootCause } from './retry.js';
 import { provisionTopics } from './topics.js';
 
 export { DLQ_HEADERS } from './dlq.js';
@@ -55,7 +57,13 @@ export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
   const instrumentation = o.instrumentation ?? createInstrumentation();
   const kafka = createKafka(kafkaSettings(config), logger);
   const admin = kafka.admin();
-  await admin.connect();
+  await admin.connect().catch((err: Error) => {
+    throw new ExtjobError(
+      'EXTJOB_KAFKA_UNAVAILABLE',
+      `cannot reach Kafka at ${config.kafkaBrokers.join(',')} (EXTJOB_KAFKA_BROKERS): ${String(rootCause(err).message ?? err.message)}`,
+      { cause: err },
+    );
+  });
   try {
     await provisionTopics(admin, {
       prefix: config.topicPrefix,
@@ -83,6 +91,7 @@ export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
       })
     : undefined;
   const subscriber = o.drain ? o.redis.duplicate() : undefined;
+  subscriber?.on('error', () => {}); // the service's own client reports an outage
   const drainer = subscriber
     ? new OutboxDrainer({
         source: o.broker,

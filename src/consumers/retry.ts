@@ -25,8 +25,11 @@ const REFUSED_RECORDS: ReadonlySet<string> = new Set([
 ]);
 
 /** The innermost error of a `cause` chain (the client wraps errors once its retries give up). */
-export function rootCause(err: unknown): { retriable?: unknown; type?: unknown } {
-  let e = err as { cause?: unknown; retriable?: unknown; type?: unknown } | null | undefined;
+export function rootCause(err: unknown): { retriable?: unknown; type?: unknown; message?: unknown } {
+  let e = err as
+    | { cause?: unknown; retriable?: unknown; type?: unknown; message?: unknown }
+    | null
+    | undefined;
   for (let depth = 0; depth < 8 && e?.cause && typeof e.cause === 'object'; depth++) e = e.cause as typeof e;
   return e && typeof e === 'object' ? e : {};
 }

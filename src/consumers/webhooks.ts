@@ -24,6 +24,7 @@ import { type Job as BullJob, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobState, NotifyTarget } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
+import { disconnectIfDown } from '../shared/redis.js';
 import { OUTBOUND_TYPES, type OutboxRecord, outboundCloudEvent } from './formats/changes-v1.js';
 import {
   type AddressPolicy,
@@ -108,12 +109,13 @@ export class Webhooks {
     this.policy = addressPolicy(opts.allowPrivate);
     this.lookup = guardedLookup(this.policy);
     this.queueConnection = opts.redis.duplicate();
+    // the service's own client reports an outage; this one and the queue only repeat it
+    this.queueConnection.on('error', () => {});
     this.queue = new Queue(WEBHOOK_QUEUE, {
       connection: this.queueConnection,
       prefix: opts.prefix,
       streams: { events: { maxLen: 1000 } },
     });
-    // the service's own client reports an outage; this one only repeats it
     this.queue.on('error', (err) => opts.logger?.debug({ err: err.message }, 'webhook queue: redis error'));
   }
 
@@ -332,6 +334,9 @@ export class Webhooks {
 
   async close(): Promise<void> {
     clearInterval(this.cleaner);
+    // a connection that is down makes BullMQ's close wait for it: cut it first
+    disconnectIfDown(this.workerConnection);
+    disconnectIfDown(this.queueConnection);
     await this.worker?.close().catch(() => {});
     await this.queue.close().catch(() => {});
     this.queueConnection.disconnect();

@@ -458,3 +458,15 @@ export function topicNames(prefix: string) {
     dlq: `${prefix}.events.dlq`,
   } as const;
 }
+
+/** A Redis URL to print: its password masked. */
+export function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.password) return url;
+    u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/.*@/, '//***@'); // up to the last @: a password may hold a /
+  }
+}

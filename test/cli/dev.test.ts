@@ -9,8 +9,8 @@ import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { withoutPassword } from '../../src/cli/commands/dev.js';
 import { freePort } from '../../src/cli/local/process.js';
+import { withoutPassword } from '../../src/shared/config.js';
 import { waitFor } from '../helpers/index.js';
 import { cli } from './support.js';
 

@@ -1,4 +1,4 @@
-import { type Env, loadConfig } from '../../shared/config.js';
+import { type Env, loadConfig, withoutPassword } from '../../shared/config.js';
 import { createLogger } from '../../shared/logger.js';
 import { type LocalKafka, startKafka } from '../local/kafka.js';
 import { canConnect } from '../local/process.js';
@@ -17,18 +17,6 @@ async function kafkaAnswers(brokers: string): Promise<boolean> {
   const first = brokers.split(',')[0] ?? '';
   const i = first.lastIndexOf(':');
   return canConnect(first.slice(0, i), Number(first.slice(i + 1)), 1000);
-}
-
-/** A Redis URL to print: its password masked. */
-export function withoutPassword(url: string): string {
-  try {
-    const u = new URL(url);
-    if (!u.password) return url;
-    u.password = '***';
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/.*@/, '//***@'); // up to the last @: a password may hold a /
-  }
 }
 
 export async function dev(args: { port?: string }): Promise<number> {

@@ -1,0 +1,83 @@
+/**
+ * A service that cannot reach Redis or Kafka when it starts fails its start with one
+ * error that says where it looked and which setting names it, instead of waiting
+ * without a word (Redis) or ending in a client library's stack trace (Kafka); and
+ * /readyz says why Redis is down when the connection is refused.
+ */
+import { describe, expect, it } from 'vitest';
+import { freePort } from '../../src/cli/local/process.js';
+import { startRedis } from '../../src/cli/local/redis.js';
+import { startService } from '../../src/cli/service.js';
+import { loadConfig } from '../../src/shared/config.js';
+import { createLogger } from '../../src/shared/logger.js';
+import { isolation, kafkaBrokers, redisUrl, waitFor } from '../helpers/index.js';
+
+const quiet = createLogger({ level: 'silent' });
+
+function config(env: Record<string, string>) {
+  const { keyPrefix, topicPrefix } = isolation();
+  return loadConfig({
+    EXTJOB_REDIS_URL: redisUrl(),
+    EXTJOB_REDIS_PREFIX: keyPrefix,
+    EXTJOB_KAFKA_BROKERS: kafkaBrokers().join(','),
+    EXTJOB_TOPIC_PREFIX: topicPrefix,
+    EXTJOB_TOPIC_REPLICATION: '1',
+    EXTJOB_HTTP_HOST: '127.0.0.1',
+    EXTJOB_HTTP_PORT: '0',
+    EXTJOB_INSECURE: 'true',
+    ...env,
+  });
+}
+
+describe('a start without Redis or Kafka', () => {
+  it('fails naming the Redis it could not reach, its password masked', async () => {
+    const port = await freePort();
+    const c = config({ EXTJOB_REDIS_URL: `redis://:s3cret@127.0.0.1:${port}` });
+    const err = await startService(c, quiet, { redisWaitMs: 1500 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE' });
+    const message = (err as Error).message;
+    expect(message).toMatch(
+      new RegExp(
+        `^cannot reach Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port} \\(EXTJOB_REDIS_URL\\): .*ECONNREFUSED`,
+      ),
+    );
+    expect(message).not.toContain('s3cret');
+  });
+
+  it('fails naming the Kafka brokers it could not reach', async () => {
+    const port = await freePort();
+    const c = config({ EXTJOB_KAFKA_BROKERS: `127.0.0.1:${port}` });
+    const err = await startService(c, quiet).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'EXTJOB_KAFKA_UNAVAILABLE' });
+    expect((err as Error).message).toMatch(
+      new RegExp(`^cannot reach Kafka at 127\\.0\\.0\\.1:${port} \\(EXTJOB_KAFKA_BROKERS\\): .*ECONNREFUSED`),
+    );
+  }, 60_000);
+
+  it('/readyz names the refused Redis connection rather than a slow answer', async () => {
+    let redis = await startRedis();
+    const service = await startService(config({ EXTJOB_REDIS_URL: redis.url }), quiet);
+    try {
+      await redis.stop();
+      // first "not connected", then why, once a reconnect was refused
+      const down = await waitFor(
+        async () => (await readyz(service.url)).redis?.reason?.match(/.*ECONNREFUSED.*/)?.[0],
+        {
+          timeoutMs: 10_000,
+          what: '/readyz to say why Redis is down',
+        },
+      );
+      expect(down).toMatch(/^not connected \(.*ECONNREFUSED/);
+    } finally {
+      // back, so that the service can stop (a stop waits for Redis: see serve's shutdown timeout)
+      redis = await startRedis({ port: redis.port });
+      await service.close();
+      await redis.stop();
+    }
+  }, 60_000);
+});
+
+async function readyz(url: string) {
+  const res = await fetch(`${url}/readyz`);
+  return ((await res.json()) as { checks: Record<string, { ok: boolean; reason?: string }> }).checks;
+}
