@@ -700,6 +700,26 @@ describe('listing by executor', () => {
   });
 });
 
+describe('transitions by executor (metrics)', () => {
+  it('name the executor that accepted a job created without one', async () => {
+    const seen: string[] = [];
+    h.broker.instrumentation.on('job_transition', (t) => seen.push(`${t.jobId} ${t.to} ${t.executor}`));
+    await h.broker.createJob({ id: 'te1', name: 'n' });
+    await h.broker.createJob({ id: 'te2', name: 'n', executor: 'runner-c' });
+    await h.broker.applyEvents([
+      ev('accepted', 'te1', { executor: 'runner-a' }),
+      ev('accepted', 'te2', { executor: 'runner-a' }), // named at create: stays runner-c's
+    ]);
+    await h.broker.applyEvents(['te1', 'te2'].map((id) => ev('finished', id, { exitCode: 0 })));
+    expect(seen.filter((l) => !l.includes(' pending '))).toEqual([
+      'te1 running runner-a',
+      'te2 running runner-c',
+      'te1 passed runner-a',
+      'te2 passed runner-c',
+    ]);
+  });
+});
+
 describe('hash-tagged prefix (Redis Cluster: every key in one slot)', () => {
   it('works unchanged with a {tag} prefix', async () => {
     const t = await harness({}, true);

@@ -347,7 +347,7 @@ end
 -- `executor`): listed under it from then on, and under that of a retry's accept
 -- rather than the earlier one's. retention.lua removes the entry.
 local function index_accepted_by(executor)
-  local before = redis.call('HGET', KJ, 'ax') or redis.call('HGET', KX, 'ax')
+  local before = accepted_executor()
   if before and before ~= executor then redis.call('ZREM', P .. ':idx:ex:' .. before, ID) end
   redis.call('ZADD', P .. ':idx:ex:' .. executor, S.c, ID)
 end

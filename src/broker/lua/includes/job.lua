@@ -433,6 +433,11 @@ local function executor_of()
   return nil
 end
 
+-- The executor that accepted the current or an earlier attempt ('ax'), if it named one.
+local function accepted_executor()
+  return redis.call('HGET', KJ, 'ax') or redis.call('HGET', KX, 'ax')
+end
+
 local function result(r, extra)
   OUT.r = r
   OUT.v = S.v
@@ -442,7 +447,8 @@ local function result(r, extra)
     OUT.c = S.c
     OUT.ac = S.ac
     OUT.f = S.f
-    OUT.e = executor_of()
+    -- a job created without an executor is the accepting executor's (as it is listed)
+    OUT.e = executor_of() or accepted_executor() or nil
   end
   if extra then
     for k, v in pairs(extra) do OUT[k] = v end
