@@ -33,10 +33,11 @@ const DEFAULT_MAX_BYTES = 4 * 1024 * 1024;
  * An attempt's chunk index (see lua/apply_many.lua): the run of consecutive seqs
  * [lo, hi) named by the chunk hash's field `r` ("lo hi zmax"), and the seq ZSET
  * (members `<seq>`, or `<seq>:L` when stored late) for every other chunk. A seq may be
- * in both (the run grew over a chunk stored out of order). This parses the run.
+ * in both (the run grew over a chunk stored out of order). This parses the run, and
+ * the run of seqs seen past the log limit ("lo hi").
  */
 function parseRun(raw: string | null): [lo: number, hi: number] {
-  const m = /^(\d+) (\d+) -?\d+$/.exec(raw ?? '');
+  const m = /^(\d+) (\d+)(?: -?\d+)?$/.exec(raw ?? '');
   return m ? [Number(m[1]), Number(m[2])] : [0, 0];
 }
 
@@ -71,13 +72,15 @@ function seqsFrom(
 }
 
 /**
- * Holes between stored seqs (and up to lastSeq when known), as inclusive ranges.
+ * Holes between the seqs seen (stored, or dropped at the log limit: the run of
+ * dropped seqs, [lo, hi)), and up to lastSeq when known, as inclusive ranges.
  * The ZSET is walked only when its seqs are not consecutive.
  */
 async function findGaps(
   redis: Redis,
   seqKey: string,
   run: [number, number],
+  dropped: [number, number],
   lastSeq: number | undefined,
 ): Promise<[number, number][]> {
   const [count, first, last] = await Promise.all([
@@ -87,7 +90,7 @@ async function findGaps(
   ]);
   // stored seqs as inclusive ranges, consecutive members joined
   const stored: [number, number][] = [];
-  if (run[1] > run[0]) stored.push([run[0], run[1] - 1]);
+  for (const [lo, hi] of [run, dropped]) if (hi > lo) stored.push([lo, hi - 1]);
   if (count > 0) {
     const lo = Number(first[1]);
     const hi = Number(last[1]);
@@ -131,13 +134,14 @@ export async function readLog(
     throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `limit must be an integer from 1 to ${LOG_LIMIT_MAX}`);
   if (!Number.isInteger(maxBytes) || maxBytes < 1)
     throw new ExtjobError('EXTJOB_VALIDATION_FAILED', 'maxBytes must be a positive integer');
-  const [state, attemptRaw, lastSeqRaw, tChunks, tBytes] = await redis.hmget(
+  const [state, attemptRaw, lastSeqRaw, tChunks, tBytes, tRun] = await redis.hmget(
     keys.job(id),
     's',
     'a',
     'lm',
     'lT',
     'lTB',
+    'tR',
   );
   if (!state) return undefined;
   const current = Number(attemptRaw ?? 1);
@@ -148,10 +152,11 @@ export async function readLog(
   const seqKey = keys.logSeqs(id, attempt);
   // An ended attempt's dropped chunks and lastSeq moved to its chunk hash (end_attempt).
   const [[runRaw, ...ended], members] = await Promise.all([
-    redis.hmget(logKey, 'r', ...(attempt === current ? [] : ['T', 'TB', 'L'])),
+    redis.hmget(logKey, 'r', ...(attempt === current ? [] : ['T', 'TB', 'L', 'R'])),
     redis.zrangebyscore(seqKey, fromSeq, '+inf', 'LIMIT', 0, limit),
   ]);
-  const [dropped, droppedBytes, last] = attempt === current ? [tChunks, tBytes, lastSeqRaw] : ended;
+  const [dropped, droppedBytes, last, droppedRun] =
+    attempt === current ? [tChunks, tBytes, lastSeqRaw, tRun] : ended;
   const lastSeq = last == null ? undefined : Number(last);
   const run = parseRun(runRaw ?? null);
   const seqs = seqsFrom(run, members, fromSeq, limit);
@@ -171,7 +176,7 @@ export async function readLog(
     chunks.push(s.late ? { seq: s.seq, data: d, late: true } : { seq: s.seq, data: d });
   }
   const lastChunk = chunks[chunks.length - 1];
-  const gaps = await findGaps(redis, seqKey, run, lastSeq);
+  const gaps = await findGaps(redis, seqKey, run, parseRun(droppedRun ?? null), lastSeq);
   const finished = attempt < current || isTerminal(state as JobState);
   const page: LogPage = {
     chunks,

@@ -427,7 +427,13 @@ describe('applyEvents', () => {
       expect(await b.applyEvent(ev('log', job.id, { seq: 2, chunk: chunk('c') }))).toBe('late');
       log = await b.readLog(job.id, { fromSeq: 2, limit: 1 });
       expect(log?.chunks).toEqual([{ seq: 2, data: chunk('c'), late: true }]);
-      expect(log).toMatchObject({ nextSeq: 3, gaps: [[4, 5]], complete: false });
+      // 4 was seen (dropped at the limit): only 5 is missing
+      expect(log).toMatchObject({ nextSeq: 3, gaps: [[5, 5]], complete: false });
+      // 5 comes late, past the first dropped chunk: dropped too, and now every chunk
+      // up to lastSeq arrived, stored or dropped
+      expect(await b.applyEvent(ev('log', job.id, { seq: 5, chunk: chunk('f') }))).toBe('late');
+      log = await b.readLog(job.id);
+      expect(log).toMatchObject({ gaps: [], complete: true, truncated: { chunks: 2, bytes: 8 } });
       expect(await b.readLog('missing')).toBeUndefined();
     } finally {
       await small.cleanup();
@@ -451,7 +457,8 @@ describe('applyEvents', () => {
       await b.applyEvent(ev('finished', job.id, { attempt: 1, exitCode: 1, lastSeq: 6 }));
       expect(await b.getJob(job.id)).toMatchObject({ state: 'pending', attempt: 2 });
       const first = await b.readLog(job.id, { attempt: 1 });
-      expect(first).toMatchObject({ truncated: { chunks: 4, bytes: 10 }, gaps: [[1, 6]], complete: false });
+      // 1-4 were dropped, 5 and 6 never came
+      expect(first).toMatchObject({ truncated: { chunks: 4, bytes: 10 }, gaps: [[5, 6]], complete: false });
       // a dropped chunk past a stored one (which came before anything was dropped)
       // extends the run of dropped seqs over it
       const { job: other } = await b.createJob({ name: 'n' });

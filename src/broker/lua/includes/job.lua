@@ -394,10 +394,10 @@ local function end_attempt(to, detail, exit_code, is_timeout)
   if detail then retry_detail = retry_detail .. ',"detail":' .. detail end
   retry_detail = retry_detail .. '}'
   -- per-attempt fields start afresh; the finished attempt stays in history, and
-  -- what its log read needs (dropped chunks, lastSeq) moves to its chunk hash
-  local kept = redis.call('HMGET', KJ, 'lT', 'lTB', 'lm')
+  -- what its log read needs (dropped chunks and their run, lastSeq) moves to its chunk hash
+  local kept = redis.call('HMGET', KJ, 'lT', 'lTB', 'lm', 'tR')
   local moved = {}
-  for i, name in ipairs({ 'T', 'TB', 'L' }) do
+  for i, name in ipairs({ 'T', 'TB', 'L', 'R' }) do
     if kept[i] then
       moved[#moved + 1] = name
       moved[#moved + 1] = kept[i]
