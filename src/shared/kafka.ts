@@ -59,6 +59,9 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
+const TRANSIENT =
+  /coordinator is not available|leadership election|not the leader for that topic-partition|does not host this topic-partition/i;
+
 /** A kafkajs client whose own log lines go to our logger (warnings and up). */
 export function createKafka(settings: KafkaSettings, logger?: Logger): Kafka {
   const config: KafkaConfig = {
@@ -71,9 +74,9 @@ export function createKafka(settings: KafkaSettings, logger?: Logger): Kafka {
       if (!logger) return;
       const level = LEVELS[entry.level] ?? 'info';
       const { message, ...rest } = entry.log;
-      // The coordinator is briefly unavailable while a group or broker starts: not news.
-      if (level === 'error' && /coordinator is not available|leadership election/i.test(String(rest.error)))
-        return;
+      // Answers a broker gives for a moment while a group, a topic or the broker itself
+      // starts, which kafkajs retries: not news (what does not recover fails loudly).
+      if (level === 'error' && TRANSIENT.test(String(rest.error))) return;
       logger[level]({ kafka: entry.namespace, ...rest }, message);
     },
   };
@@ -120,38 +123,43 @@ export async function ensureTopics(admin: Admin, topics: TopicSpec[]): Promise<s
 }
 
 /**
- * Create topics and wait until every partition has a leader. kafkajs's own wait
+ * Create topics and wait until the broker serves them. kafkajs's own wait
  * (`waitForLeaders`) gives up at the first "This server does not host this
  * topic-partition", which a broker answers for a moment after it created the topic
- * (its metadata cache trails its controller, longer on a loaded machine).
+ * (its metadata cache trails its controller, longer on a loaded machine); and a
+ * partition with a leader may still refuse offset reads ("not the leader") while its
+ * log is created, which makes a consumer starting then crash and rejoin its group.
  */
 export async function createTopics(admin: Admin, topics: ITopicConfig[], timeoutMs = 30_000): Promise<void> {
   await admin.createTopics({ topics, waitForLeaders: false });
   const names = topics.map((t) => t.topic);
-  await waitForLeaders(() => admin.fetchTopicMetadata({ topics: names }), timeoutMs);
+  await waitWhileRetriable(async () => {
+    const { topics: found } = await admin.fetchTopicMetadata({ topics: names });
+    const leaderless = found.find((t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0));
+    if (leaderless) return `a leader for every partition of ${leaderless.name}`;
+    await Promise.all(names.map((topic) => admin.fetchTopicOffsets(topic)));
+    return undefined;
+  }, timeoutMs);
 }
 
-type TopicsMetadata = { topics: { name: string; partitions: { leader: number }[] }[] };
-
-/** Poll `fetch` until every partition has a leader; retriable Kafka errors are waited out. */
-export async function waitForLeaders(
-  fetch: () => Promise<TopicsMetadata>,
+/**
+ * Run `probe` until it returns undefined (done), every `pollMs`; it returns what it
+ * still waits for. Retriable Kafka errors are waited out too; others are thrown.
+ */
+export async function waitWhileRetriable(
+  probe: () => Promise<string | undefined>,
   timeoutMs: number,
   pollMs = 100,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    let waitingFor: string;
+    let waitingFor: string | undefined;
     try {
-      const { topics } = await fetch();
-      const leaderless = topics.find(
-        (t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0),
-      );
-      if (!leaderless) return;
-      waitingFor = `a leader for every partition of ${leaderless.name}`;
+      waitingFor = await probe();
+      if (waitingFor === undefined) return;
     } catch (err) {
       if ((err as { retriable?: boolean }).retriable !== true) throw err;
-      waitingFor = `the broker to know the topic (${(err as Error).message})`;
+      waitingFor = `Kafka to serve the topics (${(err as Error).message})`;
     }
     if (Date.now() + pollMs > deadline) throw new Error(`waited ${timeoutMs} ms for ${waitingFor}`);
     await new Promise((resolve) => setTimeout(resolve, pollMs));

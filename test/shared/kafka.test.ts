@@ -2,7 +2,7 @@
 
 import { KafkaJSProtocolError } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { createKafka, createProducer, waitForLeaders } from '../../src/shared/kafka.js';
+import { createKafka, createProducer, waitWhileRetriable } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 
 describe('createProducer', () => {
@@ -14,21 +14,20 @@ describe('createProducer', () => {
   });
 });
 
-describe('waitForLeaders', () => {
+describe('waitWhileRetriable', () => {
   const unknownTopic = Object.assign(
     new KafkaJSProtocolError('This server does not host this topic-partition'),
     {
       retriable: true,
     },
   );
-  const metadata = (leader: number) => ({ topics: [{ name: 't', partitions: [{ leader: 0 }, { leader }] }] });
 
-  it('waits while the broker does not know the new topic yet, then until every partition has a leader', async () => {
-    const answers = [unknownTopic, unknownTopic, metadata(-1), metadata(0)];
+  it('waits out retriable errors and what the probe still waits for', async () => {
+    const answers = [unknownTopic, unknownTopic, 'a leader', undefined];
     let calls = 0;
-    await waitForLeaders(
+    await waitWhileRetriable(
       async () => {
-        const answer = answers[calls++]!;
+        const answer = answers[calls++];
         if (answer instanceof Error) throw answer;
         return answer;
       },
@@ -43,21 +42,23 @@ describe('waitForLeaders', () => {
     const denied = Object.assign(new KafkaJSProtocolError('Topic authorization failed'), {
       retriable: false,
     });
-    const fetch = async () => {
+    const probe = async () => {
       calls++;
       throw denied;
     };
-    await expect(waitForLeaders(fetch, 5000, 1)).rejects.toBe(denied);
+    await expect(waitWhileRetriable(probe, 5000, 1)).rejects.toBe(denied);
     expect(calls).toBe(1);
   });
 
   it('says what it waited for when the time is up', async () => {
-    await expect(waitForLeaders(async () => metadata(-1), 30, 1)).rejects.toThrow(
-      /waited 30 ms for a leader for every partition of t/,
+    await expect(waitWhileRetriable(async () => 'a leader for t', 30, 1)).rejects.toThrow(
+      /waited 30 ms for a leader for t/,
     );
     const stillUnknown = async () => {
       throw unknownTopic;
     };
-    await expect(waitForLeaders(stillUnknown, 30, 1)).rejects.toThrow(/the broker to know the topic/);
+    await expect(waitWhileRetriable(stillUnknown, 30, 1)).rejects.toThrow(
+      /Kafka to serve the topics \(This server does not host/,
+    );
   });
 });

@@ -1,8 +1,9 @@
 /**
- * A service that cannot reach Redis or Kafka when it starts fails its start with one
- * error that says where it looked and which setting names it, instead of waiting
- * without a word (Redis) or ending in a client library's stack trace (Kafka); and
- * /readyz says why Redis is down when the connection is refused.
+ * What a start says. A first start creates its topics and joins its group once,
+ * logging no error. A service that cannot reach Redis or Kafka when it starts fails
+ * its start with one error that says where it looked and which setting names it,
+ * instead of waiting without a word (Redis) or ending in a client library's stack
+ * trace (Kafka); and /readyz says why Redis is down when the connection is refused.
  */
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../../src/cli/local/process.js';
@@ -28,6 +29,27 @@ function config(env: Record<string, string>) {
     ...env,
   });
 }
+
+describe('a first start', () => {
+  it('creates its topics, joins its group once and logs no error', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'info' }, { write: (l: string) => lines.push(l) });
+    const service = await startService(config({}), logger);
+    try {
+      await waitFor(async () => (await fetch(`${service.url}/readyz`)).status === 200, {
+        timeoutMs: 30_000,
+        what: '/readyz 200',
+      });
+      // a consumer that started on partitions not served yet crashes and joins again
+      await new Promise((r) => setTimeout(r, 3000));
+    } finally {
+      await service.close();
+    }
+    const logged = lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+    expect(logged.filter((l) => l.level >= 50)).toEqual([]);
+    expect(logged.filter((l) => l.msg === 'joined')).toHaveLength(1);
+  }, 60_000);
+});
 
 describe('a start without Redis or Kafka', () => {
   it('fails naming the Redis it could not reach, its password masked', async () => {
