@@ -321,7 +321,9 @@ export class Webhooks {
       if (j.data.to) v.to = j.data.to;
       const rv = j.returnvalue as { status?: number } | null | undefined;
       if (rv?.status) v.status = rv.status;
-      if (j.failedReason) {
+      // a delivery that succeeded after retries has no error: the earlier tries' last
+      // reason stays on the BullMQ job, and `attempts` says there were retries
+      if (j.failedReason && state !== 'completed') {
         v.error = j.failedReason;
         const m = /^HTTP (\d{3})/.exec(j.failedReason);
         if (m && !v.status) v.status = Number(m[1]);

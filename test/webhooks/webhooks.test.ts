@@ -249,6 +249,7 @@ describe('webhooks', () => {
     });
     const byUrl = Object.fromEntries(list.map((d) => [d.url, d]));
     expect(byUrl[flaky.url]).toMatchObject({ state: 'completed', attempts: 2, status: 200, to: 'passed' });
+    expect(byUrl[flaky.url]?.error).toBeUndefined();
     expect(byUrl[broken.url]).toMatchObject({ state: 'failed', attempts: 3, status: 503 });
     expect(byUrl[broken.url]?.error).toMatch(/HTTP 503/);
     expect(results.filter((r) => r === 'delivered')).toHaveLength(1);
