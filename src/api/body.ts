@@ -2,7 +2,7 @@
  * Request bodies: JSON only (415 otherwise), at most 1 MiB (413), nesting bounded
  * (400). The raw bytes stay available (the events route hands them to the parser).
  */
-import express, { type RequestHandler } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler } from 'express';
 import { ExtjobError } from '../shared/errors.js';
 import { LIMITS } from './schemas.js';
 
@@ -45,9 +45,17 @@ export function protoKeyPath(value: unknown, path = 'body'): string | undefined 
 
 /**
  * Parse a JSON body into req.body (raw bytes in res.locals.rawBody). With
- * `optional`, a request without a body yields {}.
+ * `optional`, a request without a body yields {}. With `leaveBadToRoute`, a body that
+ * is not JSON or is nested too deep is not refused here (req.body is undefined): the
+ * events route hands the raw bytes to the event parser, which names the reason of the
+ * rejection (`malformed`, `invalid`) as it does for the same bytes on Kafka.
  */
-export function jsonBody(optional = false): RequestHandler[] {
+export function jsonBody(optional = false, leaveBadToRoute = false): RequestHandler[] {
+  const refuse = (req: Request, next: NextFunction, detail: string) => {
+    if (!leaveBadToRoute) return next(new ExtjobError('EXTJOB_VALIDATION_FAILED', detail));
+    req.body = undefined;
+    next();
+  };
   return [
     (req, _res, next) => {
       const length = req.get('content-length');
@@ -82,20 +90,10 @@ export function jsonBody(optional = false): RequestHandler[] {
       try {
         value = JSON.parse(raw.toString('utf8'));
       } catch (err) {
-        return next(
-          new ExtjobError(
-            'EXTJOB_VALIDATION_FAILED',
-            `the body is not valid JSON: ${(err as Error).message}`,
-          ),
-        );
+        return refuse(req, next, `the body is not valid JSON: ${(err as Error).message}`);
       }
       if (jsonDepth(value, LIMITS.maxDepth) > LIMITS.maxDepth)
-        return next(
-          new ExtjobError(
-            'EXTJOB_VALIDATION_FAILED',
-            `the body is nested deeper than ${LIMITS.maxDepth} levels`,
-          ),
-        );
+        return refuse(req, next, `the body is nested deeper than ${LIMITS.maxDepth} levels`);
       req.body = value;
       next();
     },

@@ -319,7 +319,7 @@ export function createApiRouter(opts: ApiOptions): Router {
     const chain: RequestHandler[] = [
       def.auth === 'event-token' ? eventAuth : requireScope(table, opts.insecure, def.auth),
     ];
-    if (def.body) chain.push(...jsonBody(def.bodyOptional));
+    if (def.body) chain.push(...jsonBody(def.bodyOptional, def.operationId === 'postEvent'));
     chain.push(run(def, handler));
     router[def.method](expressPath(def.path), ...chain);
   }

@@ -169,11 +169,24 @@ describe('POST /v1/jobs/{id}/events', () => {
       [{ ...accepted('e2'), type: 'dev.extjob.finished.v1', data: { exitCode: 'zero' } }, 'invalid'],
       [{ ...accepted('e2'), specversion: '0.3' }, 'invalid'],
       ['just a string', 'invalid'],
+      // nested too deep: refused by the parser, as on Kafka
+      [{ ...accepted('e2'), data: JSON.parse(`${'['.repeat(40)}${']'.repeat(40)}`) }, 'invalid'],
     ];
     for (const [body, reason] of bad) {
       const r = await api.req('/v1/jobs/e2/events', { token: eventToken, json: body });
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(await r.json()).toMatchObject({ code: 'EXTJOB_VALIDATION_FAILED', reason });
+    }
+    // bytes that are not JSON (or not UTF-8) are malformed, as the same bytes on Kafka are
+    for (const body of ['{"specversion":"1.0",', Buffer.from([0x7b, 0xff, 0x7d])]) {
+      const r = await api.req('/v1/jobs/e2/events', {
+        token: eventToken,
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(r.status, String(body)).toBe(400);
+      expect(await r.json()).toMatchObject({ code: 'EXTJOB_VALIDATION_FAILED', reason: 'malformed' });
     }
     const big = {
       ...accepted('e2'),
