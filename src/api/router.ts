@@ -371,7 +371,11 @@ function run(def: RouteDef, handler: Handler): RequestHandler {
         if (!p.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(p.error, 'path.id'));
         id = p.data;
       }
-      // Repeated parameters arrive as arrays and fail the string schemas: rejected, not guessed at.
+      // Repeated parameters arrive as arrays: rejected, not guessed at, and said so (the
+      // schemas would only say that each value is not one of the allowed ones).
+      const repeated = Object.entries(req.query).find(([, v]) => Array.isArray(v));
+      if (repeated)
+        throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `query.${repeated[0]}: given more than once`);
       const q = def.query.safeParse({ ...(req.query as Record<string, unknown>) });
       if (!q.success) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', describeIssues(q.error, 'query'));
       let body: unknown;

@@ -179,6 +179,14 @@ describe('reading jobs', () => {
       'x=1',
     ])
       expect((await api.req(`/v1/jobs?${q}`)).status, q).toBe(400);
+    // a repeated parameter is refused as repeated, on every route, even when each value is valid
+    for (const path of ['/v1/jobs?state=passed&state=failed', '/v1/jobs/l1/log?limit=1&limit=2']) {
+      const r = await api.req(path);
+      expect(r.status, path).toBe(400);
+      expect(((await r.json()) as { detail: string }).detail, path).toMatch(
+        /^query\.\w+: given more than once$/,
+      );
+    }
   });
 
   it('a log past its limit says so as text too', async () => {
