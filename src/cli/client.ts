@@ -9,6 +9,11 @@ export interface ClientOptions {
   token?: string | undefined;
   /** Per-request deadline for ordinary calls. */
   timeoutMs?: number;
+  /**
+   * What to tell the user when the server wants a token and none was given (the
+   * server's own message names the HTTP header, which a CLI user does not write).
+   */
+  noTokenHint?: string;
 }
 
 export interface ProblemBody {
@@ -96,7 +101,9 @@ export class ApiClient {
       try {
         problem = JSON.parse(text) as ProblemBody;
       } catch {}
-      const detail = problem?.detail ?? (text.slice(0, 200) || res.statusText);
+      let detail = problem?.detail ?? (text.slice(0, 200) || res.statusText);
+      if (res.status === 401 && !this.opts.token)
+        detail = this.opts.noTokenHint ?? 'no API token: pass --token or set EXTJOB_TOKEN';
       throw new ClientError(`${detail}${problem?.code ? ` (${problem.code})` : ''}`, res.status, problem);
     }
     return res;
@@ -221,10 +228,14 @@ export const CLIENT_HELP = `Common options:
   -h, --help     this help`;
 
 /** The client for `--url`/`--token` or EXTJOB_URL/EXTJOB_TOKEN. */
-export function clientFrom(values: { url?: unknown; token?: unknown }, env = process.env): ApiClient {
+export function clientFrom(
+  values: { url?: unknown; token?: unknown },
+  env = process.env,
+  noTokenHint?: string,
+): ApiClient {
   const url = (typeof values.url === 'string' && values.url) || env.EXTJOB_URL || 'http://127.0.0.1:8080';
   const token = (typeof values.token === 'string' && values.token) || env.EXTJOB_TOKEN || undefined;
-  return new ApiClient({ url, token });
+  return new ApiClient({ url, token, noTokenHint });
 }
 
 /**

@@ -333,6 +333,12 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     const noAuth = await cli(['get', 'g1'], { ...env, EXTJOB_TOKEN: 'wrong-token' });
     expect(noAuth.code).toBe(1);
     expect(noAuth.stderr).toMatch(/EXTJOB_UNAUTHORIZED/);
+    // without a token, the CLI names its own way to give one, not the HTTP header
+    const noToken = await cli(['create', '--name', 'x'], { ...env, EXTJOB_TOKEN: '' });
+    expect(noToken.code).toBe(1);
+    expect(noToken.stderr).toBe(
+      'extjob create: no API token: pass --token or set EXTJOB_TOKEN (EXTJOB_UNAUTHORIZED)\n',
+    );
     expect((await cli(['create'], env)).code).toBe(2);
     expect((await cli(['emit', 'g1', 'exploded'], env)).code).toBe(2);
     expect((await cli(['wait'], env)).code).toBe(2);
@@ -351,7 +357,9 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect((await cli(['create', '--name', 'x', '--accept-timeout', ' '], env)).code).toBe(2);
     const emitNoToken = await cli(['emit', 'g3', 'accepted'], { ...env, EXTJOB_TOKEN: '' });
     expect(emitNoToken.code).toBe(1);
-    expect(emitNoToken.stderr).toMatch(/EXTJOB_UNAUTHORIZED/);
+    expect(emitNoToken.stderr).toBe(
+      "extjob emit: no event token: pass the job's event token with --event-token or set EXTJOB_EVENT_TOKEN (EXTJOB_UNAUTHORIZED)\n",
+    );
   });
 });
 

@@ -190,7 +190,11 @@ export async function emit(values: Record<string, unknown>, positionals: string[
 
 function httpSender(values: Record<string, unknown>, id: string): Send {
   const token = (values['event-token'] as string | undefined) ?? process.env.EXTJOB_EVENT_TOKEN;
-  const client = clientFrom({ url: values.url, token });
+  const client = clientFrom(
+    { url: values.url, token },
+    process.env,
+    "no event token: pass the job's event token with --event-token or set EXTJOB_EVENT_TOKEN",
+  );
   return async (ev) => {
     await client.json(`/v1/jobs/${encodeURIComponent(id)}/events`, { json: toCloudEventJson(ev) });
   };
