@@ -158,24 +158,34 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     source.on(name, safe);
     unsubscribe.push(() => source.off(name, safe));
   };
+  /** Scrape-time reads under way (each settles within its deadline). */
+  const reading = new Set<Promise<unknown>>();
   const collectErrors = new Counter({
     name: 'extjob_metrics_collect_errors_total',
     help: 'Scrape-time reads (Redis counters, readiness) that failed or timed out; the gauge is left out or NaN.',
     labelNames: ['gauge'],
     registers: r,
+    async collect() {
+      // A scrape collects every metric at once, this counter first (registered first):
+      // let the gauges start their reads, then wait for them, so that the scrape whose
+      // gauge is left out or NaN also shows the failure counted.
+      await new Promise(setImmediate);
+      await Promise.allSettled(reading);
+    },
   });
-  const scrapeRead = async <T>(
-    gauge: string,
-    read: () => Promise<T>,
-    ms = timeoutMs,
-  ): Promise<T | undefined> => {
-    try {
-      return await withTimeout(read(), ms, `${gauge}: no answer within ${ms} ms`);
-    } catch (err) {
-      collectErrors.inc({ gauge });
-      sources.logger?.warn({ err: (err as Error).message, gauge }, 'metrics: scrape-time read failed');
-      return undefined;
-    }
+  const scrapeRead = <T>(gauge: string, read: () => Promise<T>, ms = timeoutMs): Promise<T | undefined> => {
+    const p = (async () => {
+      try {
+        return await withTimeout(read(), ms, `${gauge}: no answer within ${ms} ms`);
+      } catch (err) {
+        collectErrors.inc({ gauge });
+        sources.logger?.warn({ err: (err as Error).message, gauge }, 'metrics: scrape-time read failed');
+        return undefined;
+      }
+    })();
+    reading.add(p);
+    void p.finally(() => reading.delete(p));
+    return p;
   };
 
   // --- jobs (broker) ---

@@ -102,10 +102,12 @@ describe('instrumentMetrics', () => {
     const text = await registry.metrics();
     expect(text).not.toMatch(/^extjob_jobs\{/m);
     expect(text).toMatch(/^extjob_outbox_pending nan$/im);
-    // A scrape reports the failures of the scrapes before it (the counter is read first).
+    // The scrape that left the gauges out counts their failures too, once per scrape.
+    expect(text).toMatch(/^extjob_metrics_collect_errors_total\{gauge="extjob_jobs"\} 1$/m);
+    expect(text).toMatch(/^extjob_metrics_collect_errors_total\{gauge="extjob_outbox_pending"\} 1$/m);
     const next = await registry.metrics();
-    expect(next).toMatch(/^extjob_metrics_collect_errors_total\{gauge="extjob_jobs"\} 1$/m);
-    expect(next).toMatch(/^extjob_metrics_collect_errors_total\{gauge="extjob_outbox_pending"\} 1$/m);
+    expect(next).toMatch(/^extjob_metrics_collect_errors_total\{gauge="extjob_jobs"\} 2$/m);
+    expect(next).toMatch(/^extjob_metrics_collect_errors_total\{gauge="extjob_outbox_pending"\} 2$/m);
   });
 
   it('counts events once: results from the broker, invalid ones from the consumers', async () => {
