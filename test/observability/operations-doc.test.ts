@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { instrumentMetrics } from '../../src/api/metrics.js';
 import { httpObservability } from '../../src/api/metrics-http.js';
+import { eventTypeLabel } from '../../src/api/metrics-labels.js';
 import { OPTIONS } from '../../src/shared/config.js';
 import { createLogger } from '../../src/shared/logger.js';
 
@@ -59,6 +60,12 @@ describe('docs/operations.md', () => {
       expect(headings.has(r.alert!), `runbook heading for ${r.alert}`).toBe(true);
       expect(r.annotations?.runbook).toBe(`docs/operations.md#${r.alert!.toLowerCase()}`);
     }
+  });
+
+  it('names the type labels given to events outside the vocabulary', () => {
+    // not JSON (no type could be read), and a type extjob does not know
+    for (const label of [eventTypeLabel(undefined), eventTypeLabel('com.example.other')])
+      expect(doc, label).toMatch(new RegExp(`counts?\\s+as \`${label}\``));
   });
 
   it('lists every extjob metric the service registers', async () => {
