@@ -595,6 +595,34 @@ describe('properties', () => {
   });
 });
 
+describe('log chunks going out', () => {
+  // docs/cli.md (emit log): text unless not UTF-8 or larger as JSON than as base64
+  it('are text when JSON carries them in no more room than base64, else base64', () => {
+    const data = (chunk: Buffer) => {
+      const ev: JobEvent = {
+        id: 'e',
+        source: 's',
+        type: 'dev.extjob.log.v1',
+        jobId: 'job-1',
+        kind: 'log',
+        seq: 0,
+        chunk,
+      };
+      return JSON.parse(encodeStructured(ev).value.toString()).data as Record<string, unknown>;
+    };
+    expect(data(Buffer.from('step one: ok\n'))).toEqual({ seq: 0, text: 'step one: ok\n' });
+    for (const chunk of [
+      Buffer.from([0x6f, 0x6b, 0xff]), // not UTF-8
+      Buffer.from('\x1b[31mred\x1b[0m\x1b[1m'), // UTF-8, but escapes outgrow base64
+      Buffer.from('""""""'), // quotes: two characters each as JSON
+    ])
+      expect(data(chunk), JSON.stringify(chunk.toString())).toEqual({
+        seq: 0,
+        base64: chunk.toString('base64'),
+      });
+  });
+});
+
 describe('JSON nesting depth', () => {
   it('counts nesting, not brackets, and ignores brackets in strings', () => {
     const many = JSON.stringify(Array.from({ length: 100 }, () => ({ a: [] })));
