@@ -553,6 +553,19 @@ describe('cancelJob', () => {
     await h.broker.applyEvent(ev('canceled', job.id));
     expect(await h.broker.getJob(job.id)).toMatchObject({ state: 'canceled' });
   });
+
+  it('fails a running job whose executor gives up unasked, without a retry (docs/events.md)', async () => {
+    const { job } = await h.broker.createJob({ name: 'n', retry: { limit: 2 } });
+    await h.broker.applyEvent(ev('accepted', job.id));
+    await h.broker.applyEvent(ev('canceled', job.id, { reason: 'disk full' }));
+    const got = await h.broker.getJob(job.id);
+    expect(got).toMatchObject({
+      state: 'failed',
+      attempt: 1,
+      error: { type: 'canceled_by_executor', message: 'disk full' },
+    });
+    expect(got?.exitCode).toBeUndefined();
+  });
 });
 
 describe('outbox, listing and counters', () => {
