@@ -95,6 +95,15 @@ const getJob = async (stack: Stack, id: string) => {
 };
 
 describe('deploy/examples', { timeout: 120_000 }, () => {
+  it('GitHub Actions installs the CLI from a tarball, not from the npm registry', () => {
+    // no package named extjob is published: `npm install --global extjob` would fail
+    // (or install someone else's package)
+    const wf = read('github-actions/deploy.yml') as { jobs: { deploy: { steps: { run?: string }[] } } };
+    const installs = wf.jobs.deploy.steps.map((s) => s.run ?? '').filter((r) => /\bnpm install\b/.test(r));
+    expect(installs).toEqual(['npm install --global "$EXTJOB_CLI_TARBALL"']);
+    expect(readFileSync(join(ROOT, 'docs/cli.md'), 'utf8')).toMatch(/^## Installing the CLI$/m);
+  });
+
   it('GitHub Actions step waits; Argo CD notifications accept and finish the job: exit 0', async () => {
     const stack = await startStack();
     const wf = read('github-actions/deploy.yml') as {
