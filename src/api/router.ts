@@ -202,15 +202,19 @@ export function createApiRouter(opts: ApiOptions): Router {
       const resume = logResumePoint(ctx.req.get('last-event-id'));
       const from = resume ?? { seq: (ctx.query.fromSeq as number | undefined) ?? 0 };
       const sse = new SseStream(ctx.res);
-      await streamLog(broker, hub, ctx.id, sse, from, resume !== undefined).catch((err) =>
-        streamFailed(sse, err),
+      await streamLog(broker, hub, ctx.id, sse, from, resume !== undefined).then(
+        () => sse.end(),
+        (err) => streamFailed(sse, err),
       );
     },
     streamEvents: async (ctx) => {
       await call(() => mustGetJob(broker, ctx.id));
       const resume = lastEventId(ctx.req);
       const sse = new SseStream(ctx.res);
-      await streamEvents(broker, hub, ctx.id, sse, resume ?? -1).catch((err) => streamFailed(sse, err));
+      await streamEvents(broker, hub, ctx.id, sse, resume ?? -1).then(
+        () => sse.end(),
+        (err) => streamFailed(sse, err),
+      );
     },
     getHistory: async (ctx) => {
       const history = await call(() => broker.history(ctx.id));

@@ -38,8 +38,9 @@ export class SseStream {
     return this.abort.signal;
   }
 
+  /** The client left, or the stream was ended: nothing more can be written. */
   get closed(): boolean {
-    return this.abort.signal.aborted;
+    return this.abort.signal.aborted || this.res.writableEnded;
   }
 
   /**

@@ -164,8 +164,7 @@ export async function streamLog(
       }
     }
   } finally {
-    wakeups.close();
-    sse.end();
+    wakeups.close(); // the caller ends the stream: after an error, with an error event
   }
 }
 
@@ -216,7 +215,6 @@ export async function streamEvents(
       if (job.state !== before) sse.send('job', job);
     }
   } finally {
-    wakeups.close();
-    sse.end();
+    wakeups.close(); // the caller ends the stream: after an error, with an error event
   }
 }

@@ -440,4 +440,25 @@ describe('SSE streams', () => {
     );
     expect((await api.req('/v1/jobs/nope/events/stream')).status).toBe(404);
   });
+
+  it('a stream that fails after it began ends with an error event, and the server stays up', async () => {
+    const api = await startTestApi();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    for (const [id, path] of [
+      ['gone-e', 'events/stream'],
+      ['gone-l', 'log/stream'],
+    ] as const) {
+      await api.req('/v1/jobs', { json: { id, name: 'n' } });
+      const got = collect(client.events(`/v1/jobs/${id}/${path}`), (e) => e.event === 'error');
+      await waitFor(() => api.hub.size === 1);
+      // the job vanishes under the stream (retention, or a Redis that lost its data)
+      const keys = await api.redis.keys(`${api.broker.keys.job(id)}*`);
+      await api.redis.del(...keys);
+      await api.redis.publish(api.hub.channel, JSON.stringify({ id, v: 9, state: 'running', kind: 'state' }));
+      const error = (await got).at(-1)!;
+      expect(JSON.parse(error.data)).toMatchObject({ code: 'EXTJOB_JOB_NOT_FOUND' });
+      await waitFor(() => api.hub.size === 0);
+    }
+    expect((await api.req('/healthz')).status).toBe(200);
+  });
 });
