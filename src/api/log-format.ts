@@ -3,7 +3,8 @@
  */
 import type { LogChunk } from './ports.js';
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a chunk's leading byte-order mark is part of its bytes, kept as U+FEFF
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export interface ChunkJson {
   seq: number;

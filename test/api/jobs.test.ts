@@ -271,10 +271,14 @@ describe('reading jobs', () => {
       chunks: unknown[];
     };
     expect(from1.chunks).toEqual([{ seq: 1, text: 'world\n' }]);
+    // a leading byte-order mark is part of the chunk's bytes
+    await api.broker.applyEvents([ev('log', 'lg', { seq: 3, chunk: Buffer.from([0xef, 0xbb, 0xbf, 0x68]) })]);
+    const bom = (await (await api.req('/v1/jobs/lg/log?fromSeq=3')).json()) as { chunks: unknown[] };
+    expect(bom.chunks).toEqual([{ seq: 3, text: '\ufeffh' }]);
     const text = await api.req('/v1/jobs/lg/log', { headers: { accept: 'text/plain' } });
     expect(text.headers.get('content-type')).toMatch(/^text\/plain/);
     expect(Buffer.from(await text.arrayBuffer())).toEqual(
-      Buffer.concat([Buffer.from('hello world\n'), Buffer.from([0xff, 0xfe])]),
+      Buffer.concat([Buffer.from('hello world\n'), Buffer.from([0xff, 0xfe, 0xef, 0xbb, 0xbf, 0x68])]),
     );
     expect((await api.req('/v1/jobs/lg/log', { headers: { accept: 'image/png' } })).status).toBe(406);
     expect((await api.req('/v1/jobs/nope/log')).status).toBe(404);
