@@ -6,6 +6,7 @@
 import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
 import type { BrokerKeys } from './keys.js';
+import { runScript } from './scripts.js';
 import { isTerminal, type JobState } from './types.js';
 
 export interface LogQuery {
@@ -74,7 +75,8 @@ function seqsFrom(
 /**
  * Holes between the seqs seen (stored, or dropped at the log limit: the run of
  * dropped seqs, [lo, hi)), and up to lastSeq when known, as inclusive ranges.
- * The ZSET is walked only when its seqs are not consecutive.
+ * The ZSET's ranges come from log_ranges.lua, which reads only around its holes:
+ * every stream's wake-up asks for the gaps of a log that may hold thousands of chunks.
  */
 async function findGaps(
   redis: Redis,
@@ -83,30 +85,11 @@ async function findGaps(
   dropped: [number, number],
   lastSeq: number | undefined,
 ): Promise<[number, number][]> {
-  const [count, first, last] = await Promise.all([
-    redis.zcard(seqKey),
-    redis.zrange(seqKey, 0, 0, 'WITHSCORES'),
-    redis.zrange(seqKey, -1, -1, 'WITHSCORES'),
-  ]);
-  // stored seqs as inclusive ranges, consecutive members joined
+  // stored seqs as inclusive ranges
   const stored: [number, number][] = [];
   for (const [lo, hi] of [run, dropped]) if (hi > lo) stored.push([lo, hi - 1]);
-  if (count > 0) {
-    const lo = Number(first[1]);
-    const hi = Number(last[1]);
-    if (hi - lo + 1 === count) stored.push([lo, hi]);
-    else {
-      for (let offset = 0; offset < count; offset += 5000) {
-        const page = await redis.zrange(seqKey, offset, offset + 4999, 'WITHSCORES');
-        for (let i = 1; i < page.length; i += 2) {
-          const s = Number(page[i]);
-          const prev = stored[stored.length - 1];
-          if (prev && prev[1] + 1 === s) prev[1] = s;
-          else stored.push([s, s]);
-        }
-      }
-    }
-  }
+  const ranges = (await runScript(redis, 'log_ranges', [seqKey], [])) as number[];
+  for (let i = 0; i + 1 < ranges.length; i += 2) stored.push([ranges[i]!, ranges[i + 1]!]);
   if (stored.length === 0) return lastSeq === undefined ? [] : [[0, lastSeq]];
   stored.sort((a, b) => a[0] - b[0]);
   const gaps: [number, number][] = [];

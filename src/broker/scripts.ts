@@ -20,7 +20,17 @@ import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
 import { luaTransitionTable } from './transitions.js';
 
-export const SCRIPTS = ['create', 'apply_many', 'fire_timer', 'cancel', 'retention', 'get'] as const;
+export const SCRIPTS = [
+  'create',
+  'apply_many',
+  'fire_timer',
+  'cancel',
+  'retention',
+  'get',
+  'log_ranges',
+] as const;
+/** Scripts that only read: allowed on replicas and while Redis refuses writes. */
+const READ_ONLY: ReadonlySet<string> = new Set(['get', 'log_ranges']);
 export type ScriptName = (typeof SCRIPTS)[number];
 const INCLUDES = ['job', 'indexes'] as const;
 
@@ -72,7 +82,7 @@ export function scriptLibrary(): Library {
     shared.replace('--@transitions', luaTransitionTable()),
   ];
   for (const [name, body] of bodies) {
-    const flags = name === 'get' ? `, flags = { 'no-writes' }` : '';
+    const flags = READ_ONLY.has(name as string) ? `, flags = { 'no-writes' }` : '';
     parts.push(
       `local function main_${name}()\n${body}\nend`,
       `redis.register_function{ function_name = '${functionName(name as ScriptName)}', ` +

@@ -104,6 +104,39 @@ describe('log chunk index', () => {
     }
   });
 
+  it('finds the gaps of a large ZSET, with few holes or holes everywhere', async () => {
+    const h = await harness();
+    let n = 0;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          // up to 3,000 seqs from 0, with runs of holes of a few seqs or none at all
+          fc.integer({ min: 1, max: 3000 }),
+          fc.array(fc.tuple(fc.nat(2999), fc.integer({ min: 1, max: 80 })), { maxLength: 12 }),
+          fc.boolean(),
+          async (count, holes, sparse) => {
+            const missing = new Set<number>();
+            for (const [at, width] of holes) for (let k = 0; k < width; k++) missing.add(at + k);
+            const seqs = Array.from({ length: count }, (_, i) => i).filter(
+              (s) => !missing.has(s) && (!sparse || s % 3 !== 1),
+            );
+            const { job } = await h.broker.createJob({ id: `big-${n++}`, name: 'n' });
+            const keys = brokerKeys(h.prefix);
+            // the ZSET alone, as when seq 0 came last (then nothing is in the run)
+            const members = seqs.flatMap((seq) => [seq, String(seq)]);
+            for (let i = 0; i < members.length; i += 2000)
+              await h.redis.zadd(keys.logSeqs(job.id, 1), ...members.slice(i, i + 2000));
+            const page = await h.broker.readLog(job.id, { limit: 1 });
+            expect(page?.gaps).toEqual(modelGaps(seqs, undefined));
+          },
+        ),
+        { numRuns: 40 },
+      );
+    } finally {
+      await h.cleanup();
+    }
+  });
+
   it('keeps reading a log indexed by an older version, where every seq is in the ZSET', async () => {
     const h = await harness();
     try {
