@@ -15,7 +15,7 @@ export interface Notification {
   id: string;
   v: number;
   state: JobState;
-  kind: 'state' | 'log' | 'progress';
+  kind: 'state' | 'log' | 'progress' | 'history';
   seq?: number;
 }
 
@@ -23,13 +23,16 @@ export interface Notification {
 export type Listener = (n: Notification | 'resync') => void;
 
 const STATES = new Set<string>(JOB_STATES);
+/** `history`: an entry for an event with no effect (a duplicate, ...) was added. */
+const KINDS = new Set<unknown>(['state', 'log', 'progress', 'history']);
 
 export function parseNotification(text: string): Notification | undefined {
   try {
     const m = JSON.parse(text) as Record<string, unknown>;
     if (typeof m.id !== 'string' || typeof m.state !== 'string' || !STATES.has(m.state)) return undefined;
-    if (m.kind !== 'state' && m.kind !== 'log' && m.kind !== 'progress') return undefined;
-    const n: Notification = { id: m.id, v: Number(m.v) || 0, state: m.state as JobState, kind: m.kind };
+    if (!KINDS.has(m.kind)) return undefined;
+    const kind = m.kind as Notification['kind'];
+    const n: Notification = { id: m.id, v: Number(m.v) || 0, state: m.state as JobState, kind };
     if (typeof m.seq === 'number') n.seq = m.seq;
     return n;
   } catch {

@@ -280,6 +280,9 @@ export function createApiRouter(opts: ApiOptions): Router {
   };
 
   const streamFailed = (sse: SseStream, err: unknown) => {
+    // nobody to tell, and an error after the client left (a read cut by the server's
+    // stop) is not news
+    if (sse.closed) return opts.logger.debug({ err }, 'stream ended after its client left');
     const code = isExtjobError(err) ? err.code : 'EXTJOB_INTERNAL';
     if (!isExtjobError(err)) opts.logger.error({ err }, 'stream failed');
     sse.send('error', { code, detail: isExtjobError(err) ? err.message : 'the stream failed' });

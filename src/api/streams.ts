@@ -157,6 +157,8 @@ export async function streamLog(
         return;
       }
       const n = await wakeups.next(IDLE_RECHECK_MS, sse.signal);
+      // the client left (or the server is stopping): no more reads, Redis may be closing
+      if (sse.closed) break;
       if (n === 'resync' || n === undefined || stateChanged) {
         stateChanged = false;
         job = await mustGetJob(broker, id);
@@ -186,7 +188,7 @@ export async function streamEvents(
   let progressChanged = false;
   const wakeups = new Wakeups(hub, id, (n) => {
     if (n.kind === 'progress') progressChanged = true;
-    return n.kind === 'state' || n.kind === 'progress';
+    return n.kind !== 'log';
   });
   try {
     let sent = afterIndex;

@@ -77,6 +77,11 @@ export function createKafka(settings: KafkaSettings, logger?: Logger): Kafka {
       // Answers a broker gives for a moment while a group, a topic or the broker itself
       // starts, which kafkajs retries: not news (what does not recover fails loudly).
       if (level === 'error' && TRANSIENT.test(String(rest.error))) return;
+      // Said of every idempotent producer with a retry limit, at every start. Our
+      // callers retry a send that gave up themselves (the outbox keeps the record, an
+      // executor posts again), and what arrives twice is told apart (per-job
+      // sequence of changes, event ids): a duplicate, never a loss.
+      if (/^Limiting retries for the idempotent producer/.test(message)) return;
       logger[level]({ kafka: entry.namespace, ...rest }, message);
     },
   };

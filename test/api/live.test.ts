@@ -441,6 +441,21 @@ describe('SSE streams', () => {
     expect((await api.req('/v1/jobs/nope/events/stream')).status).toBe(404);
   });
 
+  it('events stream: an event with no effect (a duplicate) comes as it is recorded', async () => {
+    const api = await startTestApi();
+    const client = new ApiClient({ url: api.url, token: TOKENS.read });
+    await api.req('/v1/jobs', { json: { id: 'dup', name: 'n' } });
+    const accepted = ev('accepted', 'dup');
+    await api.broker.applyEvents([accepted]);
+    const abort = new AbortController();
+    const stream = reader(client.events('/v1/jobs/dup/events/stream', { signal: abort.signal }));
+    await stream.until((e) => e.event === 'history' && JSON.parse(e.data).to === 'running');
+    expect(await api.broker.applyEvents([accepted])).toEqual(['duplicate']);
+    const got = await stream.until((e) => e.event === 'history', 5000);
+    expect(JSON.parse(got.at(-1)!.data)).toMatchObject({ kind: 'duplicate' });
+    abort.abort();
+  });
+
   it('a stream that fails after it began ends with an error event, and the server stays up', async () => {
     const api = await startTestApi();
     const client = new ApiClient({ url: api.url, token: TOKENS.read });

@@ -99,22 +99,26 @@ async function notifications(h: Harness): Promise<{ messages: string[]; close():
 }
 
 /**
- * One job's notifications with each run of log and progress ones replaced by the last
- * log one, then one progress one: both wake listeners up to re-read the job, so only
- * that a run ended, with which last seq, and whether progress changed is visible.
+ * One job's notifications with each run of log, progress and history ones replaced by
+ * the last log one, then one progress one, then one history one: they wake listeners
+ * up to re-read the job, so only that a run ended, with which last seq, and whether
+ * progress or history changed is visible.
  */
 function coalesced(messages: string[]): string[] {
   const out: string[] = [];
   let log: string | undefined;
   let progress: string | undefined;
+  let history: string | undefined;
   const endRun = () => {
     if (log) out.push(log);
     if (progress) out.push(progress);
-    log = progress = undefined;
+    if (history) out.push(history);
+    log = progress = history = undefined;
   };
   for (const m of messages) {
     if (m.includes('"kind":"log"')) log = m;
     else if (m.includes('"kind":"progress"')) progress = m;
+    else if (m.includes('"kind":"history"')) history = m;
     else {
       endRun();
       out.push(m);

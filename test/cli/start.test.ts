@@ -51,6 +51,33 @@ describe('a first start', () => {
   }, 60_000);
 });
 
+describe('a stop', () => {
+  it('with log and events streams open, cuts them and logs no error', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'info' }, { write: (l: string) => lines.push(l) });
+    const service = await startService(config({}), logger);
+    await fetch(`${service.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'streamed', name: 'n' }),
+    });
+    const streams = await Promise.all(
+      ['log/stream', 'log/stream', 'events/stream'].map(async (path) => {
+        const res = await fetch(`${service.url}/v1/jobs/streamed/${path}`);
+        const reader = res.body!.getReader();
+        await reader.read(); // the stream began
+        return reader;
+      }),
+    );
+    await service.close();
+    // cut: each ends, or fails as a response cut short
+    for (const r of streams) while (!(await r.read().catch(() => ({ done: true }))).done);
+    await new Promise((r) => setTimeout(r, 500)); // what a stream still running would log
+    const logged = lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+    expect(logged.filter((l) => l.level >= 40)).toEqual([]);
+  });
+});
+
 describe('a start without Redis or Kafka', () => {
   it('fails naming the Redis it could not reach, its password masked', async () => {
     const port = await freePort();

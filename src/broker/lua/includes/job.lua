@@ -177,15 +177,20 @@ end
 
 -- Duplicate ('d'), stale ('s'), late ('l') or no-op applied ('a') event: counted,
 -- and written to history only for the first HIST_CAP of each kind.
-local function record(kind, attempt, detail)
-  local n = redis.call('HINCRBY', KJ, 'n' .. kind, 1)
-  if n <= HIST_CAP then hist(kind, nil, nil, attempt, CAUSE, detail) end
-end
-
 local function notify(kind, seq)
   local m = '{"id":"' .. ID .. '","v":' .. S.v .. ',"state":"' .. S.s .. '","kind":"' .. kind .. '"'
   if seq then m = m .. ',"seq":' .. seq end
   redis.call('PUBLISH', CHANNEL, m .. '}')
+end
+
+-- An event with no effect (duplicate, stale, late, no-op): counted, and the first
+-- HIST_CAP of each kind in history, announced to the events streams as they come.
+local function record(kind, attempt, detail)
+  local n = redis.call('HINCRBY', KJ, 'n' .. kind, 1)
+  if n <= HIST_CAP then
+    hist(kind, nil, nil, attempt, CAUSE, detail)
+    notify('history')
+  end
 end
 
 -- Outbox record: meta fields (_j id, _t type, _a a second type the same record
