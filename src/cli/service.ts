@@ -245,6 +245,7 @@ export async function startService(
         topic: topicNames(config.topicPrefix).changes,
         groupId: `${config.consumerGroup}.webhooks`,
         webhooks,
+        sessionTimeoutMs: config.consumerSessionTimeoutSeconds * 1000,
         logger,
       });
       await webhookFeed.start();

@@ -24,6 +24,8 @@ export interface WebhookFeedOptions {
    * outage) is still delivered. Default 24 hours.
    */
   maxAgeSeconds?: number;
+  /** How long a member that died keeps its partitions (EXTJOB_CONSUMER_SESSION_TIMEOUT_SECONDS). */
+  sessionTimeoutMs?: number;
 }
 
 export class WebhookFeed {
@@ -34,7 +36,13 @@ export class WebhookFeed {
 
   async start(): Promise<void> {
     // A short fetch wait: stopping waits for the in-flight fetch to return.
-    const consumer = createConsumer(this.opts.kafka, { groupId: this.opts.groupId, maxWaitTimeInMs: 500 });
+    const sessionTimeout = this.opts.sessionTimeoutMs ?? 30_000;
+    const consumer = createConsumer(this.opts.kafka, {
+      groupId: this.opts.groupId,
+      maxWaitTimeInMs: 500,
+      sessionTimeout,
+      heartbeatInterval: Math.max(500, Math.floor(sessionTimeout / 10)),
+    });
     await consumer.connect();
     // From the beginning: a group that has not committed yet must not miss the changes
     // published while it joined. Old changes are skipped by age below.
