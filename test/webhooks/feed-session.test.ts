@@ -59,7 +59,12 @@ describe('webhook feed', () => {
       topic,
       groupId: group,
       sessionTimeoutMs: SESSION_MS,
-      webhooks: { enqueueChange: async () => (got++, 0) },
+      webhooks: {
+        enqueueChange: async () => {
+          got++;
+          return 0;
+        },
+      },
     });
     await feed.start();
     onTestFinished(() => feed.stop());
