@@ -10,6 +10,7 @@
 import type { Redis } from 'ioredis';
 import { JOB_STATES, type JobState } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
+import { closeConnection } from '../shared/redis.js';
 
 export interface Notification {
   id: string;
@@ -109,9 +110,7 @@ export class NotifyHub {
     this.closed = true;
     for (const id of [...this.listeners.keys()]) this.dispatch(id, 'resync');
     this.listeners.clear();
-    if (this.subscriber.status === 'ready')
-      await this.subscriber.quit().catch(() => this.subscriber.disconnect());
-    else this.subscriber.disconnect();
+    await closeConnection(this.subscriber);
   }
 
   private dispatch(id: string, n: Notification | 'resync'): void {

@@ -28,6 +28,7 @@ import { type Config, topicNames, withoutPassword } from '../shared/config.js';
 import { ExtjobError } from '../shared/errors.js';
 import { createKafka, kafkaSettings, withTimeout } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
+import { closeConnection } from '../shared/redis.js';
 
 export interface Service {
   url: string;
@@ -199,9 +200,7 @@ export async function startService(
   /** Close the connections no part owns. */
   const disconnect = async () => {
     await admin.disconnect().catch(() => {});
-    // a QUIT would wait for a Redis that is away to return
-    if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
-    else redis.disconnect();
+    await closeConnection(redis);
   };
 
   let server: Server;

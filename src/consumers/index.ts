@@ -8,6 +8,7 @@ import { type Config, topicNames } from '../shared/config.js';
 import { ExtjobError } from '../shared/errors.js';
 import { createKafka, createProducer, kafkaSettings } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
+import { closeConnection } from '../shared/redis.js';
 import { type EventSink, processBatch } from './event-batch.js';
 import { EventsConsumer } from './events-consumer.js';
 import { DEFAULT_LIMITS, type FormatLimits } from './formats/result.js';
@@ -119,7 +120,7 @@ export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
       await consumer?.stop();
       await drainer?.stop();
       await producer.disconnect();
-      await subscriber?.quit().catch(() => subscriber.disconnect());
+      if (subscriber) await closeConnection(subscriber);
     },
   };
 }

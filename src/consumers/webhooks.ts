@@ -24,7 +24,7 @@ import { type Job as BullJob, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobState, NotifyTarget } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
-import { disconnectIfDown } from '../shared/redis.js';
+import { closeConnection, disconnectIfDown } from '../shared/redis.js';
 import { OUTBOUND_TYPES, type OutboxRecord, outboundCloudEvent } from './formats/changes-v1.js';
 import {
   type AddressPolicy,
@@ -342,8 +342,7 @@ export class Webhooks {
     await this.worker?.close().catch(() => {});
     await this.queue.close().catch(() => {});
     this.queueConnection.disconnect();
-    if (this.workerConnection)
-      await this.workerConnection.quit().catch(() => this.workerConnection?.disconnect());
+    if (this.workerConnection) await closeConnection(this.workerConnection);
     for (const agent of Object.values(this.agents)) agent.destroy();
   }
 }

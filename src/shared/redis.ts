@@ -7,6 +7,12 @@ export const isConnectionError = (err: unknown): boolean =>
     err instanceof Error ? err.message : String(err),
   );
 
+/** Close a connection: QUIT when it is up (replies first), cut it when not (a QUIT would wait). */
+export async function closeConnection(connection: Redis): Promise<void> {
+  if (connection.status === 'ready') await connection.quit().catch(() => connection.disconnect());
+  else connection.disconnect();
+}
+
 /**
  * Cut a connection that is not up. BullMQ's close() waits for its connection to be
  * ready, which with Redis away is forever; once cut, close() returns at once.
