@@ -2,6 +2,7 @@
  * The CLI as users run it: real processes against a running service (real Redis and
  * Kafka), exit codes as SPEC 7 says, logs streamed from stdin reading back identical.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   lstatSync,
@@ -13,6 +14,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -61,8 +63,10 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(w.stderr).toMatch(/c1 failed/);
 
     // create --wait on a job that another process finishes
+    const tokenDir = mkdtempSync(join(tmpdir(), 'extjob-token-'));
+    onTestFinished(() => rmSync(tokenDir, { recursive: true, force: true }));
     const cw = cli(
-      ['create', '--name', 'n', '--id', 'c2', '--event-token-file', '/dev/null', '--wait'],
+      ['create', '--name', 'n', '--id', 'c2', '--event-token-file', join(tokenDir, 't'), '--wait'],
       stack.env,
     );
     await waitFor(
@@ -280,7 +284,24 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
       expect(readFileSync(file, 'utf8')).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
     }
     expect(readFileSync(target, 'utf8')).toBe('');
-    expect(readdirSync(dir).sort()).toEqual(['existing', 'link', 'target']);
+    // a pipe, or a link to a device, takes the token and stays what it was
+    const fifo = join(dir, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    const piped = readFile(fifo, 'utf8');
+    const devLink = join(dir, 'null');
+    symlinkSync('/dev/null', devLink);
+    for (const [file, id] of [
+      [fifo, 'tok-3'],
+      [devLink, 'tok-4'],
+    ] as const) {
+      const r = await cli(['create', '--name', 'n', '--id', id, '--event-token-file', file], stack.env);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    expect(lstatSync(fifo).isFIFO()).toBe(true);
+    expect(await piped).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
+    expect(lstatSync(devLink).isSymbolicLink()).toBe(true);
+    expect(statSync('/dev/null').isCharacterDevice()).toBe(true);
+    expect(readdirSync(dir).sort()).toEqual(['existing', 'fifo', 'link', 'null', 'target']);
     // a server URL with user:password@ is refused without repeating it
     const creds = await cli(['get', 'tok-1'], {
       ...stack.env,

@@ -2,7 +2,7 @@
  * `extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]`.
  */
 import { randomBytes } from 'node:crypto';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Job, JobSpec } from '../../broker/types.js';
 import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
@@ -50,9 +50,16 @@ const usage = (msg: string) => {
 /**
  * Write `text` to `file` readable by its owner only: into a new file of its own in the
  * same directory (never one that exists, nor what a symlink points to), then renamed
- * over `file`, replacing whatever was there.
+ * over `file`, replacing whatever was there. A pipe or device of the user's or root's
+ * (/dev/stdout, /dev/null, a FIFO) takes the text as it is: renaming over it would put
+ * a file in its place.
  */
 function writeSecret(file: string, text: string): void {
+  const st = statSync(file, { throwIfNoEntry: false });
+  if (st && (st.isFIFO() || st.isCharacterDevice()) && (st.uid === 0 || st.uid === process.getuid?.())) {
+    writeFileSync(file, text);
+    return;
+  }
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}`);
   writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
   try {
