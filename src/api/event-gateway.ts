@@ -8,8 +8,9 @@
 import type { JobEvent } from '../broker/types.js';
 import { refusedBy } from '../consumers/retry.js';
 import { ExtjobError } from '../shared/errors.js';
-import { type createKafka, createProducer, type Producer, withTimeout } from '../shared/kafka.js';
+import { type createKafka, createProducer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
+import { withTimeout } from '../shared/timeouts.js';
 import type { EventGateway, EventParse } from './ports.js';
 
 export interface KafkaEventGatewayOptions {

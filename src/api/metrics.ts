@@ -11,8 +11,8 @@ import { legalTransitions } from '../broker/transitions.js';
 import type { JobState } from '../broker/types.js';
 import { JOB_STATES } from '../broker/types.js';
 import { ROLES } from '../shared/config.js';
-import { withTimeout } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
+import { withTimeout } from '../shared/timeouts.js';
 import { boundedLabel, eventTypeLabel, LabelLimiter } from './metrics-labels.js';
 
 /**

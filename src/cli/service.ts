@@ -26,9 +26,10 @@ import { WebhookFeed } from '../consumers/webhooks-feed.js';
 import { addressPolicy, literalRefusal } from '../consumers/webhooks-guard.js';
 import { type Config, topicNames, withoutPassword } from '../shared/config.js';
 import { ExtjobError } from '../shared/errors.js';
-import { createKafka, kafkaSettings, withTimeout } from '../shared/kafka.js';
+import { createKafka, kafkaSettings } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 import { closeConnection } from '../shared/redis.js';
+import { withTimeout } from '../shared/timeouts.js';
 
 export interface Service {
   url: string;

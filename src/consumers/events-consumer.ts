@@ -13,12 +13,12 @@
 import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
+import { settledWithin } from '../shared/timeouts.js';
 import { sendDlqRecords } from './dlq.js';
 import { type BatchReport, type EventSink, processBatch } from './event-batch.js';
 import type { FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import type { EachBatchPayload, KafkaClient, OutgoingMessage } from './kafka-types.js';
-import { settledWithin } from './retry.js';
 
 export interface EventsConsumerOptions {
   kafka: KafkaClient;

@@ -91,17 +91,3 @@ async function pause(ms: number, ctl: RetryControl): Promise<boolean> {
     if (!ctl.stillOwned() || !(await ctl.keepAlive())) return false;
   }
 }
-
-/** Resolves when `p` settles or `ms` passed, whichever is first. */
-export function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p.then(
-      () => {},
-      () => {},
-    ),
-    new Promise<void>((r) => {
-      timer = setTimeout(r, ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}

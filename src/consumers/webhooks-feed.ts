@@ -8,7 +8,7 @@
 import type { createKafka } from '../shared/kafka.js';
 import { type Consumer, createConsumer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
-import { settledWithin } from './retry.js';
+import { settledWithin } from '../shared/timeouts.js';
 import type { Webhooks } from './webhooks.js';
 
 export interface WebhookFeedOptions {

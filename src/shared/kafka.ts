@@ -209,14 +209,3 @@ export function createConsumer(kafka: Kafka, config: ConsumerConfig): Consumer {
   };
   return consumer;
 }
-
-/** Rejects with `message` when `promise` takes longer than `ms`. */
-export function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}

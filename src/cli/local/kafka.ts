@@ -10,13 +10,8 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExtjobError } from '../../shared/errors.js';
-import {
-  createConsumer,
-  createKafka,
-  createProducer,
-  createTopics,
-  withTimeout,
-} from '../../shared/kafka.js';
+import { createConsumer, createKafka, createProducer, createTopics } from '../../shared/kafka.js';
+import { withTimeout } from '../../shared/timeouts.js';
 import { canConnect, freePort, ownTempDir, run, spawnTied, stopChild, waitUntil } from './process.js';
 
 /** scripts/kafka: three levels up from source, four from the compiled dist/src/cli/local. */
