@@ -363,21 +363,18 @@ export class JobBroker {
   }
 
   /**
-   * The job's webhook targets, with their secrets (never exposed by the API). Given `createdAt` (a change's
-   * `job.createdAt`), none unless the job holding the id now is the one created then:
-   * a change of a job that retention removed is not sent to a later job of that id.
+   * The job's webhook targets, with their secrets (never exposed by the API); none
+   * unless the job holding the id now is the one created at `createdAt` (a change's
+   * `job.createdAt`): a change of a job that retention removed is not sent to a later
+   * job of that id.
    */
-  async notifyTargets(id: string, createdAt?: string): Promise<NotifyTarget[]> {
+  async notifyTargets(id: string, createdAt: string): Promise<NotifyTarget[]> {
     if (!JOB_ID_PATTERN.test(id)) return [];
     const [created, spec] = await Promise.all([
-      createdAt === undefined ? undefined : this.redis.hget(this.keys.job(id), 'c'),
+      this.redis.hget(this.keys.job(id), 'c'),
       this.redis.get(this.keys.spec(id)),
     ]);
-    if (
-      createdAt !== undefined &&
-      (created === null || new Date(Number(created)).toISOString() !== createdAt)
-    )
-      return [];
+    if (created === null || new Date(Number(created)).toISOString() !== createdAt) return [];
     const s = specLine(spec);
     return s ? ((JSON.parse(s) as { o?: NotifyTarget[] }).o ?? []) : [];
   }

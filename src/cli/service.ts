@@ -22,7 +22,6 @@ import { encodeHttpEvent, parseHttpEvent } from '../consumers/formats/index.js';
 import { formatLimits, type KafkaSide, startKafkaSide } from '../consumers/index.js';
 import { createInstrumentation } from '../consumers/instrumentation.js';
 import { Webhooks } from '../consumers/webhooks.js';
-import { WebhookFeed } from '../consumers/webhooks-feed.js';
 import { addressPolicy, literalRefusal } from '../consumers/webhooks-guard.js';
 import { type Config, topicNames, withoutPassword } from '../shared/config.js';
 import { ExtjobError } from '../shared/errors.js';
@@ -157,8 +156,9 @@ export async function startService(
       },
     });
 
-  // Webhooks: deliveries are BullMQ jobs. The schedule role feeds them from the changes
-  // topic and delivers them; the api role lists them (GET /v1/jobs/{id}/deliveries).
+  // Webhooks: deliveries are BullMQ jobs. In the schedule role the outbox drainer
+  // enqueues them and a worker delivers them; the api role lists them
+  // (GET /v1/jobs/{id}/deliveries).
   const webhooks = new Webhooks({
     redis,
     prefix: config.redisKeyPrefix,
@@ -185,14 +185,12 @@ export async function startService(
   });
 
   let kafkaSide: KafkaSide | undefined;
-  let webhookFeed: WebhookFeed | undefined;
   let api: Api | undefined;
   let events: KafkaEventGateway | undefined;
   /** Stop what started, in order: the in-flight batch finishes and commits first. */
   const stopParts = async () => {
     await api?.close(); // first: long-polls answer with the job as it is
     await kafkaSide?.stop();
-    await webhookFeed?.stop();
     await webhooks.close();
     await broker.close();
     await events?.close();
@@ -229,6 +227,7 @@ export async function startService(
       logger,
       consume: roles.has('consume'),
       drain: roles.has('schedule'),
+      webhooks,
       instrumentation: kafkaEvents,
     });
     kafkaSide = side;
@@ -238,18 +237,7 @@ export async function startService(
         run: async () => (side.isReady() ? undefined : 'the events consumer has not joined its group'),
       });
 
-    if (roles.has('schedule')) {
-      await webhooks.startWorker();
-      webhookFeed = new WebhookFeed({
-        kafka: createKafka(kafkaSettings(config), logger),
-        topic: topicNames(config.topicPrefix).changes,
-        groupId: `${config.consumerGroup}.webhooks`,
-        webhooks,
-        sessionTimeoutMs: config.consumerSessionTimeoutSeconds * 1000,
-        logger,
-      });
-      await webhookFeed.start();
-    }
+    if (roles.has('schedule')) await webhooks.startWorker();
 
     if (roles.has('api')) {
       const limits = formatLimits(config);

@@ -1,7 +1,8 @@
 /**
  * The Kafka side of a service process: topics provisioned and checked, one idempotent
  * producer (DLQ and outbox), the events consumer (role "consume") and the outbox
- * drainer, all reporting on one instrumentation emitter, and stopped in order.
+ * drainer (which also enqueues webhooks), all reporting on one instrumentation emitter,
+ * and stopped in order.
  */
 import type { Redis } from 'ioredis';
 import { type Config, topicNames } from '../shared/config.js';
@@ -16,6 +17,7 @@ import { createInstrumentation, type Instrumentation } from './instrumentation.j
 import { OutboxDrainer, type OutboxSource } from './outbox-drainer.js';
 import { rootCause } from './retry.js';
 import { provisionTopics } from './topics.js';
+import type { Webhooks } from './webhooks.js';
 
 export { DLQ_HEADERS } from './dlq.js';
 export type { ConsumerInstrumentation, Instrumentation } from './instrumentation.js';
@@ -32,6 +34,8 @@ export interface KafkaSideOptions {
   logger: Logger;
   consume: boolean;
   drain: boolean;
+  /** Where the drainer enqueues the webhooks of the changes it publishes. */
+  webhooks?: Pick<Webhooks, 'enqueueWebhooks'>;
   /** Where the consumer and the drainer report; default a new emitter. */
   instrumentation?: Instrumentation;
 }
@@ -106,6 +110,7 @@ export async function startKafkaSide(o: KafkaSideOptions): Promise<KafkaSide> {
         logger: logger.child({ component: 'outbox-drainer' }),
         instrumentation,
         wakeup: { subscriber, channel: o.notifyChannel },
+        ...(o.webhooks ? { webhooks: o.webhooks } : {}),
       })
     : undefined;
   // The drainer first: starting the consumer waits for its group join, which after a

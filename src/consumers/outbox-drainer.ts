@@ -10,6 +10,10 @@
  * (same CloudEvents id and `extjobseq`), never reordering of new over old for a reader
  * that drops `extjobseq` values it has seen.
  *
+ * A batch's webhooks are enqueued before it is published (webhooks.ts): deliveries do not
+ * wait for Kafka, and nothing but the outbox feeds them. A retried batch enqueues them
+ * again, which is idempotent.
+ *
  * Outages (broker down, leader changes) are waited out with backoff; nothing is skipped.
  * When Kafka refuses records for good (too large for the topic), the batch is published
  * again one message at a time, in order, and each record with a refused message is moved
@@ -24,6 +28,7 @@ import { DEFAULT_SOURCE, OUTBOUND_TOPIC, type OutboxRecord, outboundMessage } fr
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
 import type { OutgoingMessage } from './kafka-types.js';
 import { backoffMs, kafkaErrorType, refusedBy, rootCause } from './retry.js';
+import type { Webhooks } from './webhooks.js';
 
 /** What the drainer needs from the broker (JobBroker satisfies it). */
 export interface OutboxSource {
@@ -55,6 +60,8 @@ export interface OutboxDrainerOptions {
   wakeup?: { subscriber: Redis; channel: string };
   /** CloudEvents `source` of published events. Default "/extjob". */
   ceSource?: string;
+  /** Where the webhooks of the changes are enqueued, before they are published. */
+  webhooks?: Pick<Webhooks, 'enqueueWebhooks'>;
   leaseMs?: number;
   /** Most outbox records read for one batch. Default 500. */
   batchSize?: number;
@@ -174,6 +181,7 @@ export class OutboxDrainer {
     }
     if (this.producerStale) await this.replaceProducer();
     const { entries, topicMessages } = this.batch(read);
+    await this.opts.webhooks?.enqueueWebhooks(entries, this.opts.ceSource ?? DEFAULT_SOURCE);
     const published = { changes: 0, commands: 0 };
     try {
       await this.producer.sendBatch({ acks: -1, topicMessages });

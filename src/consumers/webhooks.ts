@@ -22,10 +22,10 @@ import * as https from 'node:https';
 import { isIP } from 'node:net';
 import { type Job as BullJob, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { JobState, NotifyTarget } from '../broker/types.js';
+import type { NotifyTarget } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
 import { closeConnection, disconnectIfDown } from '../shared/redis.js';
-import { OUTBOUND_TYPES, type OutboxRecord, outboundCloudEvent } from './formats/changes-v1.js';
+import { DEFAULT_SOURCE, type OutboxRecord, outboundCloudEvent } from './formats/changes-v1.js';
 import {
   type AddressPolicy,
   type AllowPrivate,
@@ -37,7 +37,6 @@ import {
 import { SIGNATURE_HEADER, sign, TIMESTAMP_HEADER } from './webhooks-sign.js';
 
 export const WEBHOOK_QUEUE = 'webhooks';
-const CHANGED = OUTBOUND_TYPES['job.changed'];
 
 export interface WebhookOptions {
   /** Command connection (BullMQ needs maxRetriesPerRequest: null); the worker uses a duplicate. */
@@ -47,7 +46,7 @@ export interface WebhookOptions {
    * The job's targets with their secrets (JobBroker.notifyTargets); none when the job
    * holding the id was not created at `createdAt` (the change's job was removed).
    */
-  targets(jobId: string, createdAt: string | undefined): Promise<NotifyTarget[]>;
+  targets(jobId: string, createdAt: string): Promise<NotifyTarget[]>;
   attempts?: number;
   backoffMs?: number;
   timeoutMs?: number;
@@ -123,40 +122,31 @@ export class Webhooks {
     return `${this.opts.prefix}:wh:{${jobId}}`;
   }
 
-  /** Enqueue the webhooks of outbox entries (state changes only); returns how many deliveries. */
-  async enqueueWebhooks(entries: OutboxRecord | OutboxRecord[]): Promise<number> {
+  /**
+   * Enqueue the webhooks of outbox entries (state changes of jobs with targets); returns
+   * how many deliveries. The outbox drainer calls it before it publishes the entries,
+   * and the body is the change as it publishes it to `<prefix>.changes` (with the same
+   * `source`), byte for byte.
+   */
+  async enqueueWebhooks(entries: OutboxRecord | OutboxRecord[], source = DEFAULT_SOURCE): Promise<number> {
     let n = 0;
-    for (const e of Array.isArray(entries) ? entries : [entries]) {
-      if (e.type !== 'job.changed' || !e.payload.job.notify?.length) continue;
-      const ce = outboundCloudEvent(e);
-      n += await this.enqueueChange(JSON.stringify(ce), ce);
-    }
+    for (const e of [entries].flat())
+      if (e.type === 'job.changed' && e.payload.job.notify?.length) n += await this.enqueueChange(e, source);
     return n;
   }
 
-  /**
-   * Enqueue the webhooks of one change, given the CloudEvent's exact bytes (`body`)
-   * and its parsed form. Anything that is not a job.changed event is ignored.
-   */
-  async enqueueChange(body: string, ce: Record<string, unknown>): Promise<number> {
-    if (ce.type !== CHANGED) return 0;
-    const data = ce.data as
-      | { job?: { id?: string; createdAt?: string; notify?: unknown[]; version?: number }; to?: JobState }
-      | undefined;
-    const jobId = data?.job?.id;
-    if (typeof jobId !== 'string' || !Array.isArray(data?.job?.notify) || data.job.notify.length === 0)
-      return 0;
-    const version = Number(ce.extjobseq ?? data.job.version ?? 0);
-    const targets = await this.opts.targets(jobId, data.job.createdAt);
-    const wanted = targets
-      .map((t, i) => ({ t, i }))
-      .filter(({ t }) => !t.events || (data.to !== undefined && t.events.includes(data.to)));
+  private async enqueueChange(e: OutboxRecord, source: string): Promise<number> {
+    const ce = outboundCloudEvent(e, source);
+    const body = JSON.stringify(ce);
+    const { jobId, version } = e;
+    const to = e.payload.to ?? e.payload.job.state;
+    const created = e.payload.job.createdAt;
+    const targets = await this.opts.targets(jobId, created);
+    const wanted = targets.map((t, i) => ({ t, i })).filter(({ t }) => !t.events || t.events.includes(to));
     if (wanted.length === 0) return 0;
     const keep = this.keepSeconds();
-    const created = String(data.job.createdAt ?? '');
     const jobs = wanted.map(({ t, i }) => {
-      const d: DeliveryData = { jobId, created, version, url: t.url, body };
-      if (data.to) d.to = data.to;
+      const d: DeliveryData = { jobId, created, version, url: t.url, body, to };
       if (t.secret) d.secret = t.secret;
       return {
         name: 'deliver',
@@ -188,7 +178,6 @@ export class Webhooks {
     this.workerConnection.on('error', (err) =>
       this.opts.logger?.warn({ err: err.message }, 'webhook worker connection error'),
     );
-    const attempts = this.opts.attempts ?? 8;
     const worker = new Worker(WEBHOOK_QUEUE, (job: BullJob<DeliveryData>) => this.deliver(job), {
       connection: this.workerConnection,
       prefix: this.opts.prefix,
@@ -196,7 +185,9 @@ export class Webhooks {
     });
     worker.on('completed', () => this.instrumentation.emit('delivery', { result: 'delivered' }));
     worker.on('failed', (job, err) => {
-      const final = !job || job.attemptsMade >= attempts || err?.name === 'UnrecoverableError';
+      // the delivery's own number of tries: it may have been enqueued with another setting
+      const final =
+        !job || job.attemptsMade >= (job.opts.attempts ?? 1) || err?.name === 'UnrecoverableError';
       this.instrumentation.emit('delivery', { result: final ? 'failed' : 'retried' });
       if (final)
         this.opts.logger?.warn(

@@ -1,7 +1,7 @@
 /**
  * Webhooks against real HTTP receivers: signed deliveries, retry until success,
  * failures kept and listed, a hanging receiver leaves event ingestion alone, the
- * changes topic feeding deliveries end to end, and the address guard refusing
+ * outbox drainer enqueueing deliveries as it publishes, and the address guard refusing
  * receivers on internal addresses (the receivers here listen on 127.0.0.1, so the
  * other tests allow private addresses).
  */
@@ -14,10 +14,9 @@ import { instrumentMetrics } from '../../src/api/metrics.js';
 import type { JobBroker } from '../../src/broker/index.js';
 import { OutboxDrainer } from '../../src/consumers/outbox-drainer.js';
 import { type DeliveryView, Webhooks } from '../../src/consumers/webhooks.js';
-import { WebhookFeed } from '../../src/consumers/webhooks-feed.js';
 import type { AllowPrivate } from '../../src/consumers/webhooks-guard.js';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verify } from '../../src/consumers/webhooks-sign.js';
-import { createProducer, createTopics } from '../../src/shared/kafka.js';
+import { createConsumer, createProducer, createTopics } from '../../src/shared/kafka.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { startTestApi, TOKENS } from '../api/support.js';
 import { DEFAULTS, ev, harness } from '../broker/harness.js';
@@ -291,10 +290,11 @@ describe('webhooks', () => {
     expect(rx.open.size).toBe(2);
   });
 
-  it('delivers from the changes topic (outbox drainer -> Kafka -> feed -> webhook)', async () => {
+  it('the outbox drainer enqueues them as it publishes: the body is the change on the topic, byte for byte', async () => {
     const { broker, webhooks } = await setup();
     const rx = await receiver((_n, res) => res.writeHead(200).end());
     const topicPrefix = unique('t');
+    const changes = `${topicPrefix}.changes`;
     const kafka = testKafka();
     const admin = kafka.admin();
     await admin.connect();
@@ -309,78 +309,117 @@ describe('webhooks', () => {
     await admin.disconnect();
     const producer = createProducer(kafka);
     await producer.connect();
+    const { job } = await broker.createJob({
+      id: 'k1',
+      name: 'n',
+      notify: [{ url: rx.url, events: ['failed'], secret: 'receiver-secret' }],
+    });
+    // Whoever can write to the topic cannot have a change signed and delivered, nor
+    // take the id of the real change so that it is dropped as a duplicate.
+    const forged = {
+      specversion: '1.0',
+      id: `k1/${Date.parse(job.createdAt)}/v3/a1/changed`,
+      source: '/extjob',
+      type: 'dev.extjob.job.changed.v1',
+      subject: 'k1',
+      extjobseq: 3,
+      data: { job: { ...job, state: 'failed', exitCode: 99 }, from: 'running', to: 'failed' },
+    };
+    await producer.send({
+      topic: changes,
+      acks: -1,
+      messages: [{ key: 'k1', value: JSON.stringify(forged) }],
+    });
     const logger = createLogger({ level: 'silent' });
-    const drainer = new OutboxDrainer({ source: broker, producer, topicPrefix, logger, idleMs: 50 });
-    const feed = new WebhookFeed({
-      kafka,
-      topic: `${topicPrefix}.changes`,
-      groupId: unique('wh'),
+    const drainer = new OutboxDrainer({
+      source: broker,
+      producer,
+      topicPrefix,
+      logger,
+      idleMs: 50,
+      ceSource: '/custom',
       webhooks,
     });
-    await feed.start();
     await drainer.start();
     onTestFinished(async () => {
       await drainer.stop();
-      await feed.stop();
       await producer.disconnect();
     });
-    await broker.createJob({ id: 'k1', name: 'n', notify: [{ url: rx.url, events: ['failed'] }] });
     await broker.applyEvents([ev('finished', 'k1', { exitCode: 7 })]);
-    await waitFor(() => rx.got.length === 1, { timeoutMs: 30_000, what: 'the delivery via Kafka' });
+    await waitFor(() => rx.got.length === 1, { timeoutMs: 30_000, what: 'the delivery' });
+    const published = await waitFor(
+      async () =>
+        (await readTopic(changes)).find(
+          (v) => JSON.parse(v).source === '/custom' && JSON.parse(v).extjobseq === 3,
+        ),
+      { timeoutMs: 30_000, what: 'the change on the topic' },
+    );
+    expect(rx.got[0]!.body).toBe(published);
     expect(JSON.parse(rx.got[0]!.body)).toMatchObject({
-      type: 'dev.extjob.job.changed.v1',
-      subject: 'k1',
+      id: forged.id,
+      source: '/custom',
       data: { to: 'failed', job: { exitCode: 7 } },
     });
+    const { headers, body } = rx.got[0]!;
+    const signed = {
+      signature: headers[SIGNATURE_HEADER.toLowerCase()] as string,
+      timestamp: headers[TIMESTAMP_HEADER.toLowerCase()] as string,
+    };
+    expect(verify('receiver-secret', signed, body)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(rx.got).toHaveLength(1);
+  });
+
+  it('counts a delivery failed at its own last try, however many tries the worker is set to', async () => {
+    const h = await harness();
+    onTestFinished(() => h.cleanup());
+    // enqueued by a process set to 4 tries, delivered by one set to 2
+    const enqueuer = new Webhooks({
+      redis: h.redis,
+      prefix: h.prefix,
+      targets: (id, createdAt) => h.broker.notifyTargets(id, createdAt),
+      attempts: 4,
+      backoffMs: 20,
+      allowPrivate: true,
+    });
+    onTestFinished(() => enqueuer.close());
+    const { results } = await setup({ attempts: 2, on: h });
+    const rx = await receiver((_n, res) => res.writeHead(503).end());
+    await h.broker.createJob({ id: 'tries', name: 'n', notify: [{ url: rx.url, events: ['passed'] }] });
+    await h.broker.applyEvents([ev('finished', 'tries', { exitCode: 0 })]);
+    expect(await drain(h.broker, enqueuer)).toBe(1);
+    await waitFor(() => results.length === 4, { what: 'four tries' });
+    expect(results).toEqual(['retried', 'retried', 'retried', 'failed']);
+    expect(rx.got).toHaveLength(4);
   });
 });
 
-describe('webhook feed', () => {
-  it('skips changes published long ago (topic history), not old changes published late', async () => {
-    const kafka = testKafka();
-    const topic = `${unique('t')}.changes`;
-    const admin = kafka.admin();
-    await admin.connect();
-    await createTopics(admin, [{ topic, numPartitions: 1, replicationFactor: 1 }]);
-    await admin.disconnect();
-    const producer = createProducer(kafka);
-    await producer.connect();
-    const dayAgo = Date.now() - 86_400_000;
-    const change = (id: string, time: number) =>
-      JSON.stringify({
-        specversion: '1.0',
-        id,
-        source: 's',
-        type: 'dev.extjob.job.changed.v1',
-        time: new Date(time).toISOString(),
-      });
-    await producer.send({
-      topic,
-      acks: -1,
-      messages: [
-        // published a day ago: history the first start of the group skips
-        { key: 'j', value: change('history', dayAgo), timestamp: String(dayAgo) },
-        // changed a day ago, published now (the outbox drained after an outage)
-        { key: 'j', value: change('late', dayAgo) },
-      ],
-    });
-    await producer.disconnect();
-    const seen: string[] = [];
-    const feed = new WebhookFeed({
-      kafka,
-      topic,
-      groupId: unique('wh'),
-      maxAgeSeconds: 3600,
-      webhooks: {
-        enqueueChange: async (_body, ce) => seen.push(String(ce.id)),
+/** The values on a topic so far, read from its beginning. */
+async function readTopic(topic: string): Promise<string[]> {
+  const admin = testKafka().admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    const total = offsets.reduce((n, p) => n + Number(p.high) - Number(p.low), 0);
+    const consumer = createConsumer(testKafka(), { groupId: unique('read') });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const values: string[] = [];
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        values.push(String(message.value));
       },
     });
-    await feed.start();
-    onTestFinished(() => feed.stop());
-    await waitFor(() => seen.length > 0, { timeoutMs: 30_000, what: 'the late change' });
-    expect(seen).toEqual(['late']);
-  });
-});
+    await waitFor(() => values.length >= total, {
+      timeoutMs: 30_000,
+      what: `the ${total} messages of ${topic}`,
+    });
+    await consumer.disconnect();
+    return values;
+  } finally {
+    await admin.disconnect();
+  }
+}
 
 describe('webhook address guard', () => {
   /** Deliveries of `jobId` once none is waiting or active any more. */
