@@ -88,6 +88,13 @@ const exitSoon = (code: number) => {
   setTimeout(() => process.exit(code), 3000).unref();
 };
 
+// The reader of the output went away (`extjob logs ID | head`): stop, as a command that
+// a SIGPIPE killed does (128 + 13), with no stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(141);
+});
+
 main(process.argv.slice(2)).then(exitSoon, (err) => {
   // a client that cannot be made (the server URL): said plainly, as a usage error
   if (err instanceof ClientUsageError) {

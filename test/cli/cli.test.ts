@@ -120,6 +120,12 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
       });
       expect(((await text.json()) as { complete: boolean }).complete).toBe(true);
     }
+    // a reader that goes away after the first bytes (`| head`): stopped as by SIGPIPE, quietly
+    const head = cli(['logs', 'log-http'], stack.env);
+    head.child.stdout?.once('data', () => head.child.stdout?.destroy());
+    const cut = await head;
+    expect(cut.code).toBe(141);
+    expect(cut.stderr).toBe('');
   });
 
   it('wait exits 130 for canceled, 124 for timed out, 125 for expired, 75 on --timeout, 69 when unreachable', async () => {
@@ -130,6 +136,9 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
       /x-cancel canceled/,
     );
     expect((await cli(['wait', 'x-cancel'], env)).code).toBe(130);
+    // a job that has ended answers at once, even when no time is left to follow it
+    for (const flags of [[], ['--no-log'], ['--json']])
+      expect((await cli(['wait', 'x-cancel', '--timeout', '0', ...flags], env)).code, flags.join()).toBe(130);
 
     await cli(['create', '--name', 'n', '--id', 'x-exp', '--accept-timeout', '1'], env);
     expect((await cli(['wait', 'x-exp'], env)).code).toBe(125);
@@ -242,7 +251,7 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(run.stderr).toMatch(/EXTJOB_HTTP_PORT: port \d+ on 127\.0\.0\.1 is in use/);
     // a bad flag is named as given, not as the setting it fills
     const role = await cli(['serve', '--role', 'bogus'], {});
-    expect(role.code).toBe(1);
+    expect(role.code).toBe(2);
     expect(role.stderr).toMatch(/--role: "bogus" is not a role/);
   });
 
@@ -301,6 +310,27 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(await piped).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
     expect(lstatSync(devLink).isSymbolicLink()).toBe(true);
     expect(statSync('/dev/null').isCharacterDevice()).toBe(true);
+    // a file that cannot be written fails before the job is created (its token would be lost)
+    for (const [file, why] of [
+      [join(dir, 'nodir', 'token'), /ENOENT/],
+      [dir, /it is a directory/],
+    ] as const) {
+      const r = await cli(['create', '--name', 'n', '--id', 'tok-5', '--event-token-file', file], stack.env);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/cannot write the event token to/);
+      expect(r.stderr).toMatch(why);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    }
+    expect((await cli(['get', 'tok-5'], stack.env)).stderr).toMatch(/EXTJOB_JOB_NOT_FOUND/);
+    // a job that already existed has no token to give: said, and the file left as it was
+    const before = readFileSync(existing, 'utf8');
+    const again = await cli(
+      ['create', '--name', 'n', '--id', 'tok-1', '--event-token-file', existing],
+      stack.env,
+    );
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/job tok-1 already existed: its event token was given when it was created/);
+    expect(readFileSync(existing, 'utf8')).toBe(before);
     expect(readdirSync(dir).sort()).toEqual(['existing', 'fifo', 'link', 'null', 'target']);
     // a server URL with user:password@ is refused without repeating it
     const creds = await cli(['get', 'tok-1'], {

@@ -4,7 +4,7 @@
  * group) stopping all of it, the service first.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,6 +21,25 @@ const childrenOf = (pid: number) =>
     .split('\n')
     .map((s) => Number(s.trim()))
     .filter((p) => p > 0);
+
+/** The addresses listening on TCP `port`, IPv4 and IPv6 (from /proc/net). */
+const listening = (port: number) =>
+  ['tcp', 'tcp6'].flatMap((proto) =>
+    readFileSync(`/proc/net/${proto}`, 'utf8')
+      .split('\n')
+      .slice(1)
+      .map((line) => line.trim().split(/\s+/))
+      .filter((f) => f[3] === '0A' && Number.parseInt(f[1]?.split(':')[1] ?? '', 16) === port) // LISTEN
+      .map(([, local]) => {
+        const hex = local!.split(':')[0]!;
+        return hex.length === 8
+          ? (hex.match(/../g) ?? [])
+              .reverse()
+              .map((b) => Number.parseInt(b, 16))
+              .join('.')
+          : `ipv6 ${hex}`;
+      }),
+  );
 
 const alive = (pid: number) => {
   try {
@@ -77,6 +96,8 @@ describe('extjob dev', { timeout: 120_000 }, () => {
       body: JSON.stringify({ name: 'hello' }),
     });
     expect(created.status).toBe(201);
+    // an API without tokens is for this machine only
+    expect(listening(Number(new URL(api!).port))).toEqual(['127.0.0.1']);
     await waitFor(async () => (await fetch(`${api}/readyz`)).status === 200, { what: 'ready' });
 
     const children = childrenOf(dev.pid!);
@@ -113,6 +134,9 @@ describe('extjob dev', { timeout: 120_000 }, () => {
     const port = await cli(['dev', '--port', 'abc'], {});
     expect(port.code).toBe(2);
     expect(port.stderr).toMatch(/--port takes a port number, not "abc"/);
+    const high = await cli(['dev', '--port', '99999'], {});
+    expect(high.code).toBe(2);
+    expect(high.stderr).toMatch(/--port takes a port number, not "99999"/);
     const config = await cli(['dev'], {
       EXTJOB_TOPIC_PARTITIONS: '0',
       EXTJOB_REDIS_URL: 'redis://127.0.0.1:1',

@@ -48,26 +48,36 @@ const usage = (msg: string) => {
 };
 
 /**
- * Write `text` to `file` readable by its owner only: into a new file of its own in the
- * same directory (never one that exists, nor what a symlink points to), then renamed
- * over `file`, replacing whatever was there. A pipe or device of the user's or root's
- * (/dev/stdout, /dev/null, a FIFO) takes the text as it is: renaming over it would put
- * a file in its place.
+ * Where --event-token-file puts the token, made ready before the job is created: a file
+ * that cannot be written fails before there is a job whose token would be lost. The
+ * token goes into a new file of its own in the same directory, readable by its owner
+ * only (never one that exists, nor what a symlink points to), renamed over `file` once
+ * it holds the token, replacing whatever was there. A pipe or device of the user's or
+ * root's (/dev/stdout, /dev/null, a FIFO) takes the token as it is: renaming over it
+ * would put a file in its place.
  */
-function writeSecret(file: string, text: string): void {
+function tokenFile(file: string): { write(token: string): void; discard(): void } {
   const st = statSync(file, { throwIfNoEntry: false });
-  if (st && (st.isFIFO() || st.isCharacterDevice()) && (st.uid === 0 || st.uid === process.getuid?.())) {
-    writeFileSync(file, text);
-    return;
-  }
+  if (st && (st.isFIFO() || st.isCharacterDevice()) && (st.uid === 0 || st.uid === process.getuid?.()))
+    return { write: (token) => writeFileSync(file, `${token}\n`), discard: () => {} };
+  if (st?.isDirectory()) throw new Error('it is a directory');
   const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}`);
-  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
-  try {
-    renameSync(tmp, file);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
+  writeFileSync(tmp, '', { mode: 0o600, flag: 'wx' });
+  let kept = false;
+  return {
+    write: (token) => {
+      writeFileSync(tmp, `${token}\n`);
+      kept = true; // from here on, the token is in a file either way
+      try {
+        renameSync(tmp, file);
+      } catch (err) {
+        throw new Error(`${(err as Error).message}; the token is in ${tmp}`);
+      }
+    },
+    discard: () => {
+      if (!kept) rmSync(tmp, { force: true });
+    },
+  };
 }
 
 const seconds = (v: unknown): number | undefined | null => {
@@ -112,12 +122,36 @@ export async function create(values: Record<string, unknown>, positionals: strin
   }
 
   const client = clientFrom(values);
+  const file = values['event-token-file'];
+  let token: ReturnType<typeof tokenFile> | undefined;
+  if (typeof file === 'string')
+    try {
+      token = tokenFile(file);
+    } catch (err) {
+      process.stderr.write(
+        `extjob create: cannot write the event token to ${file}: ${(err as Error).message}\n`,
+      );
+      return EXIT.usage;
+    }
   let job: Job;
   try {
     const r = await client.json<{ job: Job; eventToken?: string }>('/v1/jobs', { json: spec });
     job = r.job;
-    if (typeof values['event-token-file'] === 'string' && r.eventToken)
-      writeSecret(values['event-token-file'], `${r.eventToken}\n`);
+    if (token && !r.eventToken) {
+      process.stderr.write(
+        `extjob create: job ${job.id} already existed: its event token was given when it was created, and ${file} is not written\n`,
+      );
+      return EXIT.failure;
+    }
+    if (token && r.eventToken)
+      try {
+        token.write(r.eventToken);
+      } catch (err) {
+        process.stderr.write(
+          `extjob create: created ${job.id}, but could not write its event token to ${file}: ${(err as Error).message}\n`,
+        );
+        return EXIT.failure;
+      }
     if (values.json && !values.wait) process.stdout.write(`${JSON.stringify(r)}\n`);
     else if (!values.json) {
       process.stdout.write(`${job.id}\n`);
@@ -125,6 +159,8 @@ export async function create(values: Record<string, unknown>, positionals: strin
     }
   } catch (err) {
     return reportError('create', err);
+  } finally {
+    token?.discard();
   }
   if (!values.wait) return EXIT.ok;
   return follow(client, job.id, {

@@ -11,7 +11,8 @@ export const devHelp = `Usage: extjob dev [--port N]
 Starts everything on this machine for development: the configured Kafka and Redis when
 they answer, else a local single-node Kafka (fetched from Maven Central once) and a
 private redis-server; then the service in INSECURE mode (no API tokens, webhooks to
-any address, local receivers included). Ctrl-C stops everything it started.`;
+any address, local receivers included), listening on 127.0.0.1 only unless
+EXTJOB_HTTP_HOST says otherwise. Ctrl-C stops everything it started.`;
 
 async function kafkaAnswers(brokers: string): Promise<boolean> {
   const first = brokers.split(',')[0] ?? '';
@@ -21,15 +22,17 @@ async function kafkaAnswers(brokers: string): Promise<boolean> {
 
 export async function dev(args: { port?: string }): Promise<number> {
   const say = (msg: string) => process.stderr.write(`extjob dev: ${msg}\n`);
-  // Local webhook receivers are the point of development (unless set otherwise).
+  // Local webhook receivers are the point of development, and an API without tokens
+  // is for this machine only (unless set otherwise).
   const env: Env = {
     EXTJOB_WEBHOOK_ALLOW_PRIVATE: 'true',
+    EXTJOB_HTTP_HOST: '127.0.0.1',
     ...process.env,
     EXTJOB_INSECURE: 'true',
     EXTJOB_TOPIC_REPLICATION: '1',
   };
   if (args.port !== undefined) {
-    if (!/^\d{1,5}$/.test(args.port)) {
+    if (!/^\d{1,5}$/.test(args.port) || Number(args.port) > 65535) {
       process.stderr.write(`extjob dev: --port takes a port number, not "${args.port}"\n\n${devHelp}\n`);
       return 2;
     }
@@ -71,6 +74,8 @@ export async function dev(args: { port?: string }): Promise<number> {
     const logger = createLogger({ level: config.logLevel });
     const service = await startService(config, logger);
     say('INSECURE MODE: the API accepts requests without a token. Never expose this port.');
+    if (!isLoopback(config.httpHost))
+      say(`INSECURE MODE: listening on ${config.httpHost} (EXTJOB_HTTP_HOST): other machines can reach it.`);
     if (config.webhookAllowPrivate === true)
       say('INSECURE MODE: webhooks may go to any address, loopback and private networks included.');
     process.stdout.write(
@@ -97,3 +102,5 @@ export async function dev(args: { port?: string }): Promise<number> {
     await stopAll();
   }
 }
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || host.startsWith('127.');

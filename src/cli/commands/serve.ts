@@ -1,6 +1,7 @@
 import { type Config, loadConfig } from '../../shared/config.js';
 import { ExtjobError, isExtjobError } from '../../shared/errors.js';
 import { createLogger } from '../../shared/logger.js';
+import { EXIT } from '../client.js';
 import { checkHttpPort, startService } from '../service.js';
 import { untilSignal } from '../signals.js';
 
@@ -18,8 +19,11 @@ export async function serve(args: { role?: string[] }): Promise<number> {
   try {
     config = loadConfig(env);
   } catch (err) {
-    // the roles came from the flags: named as the user gave them
-    if (roles && isExtjobError(err)) err.message = err.message.replaceAll('EXTJOB_ROLES', '--role');
+    // the roles came from the flags: a usage error, named as the user gave them
+    if (roles && isExtjobError(err) && err.message.includes('EXTJOB_ROLES')) {
+      process.stderr.write(`extjob serve: ${err.message.replaceAll('EXTJOB_ROLES', '--role')}\n`);
+      return EXIT.usage;
+    }
     throw err;
   }
   const logger = createLogger({ level: config.logLevel });

@@ -181,11 +181,13 @@ async function followLive(
     clearStatus();
   }
   if (!final) {
-    if (Date.now() >= deadline) {
+    // the streams ended, or the time ran out before they said (--timeout 0): as it is now
+    const now = await client.json<Job>(path);
+    if (Date.now() >= deadline && !TERMINAL.has(now.state)) {
       stderr.write(`extjob wait: ${id} is not finished yet; gave up after --timeout\n`);
       return EXIT.waitTimeout;
     }
-    final = await client.json<Job>(path);
+    final = now;
   }
   const finalJob = final;
   if (finalJob.state === 'failed' && finalJob.error)
