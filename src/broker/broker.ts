@@ -92,6 +92,8 @@ const APPLIED: ApplyOutcome = Object.freeze({ result: 'applied' });
 const EVENTS_PER_CALL = 200;
 
 const list = <T>(v: T[] | Record<string, never> | undefined): T[] => (Array.isArray(v) ? v : []);
+/** Seconds as whole milliseconds; a time above 0 stays above 0 (0 turns a timeout off). */
+const ms = (seconds: number) => (seconds > 0 ? Math.max(1, Math.round(seconds * 1000)) : 0);
 
 export class JobBroker {
   readonly instrumentation = new BrokerInstrumentation();
@@ -197,10 +199,10 @@ export class JobBroker {
       p.hash,
       specJson,
       tokenDigest(token),
-      Math.round(acceptSeconds * 1000),
-      Math.round(heartbeatSeconds * 1000),
-      Math.round(runSeconds * 1000),
-      Math.round(cancelGraceSeconds * 1000),
+      ms(acceptSeconds),
+      ms(heartbeatSeconds),
+      ms(runSeconds),
+      ms(cancelGraceSeconds),
       ...(p.stored.e !== undefined ? [this.keys.executor(p.stored.e)] : []),
       ...Object.entries(p.stored.l).map(([k, v]) => this.keys.label(k, v)),
     ]);

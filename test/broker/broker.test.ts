@@ -475,6 +475,30 @@ describe('applyEvents', () => {
     }
   });
 
+  it('keeps a heartbeat timeout under a millisecond on (0 turns it off)', async () => {
+    const { job } = await h.broker.createJob({ name: 'n', timeouts: { heartbeatSeconds: 0.0004 } });
+    await h.broker.applyEvent(ev('accepted', job.id));
+    const [th, hd] = await h.redis.hmget(h.broker.keys.job(job.id), 'th', 'hd');
+    expect(th).toBe('1');
+    expect(hd).not.toBeNull();
+  });
+
+  it('takes a log chunk that comes again for no sign of life: the heartbeat deadline stays', async () => {
+    const { job } = await h.broker.createJob({ name: 'n', timeouts: { heartbeatSeconds: 60 } });
+    const chunks = [0, 1, 2].map((seq) => ev('log', job.id, { seq, chunk: 'x' }));
+    expect(await h.broker.applyEvents([ev('accepted', job.id), ...chunks])).toEqual(Array(4).fill('applied'));
+    const alive = () => h.redis.hmget(h.broker.keys.job(job.id), 'hb', 'hd');
+    const before = await alive();
+    await new Promise((r) => setTimeout(r, 20));
+    // replayed (a consumer crash), or resent by an executor stuck on its last chunk
+    expect(await h.broker.applyEvents(chunks)).toEqual(Array(3).fill('duplicate'));
+    expect(await h.broker.applyEvent(chunks[2]!)).toBe('duplicate');
+    expect(await alive()).toEqual(before);
+    // a new chunk is one
+    expect(await h.broker.applyEvent(ev('log', job.id, { seq: 3, chunk: 'x' }))).toBe('applied');
+    expect(Number((await alive())[1])).toBeGreaterThan(Number(before[1]));
+  });
+
   it('stores text and byte chunks as sent; a lone surrogate in text becomes U+FFFD', async () => {
     const { job } = await h.broker.createJob({ name: 'n' });
     const bytes = Buffer.from([0xff, 0x00, 0xc3, 0x28, 0x22, 0x5c]); // not UTF-8, NUL, quote, backslash

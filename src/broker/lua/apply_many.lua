@@ -393,13 +393,13 @@ local function apply_one(A)
         record('d', ATT)
         return result('duplicate', { log = 'duplicate' })
       end
-      TOUCHED = true -- like touch(), deferred (see flush())
       local stored = store_log(a1, a2, false, true)
       if stored == 'duplicate' then
         begin_event(A)
         record('d', ATT)
         return result('duplicate', { log = stored })
       end
+      TOUCHED = true -- like touch(), deferred (see flush())
       remember_log(dk)
       return 'applied' -- stored or truncated: nothing else to report
     elseif KIND == 'heartbeat' then
@@ -481,13 +481,13 @@ local function apply_one(A)
       notify('progress')
     end
   elseif KIND == 'log' then
-    touch()
     local stored = store_log(a1, a2, false, false)
     extra = { log = stored }
     if stored == 'duplicate' then
       record('d', ATT)
       return result('duplicate', extra)
     end
+    touch()
     remember_log(LK)
   elseif KIND == 'finished' then
     local code = tonumber(a1)
