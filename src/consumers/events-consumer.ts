@@ -14,7 +14,7 @@ import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
 import { settledWithin } from '../shared/timeouts.js';
-import { sendDlqRecords } from './dlq.js';
+import { DLQ_HEADERS, sendDlqRecords } from './dlq.js';
 import { type BatchReport, type EventSink, processBatch } from './event-batch.js';
 import type { FormatLimits } from './formats/result.js';
 import { createInstrumentation, type Instrumentation } from './instrumentation.js';
@@ -319,9 +319,18 @@ export class EventsConsumer {
     return sendDlqRecords(
       (msgs) => this.opts.producer.send({ topic: this.topics.dlq, acks: -1, messages: msgs }),
       messages,
-      // The DLQ refused the records for good (e.g. too large with our headers): keep the
-      // facts, drop the values, rather than stall the partition.
-      (err) => this.opts.logger.error({ err }, 'DLQ refused the records; sending them without their values'),
+      // The DLQ refused a record for good (too large with our headers, keyless on a
+      // compacted topic): what it takes, rather than a partition stalled.
+      (err, m, outcome) => {
+        const h = m.headers ?? {};
+        const from = { partition: String(h[DLQ_HEADERS.partition]), offset: String(h[DLQ_HEADERS.offset]) };
+        const what = {
+          keyed: 'DLQ refused a record without a key; sending it keyed by where it came from',
+          value_dropped: 'DLQ refused a record; sending it without its value',
+          lost: 'DLQ refused a record even without its value; it is not dead-lettered',
+        }[outcome];
+        this.opts.logger.error({ err, ...from }, what);
+      },
     );
   }
 }
