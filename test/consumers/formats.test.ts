@@ -107,6 +107,13 @@ describe('dev.extjob.*.v1 in both bindings', () => {
     });
   }
 
+  it('takes a leap second (second 60 of 23:59 UTC) in any offset', () => {
+    for (const time of ['2016-12-31T23:59:60Z', '1990-12-31T15:59:60-08:00', '2017-01-01T05:29:60.5+05:30'])
+      expect(ok(parseMessage(structured({ ...attrs('dev.extjob.accepted.v1'), time }))).time, time).toBe(
+        time,
+      );
+  });
+
   it('reads a plain JSON value without a content type as structured', () => {
     const msg = structured({ ...attrs('dev.extjob.accepted.v1') });
     msg.headers = {};
@@ -326,6 +333,12 @@ describe('bad input is classified, never thrown', () => {
       'invalid',
     ],
     ['hour 24', structured({ ...attrs('dev.extjob.accepted.v1'), time: '2024-04-01T24:00:00Z' }), 'invalid'],
+    // second 60 only as a leap second: 23:59:60 UTC
+    [
+      'second 60',
+      structured({ ...attrs('dev.extjob.accepted.v1'), time: '2016-12-31T12:59:60Z' }),
+      'invalid',
+    ],
     ['exitCode a string', structured({ ...finishedCe, data: { exitCode: '0' } }), 'invalid'],
     ['exitCode fractional', structured({ ...finishedCe, data: { exitCode: 0.5 } }), 'invalid'],
     ['exitCode missing', structured({ ...finishedCe, data: {} }), 'invalid'],

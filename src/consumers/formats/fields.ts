@@ -10,22 +10,26 @@ const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})
 
 /**
  * An RFC 3339 date-time naming a real instant: Date.parse alone takes February 30 for
- * March 1, so the day must exist in its month and the clock fields be in range.
+ * March 1, so the day must exist in its month and the clock fields be in range. A
+ * leap second (second 60 of 23:59 UTC, RFC 3339 5.7) is one, which Date.parse refuses.
  */
 function isRealDateTime(s: string): boolean {
-  const f = RFC3339.exec(s)?.slice(1, 11).map(Number);
-  if (!f) return false;
-  const [y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, , , oh = 0, om = 0] = f;
+  const m = RFC3339.exec(s);
+  if (!m) return false;
+  const [y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0] = m.slice(1, 7).map(Number);
+  const [oh, om] = [Number(m[9] ?? 0), Number(m[10] ?? 0)];
+  const offset = (m[8]?.[0] === '-' ? -1 : 1) * (oh * 60 + om);
+  const leap = sec === 60 && (((h * 60 + mi - offset) % 1440) + 1440) % 1440 === 1439;
   const day = new Date(Date.UTC(y, mo - 1, d)); // rolls a day its month lacks over
   return (
     day.getUTCMonth() === mo - 1 &&
     day.getUTCDate() === d &&
     h <= 23 &&
     mi <= 59 &&
-    sec <= 59 &&
-    !(oh > 23) &&
-    !(om > 59) &&
-    !Number.isNaN(Date.parse(s))
+    (sec <= 59 || leap) &&
+    oh <= 23 &&
+    om <= 59 &&
+    !Number.isNaN(Date.parse(leap ? `${s.slice(0, 17)}59${s.slice(19)}` : s))
   );
 }
 
