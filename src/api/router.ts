@@ -183,8 +183,14 @@ export function createApiRouter(opts: ApiOptions): Router {
           res.send(Buffer.concat(page.chunks.map((c) => c.data)));
           return;
         }
-        res.setHeader('Trailer', 'Extjob-Next-Seq');
-        await writeLogPages(res, page, read);
+        if (ctx.req.method === 'HEAD') {
+          res.end(); // the headers alone: no page read for a body nobody gets
+          return;
+        }
+        // a trailer needs a chunked response, which an HTTP/1.0 client does not get
+        const trailer = ctx.req.httpVersion !== '1.0';
+        if (trailer) res.setHeader('Trailer', 'Extjob-Next-Seq');
+        await writeLogPages(res, page, read, trailer);
         return;
       }
       const body: Record<string, unknown> = {
@@ -335,13 +341,14 @@ export function createApiRouter(opts: ApiOptions): Router {
 
 /**
  * The whole log as text, page after page, each written once the client took the one
- * before; Extjob-Next-Seq follows as a trailer. A failure part way ends the response
- * unfinished (the client sees a broken transfer, not a short log).
+ * before; Extjob-Next-Seq follows as a trailer (with `trailer`). A failure part way ends
+ * the response unfinished (the client sees a broken transfer, not a short log).
  */
 async function writeLogPages(
   res: Response,
   first: LogPage,
   read: (fromSeq: number) => Promise<LogPage | undefined>,
+  trailer: boolean,
 ): Promise<void> {
   let page: LogPage | undefined = first;
   let nextSeq = first.nextSeq;
@@ -365,7 +372,7 @@ async function writeLogPages(
     res.destroy(err instanceof Error ? err : new Error(String(err)));
     return;
   }
-  res.addTrailers({ 'Extjob-Next-Seq': String(nextSeq) });
+  if (trailer) res.addTrailers({ 'Extjob-Next-Seq': String(nextSeq) });
   res.end();
 }
 

@@ -1,4 +1,5 @@
 import { get } from 'node:http';
+import { connect } from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobSchema } from '../../src/api/schemas.js';
 import { DEFAULTS, ev } from '../broker/harness.js';
@@ -245,6 +246,18 @@ describe('reading jobs', () => {
     expect(json).toMatchObject({ nextSeq: 1000, more: true, complete: true, gaps: [] });
     const last = (await (await api.req('/v1/jobs/long/log?fromSeq=2000')).json()) as Record<string, unknown>;
     expect(last).toMatchObject({ nextSeq: 2500, more: false });
+
+    // HTTP/1.0 (a default nginx proxy) gets no chunked response, so no trailer; HEAD no body
+    const { host } = new URL(api.url);
+    const ask = `Host: ${host}\r\nAuthorization: Bearer ${TOKENS.admin}\r\nAccept: text/plain\r\n`;
+    const http10 = await rawHttp(api.url, `GET /v1/jobs/long/log HTTP/1.0\r\n${ask}\r\n`);
+    expect(http10).toMatch(/^HTTP\/1\.1 200 /);
+    expect(http10.slice(http10.indexOf('\r\n\r\n') + 4)).toBe(lines.join(''));
+    expect(http10).not.toMatch(/^trailer:/im);
+    const head = await rawHttp(api.url, `HEAD /v1/jobs/long/log HTTP/1.1\r\n${ask}Connection: close\r\n\r\n`);
+    expect(head).toMatch(/^HTTP\/1\.1 200 /);
+    expect(head).toMatch(/^extjob-log-complete: true\r$/im);
+    expect(head.endsWith('\r\n\r\n')).toBe(true);
   });
 
   it('log as JSON and as text, history, cancel', async () => {
@@ -393,3 +406,16 @@ describe('Redis away', () => {
     }
   });
 });
+
+/** What a server answers `request` (written as is) until it closes the connection. */
+function rawHttp(url: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(request));
+    const got: Buffer[] = [];
+    socket.on('data', (d: Buffer) => got.push(d));
+    socket.on('end', () => resolve(Buffer.concat(got).toString('utf8')));
+    socket.on('error', reject);
+    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
+  });
+}
