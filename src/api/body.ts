@@ -50,6 +50,8 @@ export function protoKeyPath(value: unknown, path = 'body'): string | undefined 
  * events route hands the raw bytes to the event parser, which names the reason of the
  * rejection (`malformed`, `invalid`) as it does for the same bytes on Kafka.
  */
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 export function jsonBody(optional = false, leaveBadToRoute = false): RequestHandler[] {
   const refuse = (req: Request, next: NextFunction, detail: string) => {
     if (!leaveBadToRoute) return next(new ExtjobError('EXTJOB_VALIDATION_FAILED', detail));
@@ -86,9 +88,16 @@ export function jsonBody(optional = false, leaveBadToRoute = false): RequestHand
         req.body = {};
         return next();
       }
+      let text: string;
+      try {
+        text = utf8.decode(raw);
+      } catch {
+        // decoded leniently, two different bodies would read the same (U+FFFD)
+        return refuse(req, next, 'the body is not valid UTF-8');
+      }
       let value: unknown;
       try {
-        value = JSON.parse(raw.toString('utf8'));
+        value = JSON.parse(text);
       } catch (err) {
         return refuse(req, next, `the body is not valid JSON: ${(err as Error).message}`);
       }

@@ -83,6 +83,19 @@ describe('POST /v1/jobs', () => {
       headers: { 'content-type': 'application/json' },
     });
     expect(rBad.status).toBe(400);
+
+    // bytes that are not UTF-8 are refused, not read as U+FFFD (which two bodies could share)
+    const notUtf8 = await api.req('/v1/jobs', {
+      method: 'POST',
+      body: Buffer.concat([Buffer.from('{"id":"u1","name":"a'), Buffer.from([0xff]), Buffer.from('b"}')]),
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(notUtf8.status).toBe(400);
+    expect(await problem(notUtf8)).toMatchObject({
+      code: 'EXTJOB_VALIDATION_FAILED',
+      detail: 'the body is not valid UTF-8',
+    });
+    expect((await api.req('/v1/jobs/u1')).status).toBe(404);
   });
 });
 
