@@ -3,6 +3,8 @@
  * the stable `code` of src/shared/errors.ts. The one place that maps a code to an
  * HTTP status; every route throws ExtjobError and the handler below answers.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { ERROR_CODES, type ErrorCode, ExtjobError, isExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -20,6 +22,7 @@ export const STATUS_OF: Record<ErrorCode, number> = {
   EXTJOB_JOB_CONFLICT: 409,
   EXTJOB_JOB_TERMINAL: 409,
   EXTJOB_PAYLOAD_TOO_LARGE: 413,
+  EXTJOB_HEADERS_TOO_LARGE: 431,
   EXTJOB_UNSUPPORTED_MEDIA_TYPE: 415,
   EXTJOB_NOT_ACCEPTABLE: 406,
   EXTJOB_REDIS_UNAVAILABLE: 503,
@@ -107,3 +110,37 @@ export function problemHandler(logger: Logger): ErrorRequestHandler {
 export const routeNotFound: RequestHandler = (req, _res, next) => {
   next(new ExtjobError('EXTJOB_ROUTE_NOT_FOUND', `no route ${req.method} ${req.path}`));
 };
+
+/**
+ * The HTTP server's 'clientError' listener: a request Node's parser refuses before any
+ * route sees it (headers over its size limit, a malformed request line or header) is
+ * answered with a problem document too, and the connection closed.
+ */
+export function answerClientError(
+  err: Error & { code?: string },
+  socket: Duplex & { bytesWritten?: number },
+): void {
+  if (!socket.writable || (socket.bytesWritten ?? 0) > 0 || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n');
+    return;
+  }
+  const p = problemOf(
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new ExtjobError('EXTJOB_HEADERS_TOO_LARGE', 'the request headers are larger than the server takes')
+      : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+        ? new ExtjobError('EXTJOB_PAYLOAD_TOO_LARGE', 'the chunk extensions are larger than the server takes')
+        : new ExtjobError(
+            'EXTJOB_VALIDATION_FAILED',
+            `the request is not valid HTTP (${err.code ?? err.message})`,
+          ),
+  );
+  const body = JSON.stringify(p);
+  socket.end(
+    `HTTP/1.1 ${p.status} ${STATUS_CODES[p.status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

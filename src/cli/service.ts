@@ -16,6 +16,7 @@ import { KafkaEventGateway } from '../api/event-gateway.js';
 import { type Api, startApi } from '../api/index.js';
 import { createRegistry, instrumentMetrics } from '../api/metrics.js';
 import { httpObservability } from '../api/metrics-http.js';
+import { answerClientError } from '../api/problem.js';
 import { Readiness } from '../api/readiness.js';
 import { type BrokerDefaults, JobBroker } from '../broker/index.js';
 import { encodeHttpEvent, parseHttpEvent } from '../consumers/formats/index.js';
@@ -280,6 +281,7 @@ export async function startService(
       const s = app.listen(config.httpPort, config.httpHost, (err?: Error) =>
         err ? reject(listenError(err, config.httpHost, config.httpPort)) : resolve(s),
       );
+      s.on('clientError', answerClientError);
     });
   } catch (err) {
     // A process that cannot start leaves its consumer groups at once: its partitions

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   EXTJOB_JOB_CONFLICT: { retriable: false, description: 'A job with that id exists with a different body.' },
   EXTJOB_JOB_TERMINAL: { retriable: false, description: 'The job is in a terminal state.' },
   EXTJOB_PAYLOAD_TOO_LARGE: { retriable: false, description: 'The body or chunk exceeds the size limit.' },
+  EXTJOB_HEADERS_TOO_LARGE: { retriable: false, description: 'The request headers exceed the size limit.' },
   EXTJOB_UNSUPPORTED_MEDIA_TYPE: { retriable: false, description: 'The content type is not accepted.' },
   EXTJOB_NOT_ACCEPTABLE: { retriable: false, description: 'No representation matches the Accept header.' },
   EXTJOB_ROUTE_NOT_FOUND: { retriable: false, description: 'No such route.' },
