@@ -8,7 +8,7 @@
  * event consumers.
  *
  * Enqueueing is idempotent: the BullMQ job id is derived from (job id, version,
- * target), so a change enqueued twice (a replayed Kafka message, a drainer retry) is
+ * target), so a change enqueued twice (a drainer retry, a lease handover) is
  * delivered once while its record is kept.
  *
  * Each request resolves the receiver's host itself and connects only to an address
