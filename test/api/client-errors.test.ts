@@ -2,22 +2,9 @@
  * Requests Node's HTTP parser refuses before any route sees them are answered as
  * problem documents too (docs/api.md: every error is application/problem+json).
  */
-import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { startStack } from '../cli/support.js';
-
-/** What the server answers `request` (written as is) until it closes the connection. */
-function rawHttp(url: string, request: string): Promise<string> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => socket.write(request));
-    const got: Buffer[] = [];
-    socket.on('data', (d: Buffer) => got.push(d));
-    socket.on('end', () => resolve(Buffer.concat(got).toString('utf8')));
-    socket.on('error', reject);
-    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
-  });
-}
+import { rawHttp } from './support.js';
 
 const problemIn = (answer: string) => JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4));
 

@@ -1,9 +1,8 @@
 import { get } from 'node:http';
-import { connect } from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobSchema } from '../../src/api/schemas.js';
 import { DEFAULTS, ev } from '../broker/harness.js';
-import { startTestApi, TOKENS } from './support.js';
+import { rawHttp, startTestApi, TOKENS } from './support.js';
 
 const problem = async (res: Response) => {
   expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
@@ -419,16 +418,3 @@ describe('Redis away', () => {
     }
   });
 });
-
-/** What a server answers `request` (written as is) until it closes the connection. */
-function rawHttp(url: string, request: string): Promise<string> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => socket.write(request));
-    const got: Buffer[] = [];
-    socket.on('data', (d: Buffer) => got.push(d));
-    socket.on('end', () => resolve(Buffer.concat(got).toString('utf8')));
-    socket.on('error', reject);
-    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
-  });
-}

@@ -3,7 +3,7 @@
  * on a free port. Tokens: admin, read-only and write-only.
  */
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import type { Redis } from 'ioredis';
 import { onTestFinished } from 'vitest';
 import { createApp } from '../../src/api/app.js';
@@ -132,4 +132,17 @@ export async function kafkaGateway(
   });
   onTestFinished(() => gateway.close());
   return { gateway, topic };
+}
+
+/** What a server answers `request` (written as is) until it closes the connection. */
+export function rawHttp(url: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), hostname, () => socket.write(request));
+    const got: Buffer[] = [];
+    socket.on('data', (d: Buffer) => got.push(d));
+    socket.on('end', () => resolve(Buffer.concat(got).toString('utf8')));
+    socket.on('error', reject);
+    socket.setTimeout(10_000, () => socket.destroy(new Error('no answer within 10 s')));
+  });
 }
