@@ -19,6 +19,8 @@ export interface AppParts {
   errorHandler?: express.ErrorRequestHandler;
   /** Installed first: sees every request (request log and HTTP metrics). */
   requestLog?: RequestHandler;
+  /** Counts the requests under way, for a stop to wait for (InFlight). */
+  inFlight?: RequestHandler;
 }
 
 export function createApp(parts: AppParts): Express {
@@ -26,6 +28,7 @@ export function createApp(parts: AppParts): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   if (parts.requestLog) app.use(parts.requestLog);
+  if (parts.inFlight) app.use(parts.inFlight);
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

@@ -13,6 +13,7 @@ import { type AddressInfo, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { createApp } from '../api/app.js';
 import { KafkaEventGateway } from '../api/event-gateway.js';
+import { InFlight } from '../api/in-flight.js';
 import { type Api, startApi } from '../api/index.js';
 import { createRegistry, instrumentMetrics } from '../api/metrics.js';
 import { httpObservability } from '../api/metrics-http.js';
@@ -188,9 +189,11 @@ export async function startService(
   let kafkaSide: KafkaSide | undefined;
   let api: Api | undefined;
   let events: KafkaEventGateway | undefined;
+  const inFlight = new InFlight();
   /** Stop what started, in order: the in-flight batch finishes and commits first. */
   const stopParts = async () => {
-    await api?.close(); // first: long-polls answer with the job as it is
+    await api?.close(); // first: long-polls answer with the job as it is...
+    await inFlight.idle(config.shutdownTimeoutSeconds * 1000); // ...read before Redis closes
     await kafkaSide?.stop();
     await webhooks.close();
     await broker.close();
@@ -276,6 +279,7 @@ export async function startService(
       logger,
       routers: api ? [api.router] : [],
       requestLog: httpObservability(registry, logger),
+      inFlight: inFlight.middleware,
     });
     server = await new Promise((resolve, reject) => {
       const s = app.listen(config.httpPort, config.httpHost, (err?: Error) =>
