@@ -110,7 +110,9 @@ describe('deploy/examples', { timeout: 120_000 }, () => {
       jobs: { deploy: { steps: { id?: string; run?: string }[] } };
     };
     const step = wf.jobs.deploy.steps.find((s) => s.id === 'deploy');
-    const out = join(mkdtempSync(join(tmpdir(), 'gha-')), 'output');
+    const dir = mkdtempSync(join(tmpdir(), 'gha-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const out = join(dir, 'output');
     const running = bash(step!.run!, {
       ...stack.env,
       GITHUB_RUN_ID: '9001',
