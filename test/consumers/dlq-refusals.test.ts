@@ -22,6 +22,13 @@ function recordingSink() {
   };
 }
 
+/** One setting of the test's DLQ topic, as an operator would have set it. */
+const setDlq = (w: Awaited<ReturnType<typeof kafkaWorld>>, name: string, value: string) =>
+  w.admin.alterConfigs({
+    validateOnly: false,
+    resources: [{ type: 2, name: w.topics.dlq, configEntries: [{ name, value }] }],
+  });
+
 const log = (jobId: string): JobEvent => ({
   kind: 'log',
   jobId,
@@ -35,12 +42,7 @@ const log = (jobId: string): JobEvent => ({
 describe('a DLQ topic that refuses records', { timeout: 60_000 }, () => {
   it('compacted: a keyless bad message is dead-lettered keyed by its origin, and the partition goes on', async () => {
     const w = await kafkaWorld(1);
-    await w.admin.alterConfigs({
-      validateOnly: false,
-      resources: [
-        { type: 2, name: w.topics.dlq, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
-      ],
-    });
+    await setDlq(w, 'cleanup.policy', 'compact');
     const sink = recordingSink();
     await w.produce([{ key: null, value: Buffer.from('not json') }, encodeStructured(log('after'))]);
     await w.startConsumer(sink, { retryInitialMs: 50, retryMaxMs: 200 });
@@ -62,12 +64,7 @@ describe('a DLQ topic that refuses records', { timeout: 60_000 }, () => {
 
   it('too small for a batch of them: each that fits alone keeps its value', async () => {
     const w = await kafkaWorld(1);
-    await w.admin.alterConfigs({
-      validateOnly: false,
-      resources: [
-        { type: 2, name: w.topics.dlq, configEntries: [{ name: 'max.message.bytes', value: '3000' }] },
-      ],
-    });
+    await setDlq(w, 'max.message.bytes', '3000');
     // not JSON, 1200 bytes each: each fits with the DLQ headers, the two together do not;
     // the third fits nowhere
     await w.produce([
