@@ -63,7 +63,7 @@ export interface BrokerEventPayloads {
 
 /** What the Kafka side emits (src/consumers/instrumentation.ts). */
 export interface ConsumerEventPayloads {
-  event: { type?: string; result: string; counted?: boolean };
+  refused: { type?: string };
   dlq: { reason: string };
   key_problem: { problem: string };
   lag: { topic?: string; partition: number; lag: number };
@@ -391,9 +391,7 @@ export function instrumentMetrics(registry: Registry, sources: MetricSources): (
     },
   });
 
-  listen<ConsumerEventPayloads['event']>(consumers, 'event', (p) => {
-    if (p.result === 'invalid' && !p.counted) countEvent(p.type, 'invalid');
-  });
+  listen<ConsumerEventPayloads['refused']>(consumers, 'refused', (p) => countEvent(p.type, 'invalid'));
   listen<ConsumerEventPayloads['dlq']>(consumers, 'dlq', (p) => {
     dlq.inc({ reason: boundedLabel(p.reason, DLQ_REASONS) });
   });

@@ -121,18 +121,20 @@ export async function processBatch(input: BatchInput, deps: BatchDeps): Promise<
 
   if (inst) {
     for (const problem of keyProblems) inst.emit('key_problem', { problem, partition });
+    // one emission an event only while something listens: thousands a batch otherwise
+    const each = inst.listenerCount('event') > 0;
     outcomes.forEach((o, i) => {
-      if (!o) return;
-      const ev = eventAt[i];
+      if (!o || (!each && !('dlq' in o))) return;
+      const type = eventAt[i]?.type ?? ('type' in o ? o.type : undefined);
+      const counted = 'result' in o || o.counted === true;
+      if ('dlq' in o) {
+        inst.emit('dlq', { reason: o.dlq });
+        if (!counted) inst.emit('refused', { type });
+      }
+      if (!each) return;
       const result: EventResult =
         'result' in o ? o.result : o.dlq === 'unknown_job' ? 'unknown_job' : 'invalid';
-      inst.emit('event', {
-        kind: ev?.kind,
-        type: ev?.type ?? ('type' in o ? o.type : undefined),
-        result,
-        counted: 'result' in o || o.counted === true,
-      });
-      if ('dlq' in o) inst.emit('dlq', { reason: o.dlq });
+      inst.emit('event', { kind: eventAt[i]?.kind, type, result, counted });
     });
   }
   return { done: true, applied, dead: dead.length };

@@ -13,9 +13,16 @@ export interface ConsumerInstrumentation {
    * One executor event handled. `kind` is undefined when the message could not be
    * parsed; `counted` is true when the broker answered for it (its own instrumentation
    * counted it), false when it never reached the broker or the broker refused it by
-   * throwing.
+   * throwing. Emitted only while something listens: the metrics do not (they count
+   * `refused` and the broker's own instrumentation), so the hot path pays nothing.
    */
   event: [{ kind: EventKind | undefined; type: string | undefined; result: EventResult; counted: boolean }];
+  /**
+   * One message dead-lettered as invalid that the broker never answered for (it could
+   * not be parsed, or the broker refused it by throwing): the broker counts the rest.
+   * `type` is the event's type where it could be read.
+   */
+  refused: [{ type: string | undefined }];
   /** One message written to the DLQ. */
   dlq: [{ reason: DlqReason }];
   /** A message had no key (keyed by its subject) or a key that is not its subject. */

@@ -9,6 +9,7 @@ import type { ApplyResult, JobEvent } from '../../src/broker/types.js';
 import { DLQ_HEADERS } from '../../src/consumers/dlq.js';
 import { type EventSink, keyGroups, processBatch } from '../../src/consumers/event-batch.js';
 import { encodeBinary, encodeStructured } from '../../src/consumers/formats/index.js';
+import { createInstrumentation } from '../../src/consumers/instrumentation.js';
 import type { InMessage, OutgoingMessage } from '../../src/consumers/kafka-types.js';
 import { ExtjobError } from '../../src/shared/errors.js';
 
@@ -49,7 +50,8 @@ describe('processBatch', () => {
         ) as fc.Arbitrary<Spec[]>,
         fc.nat({ max: 3 }),
         fc.nat({ max: 2 }),
-        async (specs, outages, dlqOutages) => {
+        fc.boolean(),
+        async (specs, outages, dlqOutages, listening) => {
           const messages = specs.map((s, i) => {
             if (s.kind === 'garbage') return inMessage(i, { key: 'j', value: Buffer.from([0xff, i & 0xff]) });
             const jobId = s.kind === 'unknown' ? 'nojob' : s.kind === 'refused' ? 'refuse' : 'j';
@@ -74,11 +76,18 @@ describe('processBatch', () => {
           };
           const dead: OutgoingMessage[] = [];
           let dlqFailures = dlqOutages;
+          // what the metrics count (refused), whether or not per-event reports are listened to
+          const instrumentation = createInstrumentation();
+          const refused: (string | undefined)[] = [];
+          const reported: string[] = [];
+          instrumentation.on('refused', (r) => refused.push(r.type));
+          if (listening) instrumentation.on('event', (e) => reported.push(e.result));
           const report = await processBatch(
             { topic: 't', partition: 0, messages },
             {
               sink,
               control,
+              instrumentation,
               sendDlq: async (m) => {
                 if (dlqFailures-- > 0) throw new Error('kafka away');
                 dead.push(...m);
@@ -104,6 +113,19 @@ describe('processBatch', () => {
                     ? ['invalid']
                     : [],
             ),
+          );
+          // the broker answered for unknown jobs (and counted them); not for the rest
+          expect(refused).toEqual(
+            specs.flatMap((s) =>
+              s.kind === 'garbage' ? [undefined] : s.kind === 'refused' ? ['dev.extjob.heartbeat.v1'] : [],
+            ),
+          );
+          expect(reported).toEqual(
+            listening
+              ? specs.map((s) =>
+                  s.kind === 'good' ? 'applied' : s.kind === 'unknown' ? 'unknown_job' : 'invalid',
+                )
+              : [],
           );
         },
       ),

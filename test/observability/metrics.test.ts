@@ -124,32 +124,14 @@ describe('instrumentMetrics', () => {
       outcomes: [{ result: 'duplicate' }],
       applySeconds: 0.001,
     });
-    // The consumers report every result too; only `invalid` the broker did not answer
-    // for is theirs to count.
+    // The broker counts what it answered for; the consumers count what never reached it.
     broker.emit('events_applied', {
       events: [{ type: 'dev.extjob.heartbeat.v1' }],
       outcomes: [{ result: 'invalid', reason: 'attempt 5 does not exist yet' }],
       applySeconds: 0.001,
     });
-    consumers.emit('event', {
-      kind: 'finished',
-      type: 'dev.extjob.finished.v1',
-      result: 'applied',
-      counted: true,
-    });
-    consumers.emit('event', {
-      kind: 'heartbeat',
-      type: 'dev.extjob.heartbeat.v1',
-      result: 'invalid',
-      counted: true,
-    });
-    consumers.emit('event', { kind: undefined, type: undefined, result: 'invalid', counted: false });
-    consumers.emit('event', {
-      kind: undefined,
-      type: 'com.example.whatever',
-      result: 'invalid',
-      counted: false,
-    });
+    consumers.emit('refused', { type: undefined });
+    consumers.emit('refused', { type: 'com.example.whatever' });
     consumers.emit('dlq', { reason: 'malformed' });
     expect(
       await sample(registry, 'extjob_events_total{type="dev.extjob.finished.v1",result="applied"}'),
