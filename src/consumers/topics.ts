@@ -64,7 +64,7 @@ export async function provisionTopics(
     }
   }
   if (created.length > 0) o.logger?.info({ topics: created }, 'created topics');
-  const problems = await checkWithRetry(admin, specs, o.logger);
+  const problems = await checkWithRetry(admin, o);
   for (const p of problems)
     o.logger?.[p.severity === 'error' ? 'error' : 'warn']({ topic: p.topic }, p.problem);
   return { created, problems };
@@ -74,13 +74,13 @@ export async function provisionTopics(
  * Right after creation a topic's metadata may not have reached every broker yet; the
  * checks are advice, so they are retried briefly and then given up with a warning.
  */
-async function checkWithRetry(admin: Admin, specs: TopicSpec[], logger?: Logger): Promise<TopicProblem[]> {
+async function checkWithRetry(admin: Admin, o: ProvisionOptions): Promise<TopicProblem[]> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await checkTopics(admin, specs);
+      return await checkTopics(admin, o);
     } catch (err) {
       if (attempt >= 8 || (err as { retriable?: unknown }).retriable === false) {
-        logger?.warn({ err }, 'could not check the topics’ settings');
+        o.logger?.warn({ err }, 'could not check the topics’ settings');
         return [
           {
             topic: '*',
@@ -94,7 +94,8 @@ async function checkWithRetry(admin: Admin, specs: TopicSpec[], logger?: Logger)
   }
 }
 
-export async function checkTopics(admin: Admin, specs: TopicSpec[]): Promise<TopicProblem[]> {
+async function checkTopics(admin: Admin, o: ProvisionOptions): Promise<TopicProblem[]> {
+  const specs = topicSpecs(o);
   const names = specs.map((s) => s.topic);
   const problems: TopicProblem[] = [];
   const meta = await admin.fetchTopicMetadata({ topics: names });
@@ -109,10 +110,18 @@ export async function checkTopics(admin: Admin, specs: TopicSpec[]): Promise<Top
   }
   const described = await admin.describeConfigs({
     includeSynonyms: false,
-    resources: names.map((name) => ({ type: TOPIC_RESOURCE, name, configNames: ['cleanup.policy'] })),
+    resources: names.map((name) => ({
+      type: TOPIC_RESOURCE,
+      name,
+      configNames: ['cleanup.policy', 'max.message.bytes'],
+    })),
   });
+  const config = (topic: string, name: string) =>
+    described.resources
+      .find((r) => r.resourceName === topic)
+      ?.configEntries.find((e) => e.configName === name)?.configValue;
   for (const r of described.resources) {
-    const policy = r.configEntries.find((e) => e.configName === 'cleanup.policy')?.configValue ?? 'delete';
+    const policy = config(r.resourceName, 'cleanup.policy') ?? 'delete';
     if (policy.includes('compact'))
       problems.push({
         topic: r.resourceName,
@@ -120,5 +129,20 @@ export async function checkTopics(admin: Admin, specs: TopicSpec[]): Promise<Top
         problem: `${r.resourceName} has cleanup.policy=${policy}: compaction keeps only the last message per job id and drops the others; set cleanup.policy=delete`,
       });
   }
+  // A dead-lettered event is the original record plus our headers: a DLQ that takes
+  // no more than the events topic refuses the largest events (they then go without
+  // their value).
+  const { events, dlq } = topicNames(o.prefix);
+  const eventsMax = Number(config(events, 'max.message.bytes'));
+  const dlqMax = Number(config(dlq, 'max.message.bytes'));
+  if (dlqMax < eventsMax + DLQ_HEADROOM_BYTES)
+    problems.push({
+      topic: dlq,
+      severity: 'warning',
+      problem: `${dlq} has max.message.bytes=${dlqMax}, not above ${events}'s ${eventsMax} by ${DLQ_HEADROOM_BYTES}: the largest events would be dead-lettered without their value; raise it to at least ${eventsMax + DLQ_HEADROOM_BYTES}`,
+    });
   return problems;
 }
+
+/** Room for the DLQ's own headers (the detail alone may take 1 KiB) on top of an event. */
+const DLQ_HEADROOM_BYTES = 4096;

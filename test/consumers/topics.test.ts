@@ -77,6 +77,31 @@ describe('topic provisioning', () => {
     ]);
   });
 
+  it('reports an existing DLQ that takes no larger records than the events topic', async () => {
+    const a = await admin();
+    const { topicPrefix: prefix } = isolation();
+    const t = topicNames(prefix);
+    onTestFinished(() => a.deleteTopics({ topics: Object.values(t) }).catch(() => {}));
+    const topic = (name: string, bytes: string) => ({
+      topic: name,
+      numPartitions: 1,
+      replicationFactor: 1,
+      configEntries: [{ name: 'max.message.bytes', value: bytes }],
+    });
+    await a.createTopics({
+      waitForLeaders: true,
+      topics: [topic(t.events, '2000000'), topic(t.dlq, '2000000')],
+    });
+    const r = await provisionTopics(a, { prefix, partitions: 1, replication: 1 });
+    expect(r.problems).toEqual([
+      {
+        topic: t.dlq,
+        severity: 'warning',
+        problem: expect.stringMatching(/max.message.bytes=2000000.*2000000.*at least 2004096/),
+      },
+    ]);
+  });
+
   it('gives the DLQ room for the largest event plus headers', () => {
     const dlq = topicSpecs({ prefix: 'p', partitions: 1, replication: -1 }).find(
       (s) => s.topic === 'p.events.dlq',
