@@ -725,6 +725,19 @@ describe('listing by executor', () => {
       expect(await by('runner-a')).toEqual(['ax2', 'ax1']);
       expect(await by('runner-a', ['team', 'a'])).toEqual(['ax1']);
       expect(await by('runner-c')).toEqual(['ax3']);
+      // a job a log chunk began (an implied accept names nobody) is that of the accept that follows
+      await t.broker.createJob({ id: 'ax4', name: 'n' });
+      expect(await t.broker.applyEvent(ev('log', 'ax4', { seq: 0, chunk: 'x' }))).toBe('applied');
+      expect(await t.broker.getJob('ax4')).toMatchObject({ state: 'running' });
+      expect((await t.broker.getJob('ax4'))?.executor).toBeUndefined();
+      await t.broker.applyEvent(ev('accepted', 'ax4', { executor: 'runner-d', detailsUrl: 'https://d/4' }));
+      expect(await t.broker.getJob('ax4')).toMatchObject({
+        state: 'running',
+        executor: 'runner-d',
+        detailsUrl: 'https://d/4',
+      });
+      expect(await by('runner-d')).toEqual(['ax4']);
+      await t.broker.applyEvent(ev('finished', 'ax4', { exitCode: 0 }));
       // a retry accepted by another executor is that one's
       await t.broker.applyEvent(ev('finished', 'ax2', { exitCode: 1 }));
       await t.broker.applyEvent(ev('accepted', 'ax2', { executor: 'runner-b' }));
@@ -735,8 +748,8 @@ describe('listing by executor', () => {
 
       await t.broker.applyEvents(['ax1', 'ax2', 'ax3'].map((id) => ev('finished', id, { exitCode: 0 })));
       clock += 2000;
-      expect(await t.broker.sweepRetention()).toBe(3);
-      for (const e of ['runner-a', 'runner-b', 'runner-c'])
+      expect(await t.broker.sweepRetention()).toBe(4);
+      for (const e of ['runner-a', 'runner-b', 'runner-c', 'runner-d'])
         expect(await t.redis.exists(t.broker.keys.executor(e))).toBe(0);
     } finally {
       await t.cleanup();

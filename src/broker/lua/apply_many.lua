@@ -471,7 +471,12 @@ local function apply_one(A)
 
   local extra = nil
   if KIND == 'accepted' then
-    -- already running or canceling: nothing changes but links
+    -- already running or canceling (an implied accept came first, or it is sent
+    -- again): nothing changes but the links and the executor it names
+    if a1 ~= '' then
+      if not executor_of() then index_accepted_by(a1) end
+      set_text('ax', a1)
+    end
     if a2 ~= '' then set_text('du', a2) end
     record('a', ATT, '{"noop":"accepted"}')
   elseif KIND == 'heartbeat' then
