@@ -212,6 +212,24 @@ describe('POST /v1/jobs/{id}/events', () => {
     expect((await api.req('/v1/jobs/e3/events', { token: 'wrong-token', json: accepted('e3') })).status).toBe(
       401,
     );
+    // a token presented but unreadable is refused too, as in production
+    for (const authorization of [
+      'Basic d3Jvbmc6d3Jvbmc=',
+      'Bearer',
+      'Bearer ',
+      'Bearer two words',
+      `Bearer ${'a'.repeat(5000)}`,
+    ]) {
+      const r = await api.req('/v1/jobs/e3/events', {
+        token: null,
+        json: accepted('e3'),
+        headers: { authorization },
+      });
+      expect({ authorization: authorization.slice(0, 20), status: r.status }).toEqual({
+        authorization: authorization.slice(0, 20),
+        status: 401,
+      });
+    }
   });
 
   it('answers 503 when Kafka is away', async () => {
