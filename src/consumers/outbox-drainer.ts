@@ -10,9 +10,10 @@
  * (same CloudEvents id and `extjobseq`), never reordering of new over old for a reader
  * that drops `extjobseq` values it has seen.
  *
- * A batch's webhooks are enqueued before it is published (webhooks.ts): deliveries do not
- * wait for Kafka, and nothing but the outbox feeds them. A retried batch enqueues them
- * again, which is idempotent.
+ * A batch's webhooks are enqueued before it is published (webhooks.ts): a change Kafka
+ * refuses for good still reaches its receivers, and nothing but the outbox feeds them.
+ * During an outage only the batch being retried has its webhooks out; a retried batch
+ * enqueues them again, which is idempotent.
  *
  * Outages (broker down, leader changes) are waited out with backoff; nothing is skipped.
  * When Kafka refuses records for good (too large for the topic), the batch is published
