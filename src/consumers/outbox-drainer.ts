@@ -12,8 +12,9 @@
  *
  * A batch's webhooks are enqueued before it is published (webhooks.ts): a change Kafka
  * refuses for good still reaches its receivers, and nothing but the outbox feeds them.
- * During an outage only the batch being retried has its webhooks out; a retried batch
- * enqueues them again, which is idempotent.
+ * While publishing fails, each retry also enqueues the webhooks of one more batch behind
+ * the stuck one, so receivers do not wait for Kafka; the records stay in the outbox
+ * until published. Enqueueing a change's webhooks again is idempotent.
  *
  * Outages (broker down, leader changes) are waited out with backoff; nothing is skipped.
  * When Kafka refuses records for good (too large for the topic), the batch is published
@@ -85,6 +86,8 @@ export class OutboxDrainer {
   private wake: (() => void) | undefined;
   private holding = false;
   private cursor = '0';
+  /** While publishing fails: the last record whose webhooks are enqueued ('0': none yet). */
+  private webhooksCursor = '0';
   private producer: Producer;
   /** The producer's sequence numbers may be out of step with the broker: replace it first. */
   private producerStale = false;
@@ -153,6 +156,7 @@ export class OutboxDrainer {
           delayMs,
           error: String(err),
         });
+        await this.webhooksAhead();
         await this.sleep(delayMs);
       }
     }
@@ -173,6 +177,7 @@ export class OutboxDrainer {
     if (!this.holding) {
       this.holding = true;
       this.cursor = '0';
+      this.webhooksCursor = '0';
       this.opts.logger.info({ owner: this.owner }, 'draining the outbox');
     }
     const read = await source.readOutbox(this.cursor, this.opts.batchSize ?? 500);
@@ -259,6 +264,25 @@ export class OutboxDrainer {
         }
       }
       this.cursor = id;
+    }
+  }
+
+  /**
+   * Publishing failed: enqueue the webhooks of the next batch of records not yet
+   * enqueued (the first time, the stuck batch itself), so that receivers hear of the
+   * changes while Kafka is away. Best effort: what fails here is done again on
+   * publishing.
+   */
+  private async webhooksAhead(): Promise<void> {
+    const { webhooks, source } = this.opts;
+    if (!webhooks || !this.holding) return;
+    try {
+      const read = await source.readOutbox(this.webhooksCursor, this.opts.batchSize ?? 500);
+      if (read.length === 0) return;
+      await webhooks.enqueueWebhooks(read, this.opts.ceSource ?? DEFAULT_SOURCE);
+      this.webhooksCursor = read[read.length - 1]!.id;
+    } catch (err) {
+      this.opts.logger.debug({ err }, 'webhooks of unpublished changes not enqueued; publishing will');
     }
   }
 

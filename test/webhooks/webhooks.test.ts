@@ -370,6 +370,46 @@ describe('webhooks', () => {
     expect(rx.got).toHaveLength(1);
   });
 
+  it('reach receivers while Kafka refuses the changes, once each, and the changes are published after', async () => {
+    const { broker, webhooks } = await setup();
+    const rx = await receiver((_n, res) => res.writeHead(204).end());
+    let kafkaUp = false;
+    const sent: string[] = [];
+    const producer = {
+      sendBatch: async (b: { topicMessages: { messages: { key: string }[] }[] }) => {
+        if (!kafkaUp)
+          throw Object.assign(new Error('Connection error: connect ECONNREFUSED'), {
+            name: 'KafkaJSConnectionError',
+            retriable: true,
+          });
+        for (const t of b.topicMessages) for (const m of t.messages) sent.push(m.key);
+        return [];
+      },
+      disconnect: async () => {},
+    };
+    const drainer = new OutboxDrainer({
+      source: broker,
+      producer: producer as never,
+      topicPrefix: unique('t'),
+      logger: createLogger({ level: 'silent' }),
+      webhooks,
+      idleMs: 50,
+      batchSize: 2, // a backlog of several batches behind the stuck one
+    });
+    await drainer.start();
+    onTestFinished(() => drainer.stop());
+    const ids = ['o0', 'o1', 'o2', 'o3', 'o4', 'o5', 'o6'];
+    for (const id of ids) await broker.createJob({ id, name: 'n', notify: [{ url: rx.url }] });
+    await waitFor(() => rx.got.length === ids.length, { timeoutMs: 30_000, what: 'every delivery' });
+    expect(sent).toEqual([]);
+    expect(await broker.outboxPending()).toBeGreaterThan(0);
+    kafkaUp = true;
+    await waitFor(async () => (await broker.outboxPending()) === 0, { timeoutMs: 30_000, what: 'the drain' });
+    expect(new Set(sent)).toEqual(new Set(ids));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(rx.got.map((g) => JSON.parse(g.body).subject).sort()).toEqual(ids);
+  });
+
   it('counts a delivery failed at its own last try, however many tries the worker is set to', async () => {
     const h = await harness();
     onTestFinished(() => h.cleanup());
