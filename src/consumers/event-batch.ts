@@ -206,7 +206,7 @@ async function applyAll(
         const delayMs = backoffMs(tries, 200, 2000);
         control.onRetry?.(tries, delayMs, err);
         await new Promise((r) => setTimeout(r, delayMs));
-        if (!control.stillOwned() || !(await control.keepAlive())) return ABORTED;
+        if (!control.stillOwned() || control.stopping?.() || !(await control.keepAlive())) return ABORTED;
       }
     }
   }

@@ -183,8 +183,9 @@ export class EventsConsumer {
     if (previous && !(await previous)) return;
     // Fetched before an earlier batch of its partition was abandoned (the seek back is
     // still pending: kafkajs fetches again only once this one is handled), and that
-    // batch's work ended while this one waited for a free worker: the same.
-    if (p.isStale()) return;
+    // batch's work ended while this one waited for a free worker: the same. Stopping,
+    // no batch is begun (stop() finishes those under way).
+    if (p.isStale() || this.stopping) return;
     // parsed and sent to Redis on the next turn of the event loop: kafkajs sends its
     // next fetch first, and the fetch's round trip overlaps the parsing
     const work = new Promise<void>((r) => setImmediate(r))
@@ -214,7 +215,10 @@ export class EventsConsumer {
         limits: this.opts.limits,
         groupMessages: this.opts.groupMessages,
         control: {
-          stillOwned: () => !this.stopping && p.isRunning() && !p.isStale(),
+          // Stopping, the batch under way is finished (its groups already sent to Redis
+          // and its DLQ records), so that it is committed; an outage is not waited out.
+          stillOwned: () => p.isRunning() && !p.isStale(),
+          stopping: () => this.stopping,
           keepAlive: async () => {
             try {
               await p.heartbeat();

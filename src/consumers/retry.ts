@@ -47,8 +47,13 @@ export function refusedBy(err: unknown): string | undefined {
 }
 
 export interface RetryControl {
-  /** False once the work is no longer ours (stopping, or the partition was revoked). */
+  /** False once the work is no longer ours (the partition was revoked or lost). */
   stillOwned(): boolean;
+  /**
+   * True once the caller is stopping: work under way is finished (each operation is
+   * tried), but an outage is not waited out.
+   */
+  stopping?(): boolean;
   /** Keep the group membership alive while waiting; false when that failed (rebalance). */
   keepAlive(): Promise<boolean>;
   onRetry?(attempt: number, delayMs: number, err: unknown): void;
@@ -69,7 +74,7 @@ export function backoffMs(attempt: number, initial = 100, max = 5000): number {
  */
 export async function retrying<T>(op: () => Promise<T>, ctl: RetryControl): Promise<T | typeof ABORTED> {
   for (let attempt = 1; ; attempt++) {
-    if (!ctl.stillOwned()) return ABORTED;
+    if (!ctl.stillOwned() || (attempt > 1 && ctl.stopping?.())) return ABORTED;
     try {
       return await op();
     } catch (err) {
@@ -88,6 +93,6 @@ async function pause(ms: number, ctl: RetryControl): Promise<boolean> {
     const left = until - Date.now();
     if (left <= 0) return true;
     await new Promise((r) => setTimeout(r, Math.min(left, 1000)));
-    if (!ctl.stillOwned() || !(await ctl.keepAlive())) return false;
+    if (!ctl.stillOwned() || ctl.stopping?.() || !(await ctl.keepAlive())) return false;
   }
 }

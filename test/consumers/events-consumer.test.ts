@@ -17,8 +17,11 @@ class RecordingSink {
   applied: JobEvent[] = [];
   failNext = 0;
   failWith: () => Error = () => new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', 'Redis did not answer');
+  /** While set, calls wait for it (a slow Redis). */
+  gate: Promise<void> | undefined;
   async applyEvents(events: JobEvent[]): Promise<ApplyResult[]> {
     this.calls.push(events);
+    await this.gate;
     if (this.failNext > 0) {
       this.failNext--;
       throw this.failWith();
@@ -244,5 +247,29 @@ describe('events consumer (recording sink, real Kafka)', () => {
     await w.startConsumer(second);
     await waitFor(() => second.applied.length >= 2, { what: 'the two new ones' });
     expect(second.applied.map((e) => e.seq)).toEqual([4, 5]);
+  });
+
+  it('finishes a batch under way at stop, its DLQ record too, and commits it', async () => {
+    const w = await kafkaWorld(1);
+    const first = new RecordingSink();
+    let open!: () => void;
+    first.gate = new Promise((r) => {
+      open = r;
+    });
+    const c1 = await w.startConsumer(first, { commitIntervalMs: 600_000 });
+    await w.produce([
+      encodeStructured(log('inflight', 1)),
+      { key: 'inflight', value: 'not json' },
+      encodeStructured(log('inflight', 2)),
+    ]);
+    await waitFor(() => first.calls.length === 1, { what: 'the batch under way' });
+    const stopping = c1.stop();
+    await new Promise((r) => setTimeout(r, 200));
+    open();
+    await stopping;
+    expect(first.applied.map((e) => e.seq)).toEqual([1, 2]);
+    expect((await w.readDlq(1)).map((m) => String(m.value))).toEqual(['not json']);
+    const [committed] = await w.admin.fetchOffsets({ groupId: w.names.group, topics: [w.topics.events] });
+    expect(committed?.partitions[0]?.offset).toBe('3');
   });
 });
