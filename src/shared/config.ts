@@ -24,6 +24,10 @@ const fail = (name: string, raw: string, what: string): never => {
 class ConfigProblem extends Error {}
 
 const str: Parser<string> = (raw) => raw;
+/** A Kafka name (consumer group, client id): 1-249 characters, no control characters. */
+const kafkaName: Parser<string> = (raw, name) =>
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  /^[^\x00-\x1f\x7f]{1,249}$/.test(raw) ? raw : fail(name, raw, 'a name of 1 to 249 printable characters');
 const int =
   (min: number, max: number): Parser<number> =>
   (raw, name) => {
@@ -57,7 +61,10 @@ const hostPorts: Parser<string[]> = (raw, name) => {
     .filter(Boolean);
   if (list.length === 0) return fail(name, raw, 'a comma-separated list of host:port');
   for (const hp of list) {
-    const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(hp);
+    // the Kafka client splits an address at its first colon: no IPv6 literal
+    if (hp.startsWith('['))
+      fail(name, hp, 'host:port (the Kafka client takes no IPv6 literal: use a host name)');
+    const m = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(hp);
     if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) fail(name, hp, 'host:port');
   }
   return list;
@@ -126,14 +133,14 @@ export const OPTIONS = {
   kafkaBrokers: {
     env: 'EXTJOB_KAFKA_BROKERS',
     default: '127.0.0.1:9092',
-    doc: 'Kafka bootstrap brokers, comma-separated host:port.',
+    doc: 'Kafka bootstrap brokers, comma-separated host:port (a host name or IPv4 address: the Kafka client takes no IPv6 literal).',
     parse: hostPorts,
   },
   kafkaClientId: {
     env: 'EXTJOB_KAFKA_CLIENT_ID',
     default: 'extjob',
     doc: 'Kafka client id reported to the brokers.',
-    parse: str,
+    parse: kafkaName,
   },
   kafkaSsl: { env: 'EXTJOB_KAFKA_SSL', default: 'false', doc: 'Connect to Kafka over TLS.', parse: bool },
   kafkaSslCaFile: {
@@ -185,7 +192,7 @@ export const OPTIONS = {
     env: 'EXTJOB_CONSUMER_GROUP',
     default: 'extjob',
     doc: 'Kafka consumer group of the events consumers.',
-    parse: str,
+    parse: kafkaName,
   },
   consumerSessionTimeoutSeconds: {
     env: 'EXTJOB_CONSUMER_SESSION_TIMEOUT_SECONDS',

@@ -47,6 +47,20 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('refuses an empty consumer group or client id and IPv6 broker literals, which Kafka clients cannot use', () => {
+    expect(
+      problems({
+        EXTJOB_KAFKA_BROKERS: 'kafka-0:9092,[::1]:9092',
+        EXTJOB_KAFKA_CLIENT_ID: 'bad\nid',
+        EXTJOB_CONSUMER_GROUP: '',
+      }),
+    ).toEqual([
+      'EXTJOB_KAFKA_BROKERS: "[::1]:9092" is not host:port (the Kafka client takes no IPv6 literal: use a host name)',
+      'EXTJOB_KAFKA_CLIENT_ID: "bad\nid" is not a name of 1 to 249 printable characters',
+      'EXTJOB_CONSUMER_GROUP: "" is not a name of 1 to 249 printable characters',
+    ]);
+  });
+
   it('parses API tokens, hashing plain ones and taking sha256: digests as they are', () => {
     const digest = sha256Hex('other-secret');
     const c = loadConfig({ EXTJOB_API_TOKENS: `s3cret-token=admin,sha256:${digest}=jobs:read|jobs:write` });
