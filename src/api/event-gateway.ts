@@ -35,13 +35,13 @@ export class KafkaEventGateway implements EventGateway {
 
   async publish(event: JobEvent, body: Buffer): Promise<void> {
     const timeoutMs = this.opts.timeoutMs ?? 10_000;
+    const msg = this.opts.encode(event, body); // may refuse the event: no Kafka error
     try {
       const producer = await withTimeout(
         this.connect(),
         timeoutMs,
         `no Kafka connection within ${timeoutMs} ms`,
       );
-      const msg = this.opts.encode(event, body);
       await withTimeout(
         producer.send({ topic: this.opts.topic, acks: -1, messages: [msg] }),
         timeoutMs,

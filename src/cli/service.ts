@@ -251,7 +251,7 @@ export async function startService(
         kafka: createKafka(kafkaSettings(config), logger),
         topic: topicNames(config.topicPrefix).events,
         parse: (body, jobId) => parseHttpEvent(body, jobId, limits),
-        encode: encodeHttpEvent,
+        encode: (event, body) => encodeHttpEvent(event, body, limits),
         logger,
       });
       api = await startApi({

@@ -232,6 +232,44 @@ describe('POST /v1/jobs/{id}/events', () => {
     }
   });
 
+  it('answers 413, not 202, for a body at the limit that the consumers would refuse once written to Kafka', async () => {
+    // a topic that takes such a record: only the consumers' limit is in the way
+    const topic = unique('events');
+    const admin = testKafka().admin();
+    await admin.connect();
+    await createTopics(admin, [
+      {
+        topic,
+        numPartitions: 1,
+        replicationFactor: 1,
+        configEntries: [{ name: 'max.message.bytes', value: String(4 * 1024 * 1024) }],
+      },
+    ]);
+    await admin.disconnect();
+    const { gateway } = await kafkaGateway({ topic });
+    const api = await startTestApi({ events: gateway });
+    await api.req('/v1/jobs', { json: { id: 'e5', name: 'n' } });
+    const body = (text: string) =>
+      JSON.stringify({
+        specversion: '1.0',
+        id: unique('ce'),
+        source: '/t',
+        type: 'dev.extjob.log.v1',
+        data: { seq: 0, text },
+      });
+    // quotes take two bytes each in JSON: a chunk under its limit, a body at the value limit
+    const room = 1024 * 1024 - Buffer.byteLength(body(''));
+    const text = '"'.repeat(Math.floor(room / 2)) + 'x'.repeat(room % 2);
+    expect(Buffer.byteLength(body(text))).toBe(1024 * 1024);
+    const r = await api.req('/v1/jobs/e5/events', {
+      method: 'POST',
+      body: body(text),
+      headers: { 'content-type': 'application/cloudevents+json' },
+    });
+    expect(r.status).toBe(413);
+    expect(await r.json()).toMatchObject({ code: 'EXTJOB_PAYLOAD_TOO_LARGE' });
+  });
+
   it('answers 503 when Kafka is away', async () => {
     const { gateway } = await kafkaGateway({ brokers: ['127.0.0.1:1'], timeoutMs: 3000 });
     const api = await startTestApi({ events: gateway });

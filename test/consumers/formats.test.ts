@@ -3,8 +3,10 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { JobEvent } from '../../src/broker/types.js';
 import {
+  DEFAULT_LIMITS,
   DLQ_REASONS,
   encodeBinary,
+  encodeHttpEvent,
   encodeStructured,
   type ParseResult,
   parseHttpEvent,
@@ -474,6 +476,27 @@ describe('HTTP bodies', () => {
   it('classifies bad bodies', () => {
     expect(reason(parseHttpEvent(Buffer.from('{'), 'j'))).toBe('malformed');
     expect(reason(parseHttpEvent(Buffer.alloc(2_000_000, 32), 'j'))).toBe('too_large');
+  });
+  it('refuses a body at the limit that the consumers would refuse once written to Kafka', () => {
+    const limits = { ...DEFAULT_LIMITS, maxValueBytes: 300 };
+    const event = (text: string) =>
+      json({
+        specversion: '1.0',
+        id: 'h2',
+        source: 'cli',
+        type: 'dev.extjob.log.v1',
+        data: { seq: 0, text },
+      });
+    const body = event('x'.repeat(300 - event('').length)); // the subject and datacontenttype go on top
+    expect(body.length).toBe(300);
+    const ev = ok(parseHttpEvent(body, 'job-9', limits));
+    expect(() => encodeHttpEvent(ev, body, limits)).toThrow(
+      expect.objectContaining({ code: 'EXTJOB_PAYLOAD_TOO_LARGE' }),
+    );
+    // what fits is written, and read back as sent
+    const small = event('x');
+    const m = encodeHttpEvent(ok(parseHttpEvent(small, 'job-9', limits)), small, limits);
+    expect(ok(parseMessage(m, limits))).toMatchObject({ jobId: 'job-9', chunk: 'x' });
   });
 });
 
