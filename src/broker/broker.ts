@@ -455,16 +455,14 @@ export class JobBroker {
   async sweepRetention(batch = 500): Promise<number> {
     let total = 0;
     for (;;) {
-      const n = Number(
-        await runScript(
-          this.redis,
-          'retention',
-          [this.keys.retain],
-          [this.keys.prefix, this.opts.now ? this.opts.now() : '', batch],
-        ),
-      );
+      const [n, more] = (await runScript(
+        this.redis,
+        'retention',
+        [this.keys.retain],
+        [this.keys.prefix, this.opts.now ? this.opts.now() : '', batch],
+      )) as [number, number];
       total += n;
-      if (n < batch) return total;
+      if (!more) return total;
     }
   }
 

@@ -757,6 +757,27 @@ describe('listing by executor', () => {
   });
 });
 
+describe('retention', () => {
+  it('removes every due job in one sweep, however many buckets they fall in', async () => {
+    let now = 1_700_000_000_000;
+    const t = await harness({ now: () => now, defaults: { ...DEFAULTS, retentionSeconds: 1 } });
+    try {
+      // buckets are 10 ms wide here: each job in one of its own, more than a call takes
+      for (let i = 0; i < 150; i++) {
+        await t.broker.createJob({ id: `rb${i}`, name: 'n' });
+        await t.broker.applyEvent(ev('finished', `rb${i}`, { exitCode: 0 }));
+        now += 10;
+      }
+      now += 60_000;
+      expect(await t.broker.sweepRetention()).toBe(150);
+      expect(await t.broker.getJob('rb149')).toBeUndefined();
+      expect(await t.redis.zcard(t.broker.keys.retain)).toBe(0);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
+
 describe('transitions by executor (metrics)', () => {
   it('name the executor that accepted a job created without one', async () => {
     const seen: string[] = [];

@@ -8,7 +8,8 @@
   ARGV[2]  now in ms ('' = Redis TIME)
   ARGV[3]  at most this many jobs per call
 
-  Returns the number of jobs removed. Emits nothing (no transition).
+  Returns { the number of jobs removed, 1 when due buckets remain (call again) }.
+  Emits nothing (no transition).
 ]]
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
@@ -58,4 +59,7 @@ for _, bucket in ipairs(buckets) do
   if redis.call('EXISTS', bk) == 0 then redis.call('ZREM', KEYS[1], bucket) end
   if removed >= LIMIT then break end
 end
-return removed
+-- a call takes at most 100 buckets: after an outage (or with a short retention) more
+-- may be due than that however few jobs they hold
+local more = redis.call('ZCOUNT', KEYS[1], '-inf', NOW) > 0 and 1 or 0
+return { removed, more }
