@@ -21,6 +21,7 @@ export function brokerKeys(prefix: string) {
     log: (id: string, attempt: number) => `${job(id)}:l${attempt}`,
     /** ZSET of that attempt's other seqs, out of order or late (member "<seq>" or "<seq>:L"). */
     logSeqs: (id: string, attempt: number) => `${job(id)}:q${attempt}`,
+    logDropped: (id: string, attempt: number) => `${job(id)}:t${attempt}`,
     counts: `${prefix}:counts`,
     outbox: `${prefix}:outbox`,
     outboxLease: `${prefix}:outbox:lease`,

@@ -73,22 +73,23 @@ function seqsFrom(
 }
 
 /**
- * Holes between the seqs seen (stored, or dropped at the log limit: the run of
- * dropped seqs, [lo, hi)), and up to lastSeq when known, as inclusive ranges.
- * The ZSET's ranges come from log_ranges.lua, which reads only around its holes:
- * every stream's wake-up asks for the gaps of a log that may hold thousands of chunks.
+ * Holes between the seqs seen (stored, or dropped at the log limit: the ZSET of
+ * dropped seqs, and the run [lo, hi) older versions kept), and up to lastSeq when
+ * known, as inclusive ranges. The ZSETs' ranges come from log_ranges.lua, which reads
+ * only around their holes: every stream's wake-up asks for the gaps of a log that
+ * may hold thousands of chunks.
  */
 async function findGaps(
   redis: Redis,
-  seqKey: string,
+  seqKeys: [string, string],
   run: [number, number],
   dropped: [number, number],
   lastSeq: number | undefined,
 ): Promise<[number, number][]> {
-  // stored seqs as inclusive ranges
+  // seqs seen as inclusive ranges
   const stored: [number, number][] = [];
   for (const [lo, hi] of [run, dropped]) if (hi > lo) stored.push([lo, hi - 1]);
-  const ranges = (await runScript(redis, 'log_ranges', [seqKey], [])) as number[];
+  const ranges = (await runScript(redis, 'log_ranges', seqKeys, [])) as number[];
   for (let i = 0; i + 1 < ranges.length; i += 2) stored.push([ranges[i]!, ranges[i + 1]!]);
   if (stored.length === 0) return lastSeq === undefined ? [] : [[0, lastSeq]];
   stored.sort((a, b) => a[0] - b[0]);
@@ -159,7 +160,8 @@ export async function readLog(
     chunks.push(s.late ? { seq: s.seq, data: d, late: true } : { seq: s.seq, data: d });
   }
   const lastChunk = chunks[chunks.length - 1];
-  const gaps = await findGaps(redis, seqKey, run, parseRun(droppedRun ?? null), lastSeq);
+  const seqKeys: [string, string] = [seqKey, keys.logDropped(id, attempt)];
+  const gaps = await findGaps(redis, seqKeys, run, parseRun(droppedRun ?? null), lastSeq);
   const finished = attempt < current || isTerminal(state as JobState);
   const page: LogPage = {
     chunks,

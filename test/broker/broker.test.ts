@@ -475,6 +475,37 @@ describe('applyEvents', () => {
     }
   });
 
+  it('takes chunks dropped at the limit as arrived, in whatever order they come', async () => {
+    let clock = Date.now();
+    const small = await harness({
+      now: () => clock,
+      defaults: { ...(await import('./harness.js')).DEFAULTS, logMaxBytes: 10, retentionSeconds: 1 },
+    });
+    try {
+      const b = small.broker;
+      const { job } = await b.createJob({ name: 'n' });
+      const log = (seq: number, chunk: string) => ev('log', job.id, { seq, chunk });
+      const dropped = [log(1, 'bbbbbbbb'), log(5, 'f'), log(3, 'd'), log(2, 'c'), log(4, 'e')];
+      expect(await b.applyEvents([log(0, 'aaaaaaaa'), ...dropped])).toEqual(Array(6).fill('applied'));
+      // each counted once, whatever order they come again in
+      expect(await b.applyEvents([...dropped].reverse())).toEqual(Array(5).fill('duplicate'));
+      await b.applyEvent(ev('finished', job.id, { exitCode: 0, lastSeq: 6 }));
+      expect(await b.applyEvent(log(6, 'g'))).toBe('late');
+      expect(await b.readLog(job.id)).toMatchObject({
+        chunks: [{ seq: 0 }],
+        gaps: [],
+        complete: true,
+        truncated: { chunks: 6, bytes: 13 },
+      });
+      // and retention takes the dropped seqs with the rest of the job
+      clock += 2000;
+      expect(await b.sweepRetention()).toBe(1);
+      expect(await small.redis.keys(`${small.prefix}:job:{${job.id}}*`)).toEqual([]);
+    } finally {
+      await small.cleanup();
+    }
+  });
+
   it('keeps a heartbeat timeout under a millisecond on (0 turns it off)', async () => {
     const { job } = await h.broker.createJob({ name: 'n', timeouts: { heartbeatSeconds: 0.0004 } });
     await h.broker.applyEvent(ev('accepted', job.id));

@@ -223,29 +223,16 @@ local function index_chunk(n, late)
   return true
 end
 
--- A chunk past the attempt's log limit is dropped and counted (lT, lTB). Dropped
--- chunks are not stored, so a redelivered one would count again: a run of seqs
--- [lo, hi), each dropped or stored, is kept in field tR (one field, however many
--- chunks), and a chunk inside it that is not stored is a duplicate. A chunk dropped
--- past the run extends it when the few seqs between were stored (small chunks fit
--- between big ones); any other starts the run afresh, and a redelivery of the run
--- before it would count again.
-local RUN_SKIP = 64
-local function truncate(n, size)
+-- A chunk past the attempt's log limit is dropped and counted (lT, lTB). It is
+-- not stored, but its seq is kept in the attempt's ZSET of dropped seqs: a
+-- redelivery is a duplicate and counts once, and readers take it as arrived (no
+-- gap), in whatever order the dropped chunks came. Older versions kept one run of
+-- dropped seqs in field tR instead; a seq inside it is a duplicate too.
+local function truncate(n, seq, size)
   local lo, hi = string.match(redis.call('HGET', KJ, 'tR') or '', '^(%d+) (%d+)$')
   lo, hi = tonumber(lo), tonumber(hi)
   if lo and n >= lo and n < hi then return 'duplicate' end
-  local extends = lo and n >= hi and n - hi <= RUN_SKIP
-  if extends then
-    for k = hi, n - 1 do
-      if not stored(k, string.format('%d', k)) then
-        extends = false
-        break
-      end
-    end
-  end
-  if not extends then lo = n end
-  redis.call('HSET', KJ, 'tR', string.format('%d %d', lo, n + 1))
+  if redis.call('ZADD', kdropped(S.a), 'NX', n, seq) == 0 then return 'duplicate' end
   if not S.tF or n < S.tF then
     S.tF = n
     redis.call('HSET', KJ, 'tF', n)
@@ -264,7 +251,7 @@ local function store_log(seq, data, late, deferred)
   local size = #data
   -- past the limit, and every chunk after the first one dropped (tF): no text is
   -- spliced over a hole; a hole before it may still fill
-  if (S.tF and n > S.tF) or S.lB + size > LOG_MAX_BYTES then return truncate(n, size) end
+  if (S.tF and n > S.tF) or S.lB + size > LOG_MAX_BYTES then return truncate(n, seq, size) end
   local member = seq
   if late then member = seq .. ':L' end
   S.lB = S.lB + size

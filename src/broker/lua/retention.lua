@@ -42,6 +42,7 @@ local function remove(id)
   for a = 1, tonumber(f[2]) or 1 do
     keys[#keys + 1] = kj .. ':l' .. a
     keys[#keys + 1] = kj .. ':q' .. a
+    keys[#keys + 1] = kj .. ':t' .. a
     keys[#keys + 1] = kj .. ':k' .. a -- the replay keys as older versions kept them
   end
   redis.call('UNLINK', unpack(keys))

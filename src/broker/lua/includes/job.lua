@@ -55,6 +55,7 @@ end
 
 local function klog(a) return KJ .. ':l' .. a end
 local function kseq(a) return KJ .. ':q' .. a end
+local function kdropped(a) return KJ .. ':t' .. a end
 local function kstate(s) return P .. ':idx:st:' .. s end
 
 local TT = --@transitions
