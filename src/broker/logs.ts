@@ -73,23 +73,24 @@ function seqsFrom(
 }
 
 /**
- * Holes between the seqs seen (stored, or dropped at the log limit: the ZSET of
- * dropped seqs, and the run [lo, hi) older versions kept), and up to lastSeq when
- * known, as inclusive ranges. The ZSETs' ranges come from log_ranges.lua, which reads
- * only around their holes: every stream's wake-up asks for the gaps of a log that
- * may hold thousands of chunks.
+ * Holes between the seqs seen (stored, or dropped at the log limit: the ranges
+ * `dropped` and the run [lo, hi) older versions kept), and up to lastSeq when known,
+ * as inclusive ranges. The ZSET's ranges come from log_ranges.lua, which reads only
+ * around its holes: every stream's wake-up asks for the gaps of a log that may hold
+ * thousands of chunks.
  */
 async function findGaps(
   redis: Redis,
-  seqKeys: [string, string],
+  seqKey: string,
   run: [number, number],
-  dropped: [number, number],
+  droppedRun: [number, number],
+  dropped: [number, number][],
   lastSeq: number | undefined,
 ): Promise<[number, number][]> {
   // seqs seen as inclusive ranges
-  const stored: [number, number][] = [];
-  for (const [lo, hi] of [run, dropped]) if (hi > lo) stored.push([lo, hi - 1]);
-  const ranges = (await runScript(redis, 'log_ranges', seqKeys, [])) as number[];
+  const stored: [number, number][] = [...dropped];
+  for (const [lo, hi] of [run, droppedRun]) if (hi > lo) stored.push([lo, hi - 1]);
+  const ranges = (await runScript(redis, 'log_ranges', [seqKey], [])) as number[];
   for (let i = 0; i + 1 < ranges.length; i += 2) stored.push([ranges[i]!, ranges[i + 1]!]);
   if (stored.length === 0) return lastSeq === undefined ? [] : [[0, lastSeq]];
   stored.sort((a, b) => a[0] - b[0]);
@@ -135,9 +136,10 @@ export async function readLog(
   const logKey = keys.log(id, attempt);
   const seqKey = keys.logSeqs(id, attempt);
   // An ended attempt's dropped chunks and lastSeq moved to its chunk hash (end_attempt).
-  const [[runRaw, ...ended], members] = await Promise.all([
+  const [[runRaw, ...ended], members, droppedRanges] = await Promise.all([
     redis.hmget(logKey, 'r', ...(attempt === current ? [] : ['T', 'TB', 'L', 'R'])),
     redis.zrangebyscore(seqKey, fromSeq, '+inf', 'LIMIT', 0, limit),
+    redis.zrange(keys.logDropped(id, attempt), 0, -1), // "lo hi" ranges, at most 1000
   ]);
   const [dropped, droppedBytes, last, droppedRun] =
     attempt === current ? [tChunks, tBytes, lastSeqRaw, tRun] : ended;
@@ -160,8 +162,8 @@ export async function readLog(
     chunks.push(s.late ? { seq: s.seq, data: d, late: true } : { seq: s.seq, data: d });
   }
   const lastChunk = chunks[chunks.length - 1];
-  const seqKeys: [string, string] = [seqKey, keys.logDropped(id, attempt)];
-  const gaps = await findGaps(redis, seqKeys, run, parseRun(droppedRun ?? null), lastSeq);
+  const droppedSeqs = droppedRanges.map((r) => r.split(' ').map(Number) as [number, number]);
+  const gaps = await findGaps(redis, seqKey, run, parseRun(droppedRun ?? null), droppedSeqs, lastSeq);
   const finished = attempt < current || isTerminal(state as JobState);
   const page: LogPage = {
     chunks,

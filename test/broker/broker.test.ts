@@ -497,10 +497,36 @@ describe('applyEvents', () => {
         complete: true,
         truncated: { chunks: 6, bytes: 13 },
       });
+      expect(await small.redis.zrange(small.broker.keys.logDropped(job.id, 1), 0, -1)).toEqual(['1 6']);
       // and retention takes the dropped seqs with the rest of the job
       clock += 2000;
       expect(await b.sweepRetention()).toBe(1);
       expect(await small.redis.keys(`${small.prefix}:job:{${job.id}}*`)).toEqual([]);
+    } finally {
+      await small.cleanup();
+    }
+  });
+
+  it('keeps at most 1000 ranges of dropped seqs, whatever an executor sends', async () => {
+    const small = await harness({
+      defaults: { ...(await import('./harness.js')).DEFAULTS, logMaxBytes: 1 },
+    });
+    try {
+      const b = small.broker;
+      const { job } = await b.createJob({ name: 'n' });
+      const log = (seq: number) => ev('log', job.id, { seq, chunk: 'xx' });
+      // every other seq: each a range of its own, all dropped (the first does not fit)
+      const even = Array.from({ length: 1002 }, (_, i) => log(2 * i));
+      expect(await b.applyEvents(even)).toEqual(Array(1002).fill('applied'));
+      const key = b.keys.logDropped(job.id, 1);
+      expect(await small.redis.zcard(key)).toBe(1000);
+      expect((await b.readLog(job.id))?.truncated).toEqual({ chunks: 1002, bytes: 2004 });
+      // a kept seq comes again: a duplicate; one past the cap counts again
+      expect(await b.applyEvents([log(0), log(2002)])).toEqual(['duplicate', 'applied']);
+      // a seq between two ranges joins them
+      expect(await b.applyEvent(log(1))).toBe('applied');
+      expect(await small.redis.zrange(key, 0, 0)).toEqual(['0 2']);
+      expect(await small.redis.zcard(key)).toBe(999);
     } finally {
       await small.cleanup();
     }

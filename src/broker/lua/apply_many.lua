@@ -223,16 +223,43 @@ local function index_chunk(n, late)
   return true
 end
 
--- A chunk past the attempt's log limit is dropped and counted (lT, lTB). It is
--- not stored, but its seq is kept in the attempt's ZSET of dropped seqs: a
+-- A chunk past the attempt's log limit is dropped and counted (lT, lTB). It is not
+-- stored, but its seq is kept in the attempt's ZSET of dropped seqs as ranges
+-- (member "lo hi", inclusive, scored by lo; a seq next to a range joins it): a
 -- redelivery is a duplicate and counts once, and readers take it as arrived (no
--- gap), in whatever order the dropped chunks came. Older versions kept one run of
--- dropped seqs in field tR instead; a seq inside it is a duplicate too.
-local function truncate(n, seq, size)
+-- gap), in whatever order the dropped chunks came. At most DROPPED_RANGES ranges are
+-- kept (chunks dropped in order make one); a seq that would need another is counted
+-- but not kept. Older versions kept one run of dropped seqs in field tR instead; a
+-- seq inside it is a duplicate too.
+local DROPPED_RANGES = 1000
+local function dropped_range(member)
+  local lo, hi = string.match(member, '^(%d+) (%d+)$')
+  return tonumber(lo), tonumber(hi)
+end
+local function truncate(n, size)
   local lo, hi = string.match(redis.call('HGET', KJ, 'tR') or '', '^(%d+) (%d+)$')
   lo, hi = tonumber(lo), tonumber(hi)
   if lo and n >= lo and n < hi then return 'duplicate' end
-  if redis.call('ZADD', kdropped(S.a), 'NX', n, seq) == 0 then return 'duplicate' end
+  local key = kdropped(S.a)
+  local before = redis.call('ZRANGE', key, n, '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1)[1]
+  local after = redis.call('ZRANGE', key, n + 1, n + 1, 'BYSCORE', 'LIMIT', 0, 1)[1]
+  local from, to = n, n
+  if before then
+    local blo, bhi = dropped_range(before)
+    if n <= bhi then return 'duplicate' end
+    if bhi == n - 1 then
+      redis.call('ZREM', key, before)
+      from = blo
+    end
+  end
+  if after then
+    redis.call('ZREM', key, after)
+    local _, ahi = dropped_range(after)
+    to = ahi
+  end
+  if from < n or to > n or redis.call('ZCARD', key) < DROPPED_RANGES then
+    redis.call('ZADD', key, from, from .. ' ' .. to)
+  end
   if not S.tF or n < S.tF then
     S.tF = n
     redis.call('HSET', KJ, 'tF', n)
@@ -251,7 +278,7 @@ local function store_log(seq, data, late, deferred)
   local size = #data
   -- past the limit, and every chunk after the first one dropped (tF): no text is
   -- spliced over a hole; a hole before it may still fill
-  if (S.tF and n > S.tF) or S.lB + size > LOG_MAX_BYTES then return truncate(n, seq, size) end
+  if (S.tF and n > S.tF) or S.lB + size > LOG_MAX_BYTES then return truncate(n, size) end
   local member = seq
   if late then member = seq .. ':L' end
   S.lB = S.lB + size

@@ -5,13 +5,12 @@
   with a few holes costs a few dozen ZCOUNTs; one with holes everywhere, about one
   read of its members.
 
-  KEYS     ZSETs scored by seq: the attempt's seq ZSET (members <seq> or <seq>:L),
-           and its ZSET of seqs dropped at the log limit
+  KEYS[1]  the attempt's seq ZSET (members <seq> or <seq>:L, scored by seq)
 
-  Returns { lo1, hi1, lo2, hi2, ... }: inclusive ranges, each key's ascending and
-  apart (the keys' ranges may overlap). Reads only.
+  Returns { lo1, hi1, lo2, hi2, ... }: inclusive ranges, ascending, apart.
+  Reads only.
 ]]
-local key
+local key = KEYS[1]
 local out = {}
 
 local function add(lo, hi)
@@ -41,12 +40,8 @@ local function walk(lo, hi)
   walk(mid + 1, hi)
 end
 
-for _, k in ipairs(KEYS) do
-  key = k
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if #first > 0 then
-    local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-    walk(tonumber(first[2]), tonumber(last[2]))
-  end
-end
+local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+if #first == 0 then return out end
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+walk(tonumber(first[2]), tonumber(last[2]))
 return out
