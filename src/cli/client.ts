@@ -125,61 +125,105 @@ export class ApiClient {
       };
     }
     const res = await this.fetch(path, req, timeoutMs);
-    return (await res.json()) as T;
+    try {
+      return (await res.json()) as T;
+    } catch (err) {
+      // a proxy's login or maintenance page, another web app, a body cut short: nothing
+      // is known about the job (status 0: not a job's failure)
+      const type = res.headers.get('content-type') ?? 'no content type';
+      throw new ClientError(
+        `${this.base}${path} answered ${res.status} without a JSON body (${type}): ${(err as Error).message}`,
+        0,
+      );
+    }
   }
 
   /**
    * Read a Server-Sent Events stream. Reconnects (with Last-Event-ID) when the
-   * connection drops, up to `retries` times in a row; stops after an `end` event or
-   * when `signal` aborts.
+   * connection drops, or stays silent for `idleMs` (the server sends a comment every
+   * 15 s: a frozen server or a half-open connection otherwise holds the command for
+   * good), up to `retries` times in a row; stops after an `end` event or when `signal`
+   * aborts.
    */
   async *events(
     path: string,
-    opts: { lastEventId?: string; signal?: AbortSignal; retries?: number } = {},
+    opts: { lastEventId?: string; signal?: AbortSignal; retries?: number; idleMs?: number } = {},
   ): AsyncGenerator<SseEvent> {
     let last = opts.lastEventId;
     let failures = 0;
+    const idleMs = opts.idleMs ?? SSE_IDLE_MS;
     for (;;) {
       if (opts.signal?.aborted) return;
-      let res: Response;
+      // this connection's watchdog: aborted when nothing arrived for idleMs
+      const silent = new AbortController();
+      let watchdog = setTimeout(() => silent.abort(), idleMs);
+      const rearm = () => {
+        clearTimeout(watchdog);
+        watchdog = setTimeout(() => silent.abort(), idleMs);
+      };
+      // bytes from the server (a keep-alive too): the connection works
+      const alive = () => {
+        failures = 0;
+        rearm();
+      };
+      const signal = opts.signal ? AbortSignal.any([opts.signal, silent.signal]) : silent.signal;
       try {
-        res = await this.fetch(
-          path,
-          {
-            headers: {
-              accept: 'text/event-stream',
-              ...(last !== undefined ? { 'last-event-id': last } : {}),
+        let res: Response;
+        try {
+          res = await this.fetch(
+            path,
+            {
+              headers: {
+                accept: 'text/event-stream',
+                ...(last !== undefined ? { 'last-event-id': last } : {}),
+              },
+              signal,
             },
-            ...(opts.signal ? { signal: opts.signal } : {}),
-          },
-          0,
-        );
-      } catch (err) {
-        if (err instanceof ClientError && !err.unreachable) throw err;
-        if (opts.signal?.aborted) return;
-        if (++failures > (opts.retries ?? 5)) throw err;
-        await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** failures, 5000)));
-        continue;
-      }
-      failures = 0;
-      try {
-        for await (const ev of parseSse(res.body)) {
-          if (ev.id !== undefined) last = ev.id;
-          yield ev;
-          if (ev.event === 'end' || ev.event === 'error') return;
+            0,
+          );
+        } catch (err) {
+          if (err instanceof ClientError && !err.unreachable) throw err;
+          if (opts.signal?.aborted) return;
+          if (++failures > (opts.retries ?? 5))
+            throw silent.signal.aborted
+              ? new ClientError(`${this.base}${path}: no answer for ${idleMs / 1000} s`, 0)
+              : err;
+          await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** failures, 5000)));
+          continue;
         }
-      } catch (err) {
-        if (opts.signal?.aborted) return;
-        if (++failures > (opts.retries ?? 5))
-          throw new ClientError(`stream broke: ${(err as Error).message}`, 0);
+        rearm();
+        try {
+          for await (const ev of parseSse(res.body, alive)) {
+            if (ev.id !== undefined) last = ev.id;
+            yield ev;
+            if (ev.event === 'end' || ev.event === 'error') return;
+          }
+        } catch (err) {
+          if (opts.signal?.aborted) return;
+          const why = silent.signal.aborted
+            ? `nothing arrived for ${idleMs / 1000} s`
+            : (err as Error).message;
+          if (++failures > (opts.retries ?? 5)) throw new ClientError(`stream broke: ${why}`, 0);
+        }
+      } finally {
+        clearTimeout(watchdog);
       }
       await new Promise((r) => setTimeout(r, 200));
     }
   }
 }
 
-/** Parse an SSE byte stream into events (the WHATWG event-stream format). */
-export async function* parseSse(body: ReadableStream<Uint8Array> | null): AsyncGenerator<SseEvent> {
+/** Three of the server's keep-alive periods (15 s) without a byte: the connection is dead. */
+const SSE_IDLE_MS = 45_000;
+
+/**
+ * Parse an SSE byte stream into events (the WHATWG event-stream format); `received` is
+ * called for every piece of it, comments (keep-alives) included.
+ */
+export async function* parseSse(
+  body: ReadableStream<Uint8Array> | null,
+  received?: () => void,
+): AsyncGenerator<SseEvent> {
   if (!body) return;
   const decoder = new TextDecoder();
   let buf = '';
@@ -187,6 +231,7 @@ export async function* parseSse(body: ReadableStream<Uint8Array> | null): AsyncG
   let id: string | undefined;
   let data: string[] = [];
   for await (const part of body as unknown as AsyncIterable<Uint8Array>) {
+    received?.();
     buf += decoder.decode(part, { stream: true });
     let nl = buf.search(/\r\n|\r|\n/);
     while (nl >= 0) {

@@ -94,6 +94,11 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code !== 'EPIPE') throw err;
   process.exit(141);
 });
+// Whoever read the notes on stderr went away: the command goes on without them (the
+// outcome of `wait` is its exit code, which must not turn into a failure).
+process.stderr.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+});
 
 main(process.argv.slice(2)).then(exitSoon, (err) => {
   // a client that cannot be made (the server URL): said plainly, as a usage error

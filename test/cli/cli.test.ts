@@ -127,6 +127,12 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     const cut = await head;
     expect(cut.code).toBe(141);
     expect(cut.stderr).toBe('');
+    // one that read only the notes on stderr: `wait` still reports the job (passed)
+    const quiet = cli(['wait', 'log-http'], stack.env);
+    quiet.child.stderr?.destroy();
+    const waited = await quiet;
+    expect(waited.code).toBe(0);
+    expect(waited.stdout.length).toBeGreaterThan(0);
   });
 
   it('wait exits 130 for canceled, 124 for timed out, 125 for expired, 75 on --timeout, 69 when unreachable', async () => {
