@@ -109,6 +109,45 @@ describe('extjob dev', { timeout: 120_000 }, () => {
     expect(children.filter(alive)).toEqual([]);
   });
 
+  it('npm run dev stops all of it when npm alone gets SIGTERM (a supervisor, a CI step)', async () => {
+    const env: Record<string, string | undefined> = {
+      ...process.env,
+      EXTJOB_REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+    };
+    delete env.EXTJOB_KAFKA_BROKERS;
+    const npm = spawn('npm', ['run', 'dev', '--', '--port', '0'], {
+      cwd: resolve(import.meta.dirname, '../..'),
+      env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    onTestFinished(() => {
+      try {
+        process.kill(-npm.pid!, 'SIGKILL');
+      } catch {}
+    });
+    let stdout = '';
+    npm.stdout.on('data', (d: Buffer) => {
+      stdout += d;
+    });
+    await waitFor(() => stdout.includes('extjob is running'), { timeoutMs: 90_000, what: 'dev to start' });
+    // everything npm started: tsx, the service, redis-server, the Kafka JVM
+    const descendants = (pid: number): number[] => {
+      let children: number[] = [];
+      try {
+        children = childrenOf(pid);
+      } catch {} // ps says so by its exit status when there are none
+      return children.flatMap((c) => [c, ...descendants(c)]);
+    };
+    const group = descendants(npm.pid!);
+    expect(group.length).toBeGreaterThanOrEqual(4);
+    process.kill(npm.pid!, 'SIGTERM');
+    await waitFor(() => group.filter(alive).length === 0, {
+      timeoutMs: 30_000,
+      what: `every process of the group gone (left: ${group.filter(alive)})`,
+    });
+  });
+
   it('Ctrl-C while it starts stops what it started and leaves no temporary directory', async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'extjob-dev-test-'));
     onTestFinished(() => rmSync(tmp, { recursive: true, force: true }));
