@@ -7,7 +7,7 @@
  * answer, and then them.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -94,13 +94,49 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * it does (process.exit on a second Ctrl-C, say), unless `remove()` was called first.
  */
 export function ownTempDir(prefix: string): { dir: string; remove(): void } {
+  removeOrphans(prefix);
   const dir = mkdtempSync(join(tmpdir(), prefix));
+  writeFileSync(join(dir, OWNER), String(process.pid));
   const remove = () => {
     process.removeListener('exit', remove);
     rmSync(dir, { recursive: true, force: true });
   };
   process.on('exit', remove);
   return { dir, remove };
+}
+
+/** The file naming the process a temporary directory belongs to. */
+const OWNER = 'extjob-owner.pid';
+
+/**
+ * Directories of `prefix` left by a process that died without its exit handlers (a
+ * SIGKILL): removed when their owner is gone. One without an owner file (being made,
+ * or not ours) is left alone.
+ */
+function removeOrphans(prefix: string): void {
+  let names: string[] = [];
+  try {
+    names = readdirSync(tmpdir()).filter((n) => n.startsWith(prefix));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const dir = join(tmpdir(), name);
+    try {
+      const owner = Number(readFileSync(join(dir, OWNER), 'utf8'));
+      if (Number.isInteger(owner) && owner > 0 && !isAlive(owner))
+        rmSync(dir, { recursive: true, force: true });
+    } catch {} // no owner file, or not ours to read: left alone
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
 }
 
 /** Poll `check` until it returns true; reject after `timeoutMs` with `what`. */
