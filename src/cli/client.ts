@@ -140,10 +140,12 @@ export class ApiClient {
 
   /**
    * Read a Server-Sent Events stream. Reconnects (with Last-Event-ID) when the
-   * connection drops, or stays silent for `idleMs` (the server sends a comment every
-   * 15 s: a frozen server or a half-open connection otherwise holds the command for
-   * good), up to `retries` times in a row; stops after an `end` event or when `signal`
-   * aborts.
+   * connection drops, closes before its `end` event, or stays silent for `idleMs` (the
+   * server sends a comment every 15 s: a frozen server or a half-open connection
+   * otherwise holds the command for good), up to `retries` times in a row; a
+   * connection that carried an event, or bytes for `idleMs`, worked and starts the
+   * count again. Stops after an `end` event or when `signal` aborts. An answer that is
+   * not an event stream (a proxy's page) is an error at once.
    */
   async *events(
     path: string,
@@ -152,19 +154,18 @@ export class ApiClient {
     let last = opts.lastEventId;
     let failures = 0;
     const idleMs = opts.idleMs ?? SSE_IDLE_MS;
+    const retries = opts.retries ?? 5;
     for (;;) {
       if (opts.signal?.aborted) return;
       // this connection's watchdog: aborted when nothing arrived for idleMs
       const silent = new AbortController();
       let watchdog = setTimeout(() => silent.abort(), idleMs);
-      const rearm = () => {
+      const opened = Date.now();
+      let lastByte = opened;
+      const alive = () => {
+        lastByte = Date.now();
         clearTimeout(watchdog);
         watchdog = setTimeout(() => silent.abort(), idleMs);
-      };
-      // bytes from the server (a keep-alive too): the connection works
-      const alive = () => {
-        failures = 0;
-        rearm();
       };
       const signal = opts.signal ? AbortSignal.any([opts.signal, silent.signal]) : silent.signal;
       try {
@@ -184,27 +185,38 @@ export class ApiClient {
         } catch (err) {
           if (err instanceof ClientError && !err.unreachable) throw err;
           if (opts.signal?.aborted) return;
-          if (++failures > (opts.retries ?? 5))
+          if (++failures > retries)
             throw silent.signal.aborted
               ? new ClientError(`${this.base}${path}: no answer for ${idleMs / 1000} s`, 0)
               : err;
           await new Promise((r) => setTimeout(r, Math.min(200 * 2 ** failures, 5000)));
           continue;
         }
-        rearm();
+        alive();
+        const type = res.headers.get('content-type') ?? '';
+        if (!type.startsWith('text/event-stream')) {
+          await res.body?.cancel().catch(() => {});
+          throw new ClientError(
+            `${this.base}${path} answered ${res.status} with ${type || 'no content type'}, not an event stream`,
+            0,
+          );
+        }
+        let events = 0;
+        let broke: string;
         try {
           for await (const ev of parseSse(res.body, alive)) {
+            events++;
             if (ev.id !== undefined) last = ev.id;
             yield ev;
             if (ev.event === 'end' || ev.event === 'error') return;
           }
+          broke = 'the server closed the stream';
         } catch (err) {
           if (opts.signal?.aborted) return;
-          const why = silent.signal.aborted
-            ? `nothing arrived for ${idleMs / 1000} s`
-            : (err as Error).message;
-          if (++failures > (opts.retries ?? 5)) throw new ClientError(`stream broke: ${why}`, 0);
+          broke = silent.signal.aborted ? `nothing arrived for ${idleMs / 1000} s` : (err as Error).message;
         }
+        if (events > 0 || lastByte - opened >= idleMs) failures = 0;
+        if (++failures > retries) throw new ClientError(`stream broke: ${broke}`, 0);
       } finally {
         clearTimeout(watchdog);
       }

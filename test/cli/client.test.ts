@@ -51,6 +51,32 @@ describe('the CLI client', () => {
     expect(asked.length).toBe(5); // the first try and two retries
   });
 
+  it('takes a page that is not an event stream for an unknown outcome at once', async () => {
+    const url = await server((_req, res) =>
+      res.writeHead(200, { 'content-type': 'text/html' }).end('<html>maintenance</html>'),
+    );
+    const err = await new ApiClient({ url })
+      .events('/s')
+      .next()
+      .catch((e: unknown) => e);
+    expect((err as ClientError).unreachable).toBe(true);
+    expect((err as ClientError).message).toMatch(/answered 200 with text\/html, not an event stream/);
+  });
+
+  it('gives up on a stream that closes at once, again and again, before its end', async () => {
+    let asked = 0;
+    const url = await server((_req, res) => {
+      asked++;
+      res.writeHead(200, { 'content-type': 'text/event-stream' }).end(': hello\n\n');
+    });
+    const err = await new ApiClient({ url })
+      .events('/s', { retries: 2 })
+      .next()
+      .catch((e: unknown) => e);
+    expect((err as ClientError).message).toMatch(/stream broke: the server closed the stream/);
+    expect(asked).toBe(3);
+  });
+
   it('gives up on a server that never answers a stream request', async () => {
     let asked = 0;
     const url = await server(() => {
