@@ -214,6 +214,8 @@ describe('POST /v1/jobs/{id}/events', () => {
     );
     // a token presented but unreadable is refused too, as in production
     for (const authorization of [
+      '',
+      '   ',
       'Basic d3Jvbmc6d3Jvbmc=',
       'Bearer',
       'Bearer ',
