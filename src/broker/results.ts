@@ -3,7 +3,7 @@
  * answer or a script error into an ExtjobError.
  */
 import { ExtjobError } from '../shared/errors.js';
-import { isConnectionError } from '../shared/redis.js';
+import { isConnectionError, isRefusedForNow } from '../shared/redis.js';
 
 export const ScriptResult = {
   Created: 'created',
@@ -54,7 +54,7 @@ export function redisError(err: unknown, what: string): ExtjobError {
     });
   // Redis answers but takes no writes for now: loading, a replica, out of memory
   // (maxmemory), failing to persist, busy with a long script, no primary
-  if (/LOADING|READONLY|OOM command not allowed|MISCONF|BUSY Redis is busy|MASTERDOWN/.test(message))
+  if (isRefusedForNow(err))
     return new ExtjobError('EXTJOB_REDIS_UNAVAILABLE', `${what}: Redis refused for now (${message})`, {
       cause: err,
     });

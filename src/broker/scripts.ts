@@ -18,6 +18,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
+import { isRefusedForNow } from '../shared/redis.js';
 import { luaTransitionTable } from './transitions.js';
 
 export const SCRIPTS = [
@@ -95,7 +96,12 @@ export function scriptLibrary(): Library {
 
 const loaded = new WeakMap<Redis, Promise<void>>();
 
-/** Load the library on the server behind this client (once per client, again when lost). */
+/**
+ * Load the library on the server behind this client (once per client, again when
+ * lost). A Redis that refuses writes for now (out of memory, a replica) refuses the
+ * load too, while it may hold the library already: the calls are then tried as they
+ * are (the reads work), and the load is tried again by the next call.
+ */
 export function loadScripts(redis: Redis, again = false): Promise<void> {
   let p = loaded.get(redis);
   if (!p || again) {
@@ -107,6 +113,10 @@ export function loadScripts(redis: Redis, again = false): Promise<void> {
             'EXTJOB_CONFIG_INVALID',
             `Redis at EXTJOB_REDIS_URL does not know FUNCTION: extjob needs Redis 7.0 or later (${err.message})`,
           );
+        if (!again && isRefusedForNow(err)) {
+          if (loaded.get(redis) === loading) loaded.delete(redis);
+          return;
+        }
         throw err;
       },
     );

@@ -15,7 +15,7 @@
 import { Queue, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../shared/logger.js';
-import { disconnectIfDown, isConnectionError } from '../shared/redis.js';
+import { disconnectIfDown, isConnectionError, pauseWhileRefused } from '../shared/redis.js';
 import type { TimerKind } from './instrumentation.js';
 import type { BrokerKeys } from './keys.js';
 
@@ -155,12 +155,15 @@ export class TimerService {
         maxStalledCount: Number.MAX_SAFE_INTEGER,
       },
     );
-    this.worker.on('error', (err) =>
-      // an outage is reported by the broker's own client: here it is only a repeat
-      isConnectionError(err)
-        ? this.logger?.debug({ err: err.message }, 'timer worker: redis error')
-        : this.logger?.error({ err }, 'timer worker error'),
+    const paused = pauseWhileRefused(this.worker, (err, pauseMs) =>
+      this.logger?.warn({ err: String(err), pauseMs }, 'timer worker paused: Redis refuses commands for now'),
     );
+    this.worker.on('error', (err) => {
+      if (paused(err)) return;
+      // an outage is reported by the broker's own client: here it is only a repeat
+      if (isConnectionError(err)) this.logger?.debug({ err: err.message }, 'timer worker: redis error');
+      else this.logger?.error({ err }, 'timer worker error');
+    });
     this.worker.on('failed', (job, err) =>
       this.logger?.warn({ err, timer: job?.id }, 'timer failed; BullMQ will retry it'),
     );

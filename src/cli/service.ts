@@ -53,6 +53,9 @@ export function redisOptions(config: Config) {
     // Workers and blocking commands must wait for Redis rather than fail a request.
     maxRetriesPerRequest: null,
     retryStrategy: (times: number) => Math.min(times * 100, 2000),
+    // A failover demoted the primary this connection reached: connect again (to the
+    // new primary, behind the same name); the command fails (503) rather than waits.
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
     ...(config.redisTlsCaFile ? { tls: { ca: [readFileSync(config.redisTlsCaFile, 'utf8')] } } : {}),
   };
 }

@@ -24,7 +24,7 @@ import { type Job as BullJob, Queue, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { NotifyTarget } from '../broker/types.js';
 import type { Logger } from '../shared/logger.js';
-import { closeConnection, disconnectIfDown } from '../shared/redis.js';
+import { closeConnection, disconnectIfDown, pauseWhileRefused } from '../shared/redis.js';
 import { DEFAULT_SOURCE, type OutboxRecord, outboundCloudEvent } from './formats/changes-v1.js';
 import {
   type AddressPolicy,
@@ -195,7 +195,15 @@ export class Webhooks {
           'webhook delivery failed after its last try',
         );
     });
-    worker.on('error', (err) => this.opts.logger?.warn({ err: err.message }, 'webhook worker error'));
+    const paused = pauseWhileRefused(worker, (err, pauseMs) =>
+      this.opts.logger?.warn(
+        { err: String(err), pauseMs },
+        'webhook worker paused: Redis refuses commands for now',
+      ),
+    );
+    worker.on('error', (err) => {
+      if (!paused(err)) this.opts.logger?.warn({ err: err.message }, 'webhook worker error');
+    });
     this.worker = worker;
     await worker.waitUntilReady();
     // BullMQ trims finished deliveries past their age only when later ones finish: on

@@ -7,6 +7,41 @@ export const isConnectionError = (err: unknown): boolean =>
     err instanceof Error ? err.message : String(err),
   );
 
+/**
+ * Whether Redis refused a command for now, while answering: out of memory under
+ * noeviction, a replica (or a primary demoted by a failover), a failed save, a busy
+ * script, still loading its data.
+ */
+export const isRefusedForNow = (err: unknown): boolean =>
+  /LOADING|READONLY|OOM command not allowed|MISCONF|BUSY Redis is busy|MASTERDOWN/.test(
+    err instanceof Error ? err.message : String(err),
+  );
+
+/**
+ * A worker (BullMQ) whose Redis refuses commands for now is paused for a while, not
+ * let spin: BullMQ fetches again at once after such an error, thousands of times a
+ * second, each logged, against a Redis that is already in trouble. One warning a pause.
+ */
+export function pauseWhileRefused(
+  worker: { pause(doNotWaitActive?: boolean): Promise<void>; resume(): void; isRunning(): boolean },
+  warn: (err: unknown, pauseMs: number) => void,
+  pauseMs = 5000,
+): (err: unknown) => boolean {
+  let paused = false;
+  return (err) => {
+    if (!isRefusedForNow(err)) return false;
+    if (paused) return true;
+    paused = true;
+    warn(err, pauseMs);
+    void worker.pause(true).catch(() => {});
+    setTimeout(() => {
+      paused = false;
+      if (worker.isRunning()) worker.resume();
+    }, pauseMs).unref();
+    return true;
+  };
+}
+
 /** Close a connection: QUIT when it is up (replies first), cut it when not (a QUIT would wait). */
 export async function closeConnection(connection: Redis): Promise<void> {
   if (connection.status === 'ready') await connection.quit().catch(() => connection.disconnect());
