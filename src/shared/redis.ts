@@ -23,7 +23,7 @@ export const isRefusedForNow = (err: unknown): boolean =>
  * second, each logged, against a Redis that is already in trouble. One warning a pause.
  */
 export function pauseWhileRefused(
-  worker: { pause(doNotWaitActive?: boolean): Promise<void>; resume(): void; isRunning(): boolean },
+  worker: { pause(doNotWaitActive?: boolean): Promise<void>; resume(): unknown; closing: unknown },
   warn: (err: unknown, pauseMs: number) => void,
   pauseMs = 5000,
 ): (err: unknown) => boolean {
@@ -36,7 +36,8 @@ export function pauseWhileRefused(
     void worker.pause(true).catch(() => {});
     setTimeout(() => {
       paused = false;
-      if (worker.isRunning()) worker.resume();
+      // a closed worker stays closed (resume would start it again)
+      if (!worker.closing) void Promise.resolve(worker.resume()).catch(() => {});
     }, pauseMs).unref();
     return true;
   };

@@ -60,12 +60,45 @@ describe('drill: Redis refusing writes', () => {
     expect(redisOptions(loadConfig({})).reconnectOnError(new Error('OOM command not allowed'))).toBe(false);
   });
 
+  it('the timer worker pauses while Redis is out of memory instead of spinning', async () => {
+    const r = await redisServer();
+    const lines = { warn: 0, error: 0 };
+    const logger = {
+      warn: () => lines.warn++,
+      error: () => lines.error++,
+      info: () => {},
+      debug: () => {},
+      child: () => logger,
+    };
+    const broker = new JobBroker({
+      redis: client(r.url),
+      prefix: 'spin',
+      defaults: BROKER_DEFAULTS,
+      logger: logger as never,
+      timers: { retentionSweepMs: 200 }, // a timer due all the time
+    });
+    onTestFinished(() => broker.close());
+    await broker.startTimers();
+    const admin = client(r.url);
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    await new Promise((res) => setTimeout(res, 3000));
+    const commands = Number(/total_commands_processed:(\d+)/.exec(await admin.info('stats'))?.[1]);
+    await new Promise((res) => setTimeout(res, 2000));
+    const later = Number(/total_commands_processed:(\d+)/.exec(await admin.info('stats'))?.[1]);
+    await admin.config('SET', 'maxmemory', '0');
+    // a warning or two a pause, not thousands of errors; Redis is left alone meanwhile
+    expect(lines.error).toBeLessThan(10);
+    expect(lines.warn).toBeLessThan(20);
+    expect(later - commands).toBeLessThan(2000);
+  });
+
   it('pauses a worker whose Redis refuses commands, warning once a pause', async () => {
     vi.useFakeTimers();
     onTestFinished(() => {
       vi.useRealTimers();
     });
-    const worker = { pause: vi.fn(async () => {}), resume: vi.fn(), isRunning: () => true };
+    const worker = { pause: vi.fn(async () => {}), resume: vi.fn(), closing: undefined as unknown };
     const warn = vi.fn();
     const paused = pauseWhileRefused(worker, warn, 5000);
     const oom = new Error('OOM command not allowed when used memory > maxmemory');
@@ -76,5 +109,9 @@ describe('drill: Redis refusing writes', () => {
     expect(worker.resume).toHaveBeenCalledTimes(1);
     paused(new Error("READONLY You can't write against a read only replica."));
     expect(worker.pause).toHaveBeenCalledTimes(2);
+    // closed meanwhile: not started again
+    worker.closing = Promise.resolve();
+    vi.advanceTimersByTime(5000);
+    expect(worker.resume).toHaveBeenCalledTimes(1);
   });
 });
