@@ -284,7 +284,8 @@ export class JobBroker {
       throw redisError(err, 'apply');
     }
     const settled: [string, ScriptOutput][] = [];
-    const applySeconds = (performance.now() - started) / 1000;
+    // the round trip's time; none when every event was refused before it
+    const applySeconds = calls.length > 0 ? (performance.now() - started) / 1000 : undefined;
     let j = 0;
     replies.forEach((reply, c) => {
       if (!reply || reply[0]) throw redisError(reply?.[0] ?? new Error('no reply'), 'apply');

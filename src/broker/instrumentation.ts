@@ -26,7 +26,14 @@ export interface BrokerEventMap {
    * of its Redis round trip. One emission a call rather than one an event: listeners
    * loop, and nothing is allocated per event on the hot path.
    */
-  events_applied: [{ events: readonly JobEvent[]; outcomes: readonly ApplyOutcome[]; applySeconds: number }];
+  events_applied: [
+    {
+      events: readonly JobEvent[];
+      outcomes: readonly ApplyOutcome[];
+      /** Undefined when no event reached Redis (the broker refused them all first). */
+      applySeconds: number | undefined;
+    },
+  ];
   /** A timer expired a job, timed it out or forced a cancel. */
   timeout: [{ kind: TimerKind }];
   /** Every timer firing, with how late it ran past its due time. */

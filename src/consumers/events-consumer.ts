@@ -268,12 +268,14 @@ export class EventsConsumer {
       size: batch.messages.length,
       seconds: (performance.now() - started) / 1000,
     });
-    const lag = Number(batch.highWatermark) - Number(last.offset) - 1;
-    this.instrumentation.emit('lag', {
-      topic: batch.topic,
-      partition: batch.partition,
-      lag: Math.max(0, lag),
-    });
+    // only for a partition still ours: the lag of one that moved on is its new owner's
+    // to report, and a late value here would stay, frozen, until the next rebalance
+    if (this.assigned.has(batch.partition))
+      this.instrumentation.emit('lag', {
+        topic: batch.topic,
+        partition: batch.partition,
+        lag: Math.max(0, Number(batch.highWatermark) - Number(last.offset) - 1),
+      });
     return true;
   }
 

@@ -814,6 +814,19 @@ describe('listing by executor', () => {
   });
 });
 
+describe('instrumentation', () => {
+  it('times a Redis round trip only when one was made', async () => {
+    const seen: (number | undefined)[] = [];
+    h.broker.instrumentation.on('events_applied', (p) => seen.push(p.applySeconds));
+    const { job } = await h.broker.createJob({ name: 'n' });
+    const refused = ev('log', job.id, { seq: 0, chunk: Buffer.alloc(DEFAULTS.logChunkMaxBytes + 1) });
+    expect(await h.broker.applyEvents([refused])).toEqual(['invalid']);
+    expect(await h.broker.applyEvents([ev('accepted', job.id)])).toEqual(['applied']);
+    expect(seen[0]).toBeUndefined();
+    expect(seen[1]).toBeGreaterThan(0);
+  });
+});
+
 describe('retention', () => {
   it('removes every due job in one sweep, however many buckets they fall in', async () => {
     let now = 1_700_000_000_000;

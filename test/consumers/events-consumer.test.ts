@@ -249,6 +249,48 @@ describe('events consumer (recording sink, real Kafka)', () => {
     expect(second.applied.map((e) => e.seq)).toEqual([4, 5]);
   });
 
+  it('reports lag only for partitions it owns when batches finish after a rebalance', async () => {
+    const w = await kafkaWorld(6);
+    const messages = [0, 1, 2, 3, 4, 5].flatMap((p) =>
+      Array.from({ length: 100 }, (_, i) => ({ ...encodeStructured(log(`lag-${p}`, i)), partition: p })),
+    );
+    for (let i = 0; i < messages.length; i += 100)
+      await w.producer.send({ topic: w.topics.events, acks: -1, messages: messages.slice(i, i + 100) });
+    // slow applies: small batches of every partition are under way when the group changes
+    let slow = true;
+    const sink = {
+      async applyEvents(events: JobEvent[]): Promise<ApplyResult[]> {
+        if (slow) await new Promise((r) => setTimeout(r, 5000));
+        return events.map(() => 'applied' as const);
+      },
+    };
+    const opts = { maxBytesPerPartition: 2000, sessionTimeoutMs: 10_000, heartbeatIntervalMs: 500 };
+    const a = await w.startConsumer(sink, opts);
+    const owned = () => [...(a as unknown as { assigned: Set<number> }).assigned];
+    const lagged = new Map<number, number>(); // what the metrics keep: the last value a partition
+    a.instrumentation.on('joined', () => lagged.clear());
+    const strays: number[] = []; // reported while not ours (moved on, or in a rebalance)
+    a.instrumentation.on('lag', (l) => {
+      lagged.set(l.partition, l.lag);
+      if (!owned().includes(l.partition)) strays.push(l.partition);
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = await w.startConsumer(sink, opts);
+    const ownedB = () => [...(b as unknown as { assigned: Set<number> }).assigned];
+    await waitFor(() => ownedB().length > 0 && owned().length + ownedB().length === 6, {
+      timeoutMs: 30_000,
+      what: 'the rebalance',
+    });
+    await new Promise((r) => setTimeout(r, 6000)); // the batches under way at the rebalance finish
+    slow = false;
+    await waitFor(() => [...lagged.values()].every((v) => v === 0) && lagged.size > 0, {
+      timeoutMs: 30_000,
+      what: 'the backlog drained',
+    });
+    for (const p of lagged.keys()) expect(owned()).toContain(p);
+    expect(strays).toEqual([]);
+  });
+
   it('finishes a batch under way at stop, its DLQ record too, and commits it', async () => {
     const w = await kafkaWorld(1);
     const first = new RecordingSink();
