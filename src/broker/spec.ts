@@ -153,6 +153,12 @@ export function prepareSpec(input: unknown, defaults: Timeouts): PreparedSpec {
   };
   if (s.retry !== undefined) stored.r = s.retry;
   if (s.notify !== undefined) stored.o = s.notify;
-  const hash = createHash('sha256').update(canonicalJson(rest)).digest('base64url').slice(0, 16);
+  // Webhook secrets are not part of what makes a create the same: a create sent again
+  // with another secret would otherwise tell 409 from 200, an oracle for guessing them
+  // (they are never returned). The first create's secrets stay.
+  const compared = rest.notify
+    ? { ...rest, notify: rest.notify.map((n) => (n.secret === undefined ? n : { ...n, secret: true })) }
+    : rest;
+  const hash = createHash('sha256').update(canonicalJson(compared)).digest('base64url').slice(0, 16);
   return { id: id ?? `j-${randomUUID()}`, clientId: id !== undefined, stored, hash };
 }

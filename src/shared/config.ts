@@ -438,7 +438,12 @@ function parseTokenEntry(entry: string, hash: (s: string) => string): ApiToken |
   const secret = entry.slice(0, eq);
   const scopes = entry.slice(eq + 1).split('|');
   for (const s of scopes)
-    if (!SCOPES.includes(s as Scope)) return `has unknown scope "${s}" (${SCOPES.join(', ')})`;
+    if (!SCOPES.includes(s as Scope))
+      // quoted only when it could be a misspelt scope: written the wrong way round
+      // (admin=<token>), the entry would print its token
+      return /^[a-z:]{1,16}$/.test(s)
+        ? `has unknown scope "${s}" (${SCOPES.join(', ')})`
+        : `has an unknown scope (${SCOPES.join(', ')}; an entry is <token>=<scope>)`;
   if (secret.startsWith('sha256:')) {
     const hex = secret.slice(7).toLowerCase();
     if (!/^[0-9a-f]{64}$/.test(hex)) return 'has a sha256: digest that is not 64 hex characters';

@@ -29,6 +29,22 @@ describe('POST /v1/jobs', () => {
     expect((await problem(r3)).code).toBe('EXTJOB_JOB_CONFLICT');
   });
 
+  it('does not tell a webhook secret by 200 or 409: the first create keeps its own', async () => {
+    const api = await startTestApi();
+    const body = (secret?: string) => ({
+      id: 'hooked',
+      name: 'n',
+      notify: [{ url: 'https://ci.example/hook', ...(secret ? { secret } : {}) }],
+    });
+    const created = await api.req('/v1/jobs', { json: body('the-real-secret') });
+    expect(created.status).toBe(201);
+    const { createdAt } = ((await created.json()) as { job: { createdAt: string } }).job;
+    expect((await api.req('/v1/jobs', { json: body('a-guess') })).status).toBe(200);
+    expect((await api.req('/v1/jobs', { json: body() })).status).toBe(409); // no secret: another body
+    const [target] = await api.broker.notifyTargets('hooked', createdAt);
+    expect(target?.secret).toBe('the-real-secret');
+  });
+
   it('generates an id when none is given', async () => {
     const api = await startTestApi();
     const r = await api.req('/v1/jobs', { json: { name: 'x' } });

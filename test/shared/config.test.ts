@@ -61,6 +61,15 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('never prints a token written where its scope goes', () => {
+    const out = problems({ EXTJOB_API_TOKENS: 'admin=SWAPPED-SECRET-TOKEN,tok-123456=jobs:reed' });
+    expect(out.join('\n')).not.toContain('SWAPPED-SECRET-TOKEN');
+    expect(out).toEqual([
+      'EXTJOB_API_TOKENS: entry 1 has an unknown scope (jobs:read, jobs:write, admin; an entry is <token>=<scope>)',
+      'EXTJOB_API_TOKENS: entry 2 has unknown scope "jobs:reed" (jobs:read, jobs:write, admin)',
+    ]);
+  });
+
   it('parses API tokens, hashing plain ones and taking sha256: digests as they are', () => {
     const digest = sha256Hex('other-secret');
     const c = loadConfig({ EXTJOB_API_TOKENS: `s3cret-token=admin,sha256:${digest}=jobs:read|jobs:write` });
