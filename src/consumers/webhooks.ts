@@ -58,7 +58,11 @@ export interface WebhookOptions {
   logger?: Logger;
 }
 
-/** One delivery as stored in BullMQ (the secret never leaves this module). */
+/**
+ * One delivery as stored in BullMQ. The secret is not: it is read from the job when
+ * the delivery is sent (`target`: its index among the job's targets), so it stays
+ * where the job keeps it and goes with the job.
+ */
 interface DeliveryData {
   jobId: string;
   /** When the job was created: a job id used again after retention is another job. */
@@ -66,6 +70,9 @@ interface DeliveryData {
   version: number;
   to?: string;
   url: string;
+  /** Set when the target has a secret: its index among the job's targets. */
+  target?: number;
+  /** Only in deliveries enqueued by older versions. */
   secret?: string;
   body: string;
 }
@@ -147,7 +154,7 @@ export class Webhooks {
     const keep = this.keepSeconds();
     const jobs = wanted.map(({ t, i }) => {
       const d: DeliveryData = { jobId, created, version, url: t.url, body, to };
-      if (t.secret) d.secret = t.secret;
+      if (t.secret) d.target = i;
       return {
         name: 'deliver',
         data: d,
@@ -221,6 +228,14 @@ export class Webhooks {
     this.cleaner.unref();
   }
 
+  /** The secret of a delivery's target, from its job; none to sign with: not sent. */
+  private async secretOf(d: DeliveryData, index: number): Promise<string> {
+    const t = (await this.opts.targets(d.jobId, d.created ?? ''))[index];
+    if (t?.url !== d.url || !t.secret)
+      throw new UnrecoverableError('the job is gone (removed by retention), and its webhook secret with it');
+    return t.secret;
+  }
+
   private keepSeconds(): number {
     return this.opts.keepSeconds ?? 7 * 86_400;
   }
@@ -234,7 +249,8 @@ export class Webhooks {
       [TIMESTAMP_HEADER]: String(ts),
       'X-Extjob-Delivery': String(job.id),
     };
-    if (d.secret) headers[SIGNATURE_HEADER] = sign(d.secret, ts, d.body);
+    const secret = d.target === undefined ? d.secret : await this.secretOf(d, d.target);
+    if (secret) headers[SIGNATURE_HEADER] = sign(secret, ts, d.body);
     let status: number;
     try {
       status = await this.post(d.url, headers, d.body);

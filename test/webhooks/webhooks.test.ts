@@ -83,7 +83,7 @@ async function setup(
   webhooks.instrumentation.on('delivery', (p: { result: string }) => results.push(p.result));
   await webhooks.startWorker();
   onTestFinished(() => webhooks.close());
-  return { broker, webhooks, results };
+  return { broker, webhooks, results, redis: h.redis, prefix: h.prefix };
 }
 
 /** Enqueue what the outbox holds (as the drainer would), then acknowledge it. */
@@ -96,7 +96,7 @@ async function drain(broker: JobBroker, webhooks: Webhooks): Promise<number> {
 
 describe('webhooks', () => {
   it('POSTs each change as a signed CloudEvent that the receiver can verify', async () => {
-    const { broker, webhooks } = await setup();
+    const { broker, webhooks, redis, prefix } = await setup();
     const rx = await receiver((_n, res) => res.writeHead(204).end());
     await broker.createJob({ id: 'wh1', name: 'n', notify: [{ url: rx.url, secret: 's3cret-key' }] });
     await broker.applyEvents([ev('accepted', 'wh1'), ev('finished', 'wh1', { exitCode: 0 })]);
@@ -128,6 +128,12 @@ describe('webhooks', () => {
     expect(events.map((e) => e.type)).toEqual(Array(3).fill('dev.extjob.job.changed.v1'));
     expect(events.map((e) => e.data.to).sort()).toEqual(['passed', 'pending', 'running']);
     expect(JSON.stringify(events)).not.toContain('s3cret-key');
+    // nor do the delivery records keep it: it stays with the job, and goes with it
+    const records = await redis.keys(`${prefix}:webhooks:*`);
+    expect(records.length).toBeGreaterThan(3);
+    for (const key of records)
+      if ((await redis.type(key)) === 'hash')
+        expect(JSON.stringify(await redis.hgetall(key))).not.toContain('s3cret-key');
 
     // enqueueing the same changes again delivers nothing twice
     const again = await broker.readOutbox('0', 1000);
