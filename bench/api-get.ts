@@ -7,6 +7,8 @@
  * connections, fixed concurrency), alternating baseline and API rounds so drift in the
  * machine's load hits both alike.
  *
+ * Redis: --redis URL or EXTJOB_REDIS_URL, or a private redis-server started for the run.
+ *
  *   npx tsx bench/api-get.ts [--concurrency 32] [--seconds 3] [--rounds 3]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -199,7 +201,11 @@ async function main(): Promise<void> {
   const concurrency = Number(values.concurrency);
   const ms = Number(values.seconds) * 1000;
   const rounds = Number(values.rounds);
-  const redisUrl = values.redis ?? process.env.EXTJOB_REDIS_URL ?? 'redis://127.0.0.1:6379';
+  // a private Redis unless one is given: nobody else's commands queue in front of ours
+  const { privateRedis } = await import('./broker-redis.js');
+  const given = values.redis ?? process.env.EXTJOB_REDIS_URL;
+  const ownRedis = given ? undefined : await privateRedis();
+  const redisUrl = given ?? ownRedis!.url;
   const prefix = `bench-${randomUUID().slice(0, 8)}`;
   const child: ChildProcess = spawn(
     process.execPath,
@@ -230,6 +236,7 @@ async function main(): Promise<void> {
   }
   child.stdin?.end();
   await new Promise((r) => child.once('exit', r));
+  await ownRedis?.stop();
   const b = merge(base);
   const o = merge(ours);
   const f = (x: number) => x.toFixed(2);

@@ -4,7 +4,9 @@
  * Redis subscriber receiving the broker's notification for the same change, i.e. the
  * floor any push-based design can reach.
  *
- *   npx tsx bench/api-wait.ts [--waiters 2000] [--batch 50]
+ * Redis: EXTJOB_REDIS_URL, or a private redis-server started for the run.
+ *
+ *   npx tsx bench/api-wait.ts [--waiters 2000] [--batch 20] [--interval-ms 50]
  */
 import { randomUUID } from 'node:crypto';
 import { Agent, request } from 'node:http';
@@ -17,7 +19,7 @@ import { createRegistry } from '../src/api/metrics.js';
 import { Readiness } from '../src/api/readiness.js';
 import { JobBroker } from '../src/broker/index.js';
 import { createLogger } from '../src/shared/logger.js';
-import { BENCH_DEFAULTS, dropPrefix } from './broker-redis.js';
+import { BENCH_DEFAULTS, dropPrefix, privateRedis } from './broker-redis.js';
 
 const { values } = parseArgs({
   options: {
@@ -30,7 +32,9 @@ const N = Number(values.waiters);
 const BATCH = Number(values.batch);
 /** Pause between batches: latency at a steady rate of changes, not a backlog drained at once. */
 const INTERVAL = Number(values['interval-ms']);
-const redisUrl = process.env.EXTJOB_REDIS_URL ?? 'redis://127.0.0.1:6379';
+// a private Redis unless one is given: nobody else's commands queue in front of ours
+const ownRedis = process.env.EXTJOB_REDIS_URL ? undefined : await privateRedis();
+const redisUrl = process.env.EXTJOB_REDIS_URL ?? ownRedis!.url;
 const prefix = `bench-${randomUUID().slice(0, 8)}`;
 const logger = createLogger({ level: 'silent' });
 const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
@@ -133,3 +137,4 @@ await sub.quit();
 await dropPrefix(redis, prefix);
 await broker.close();
 redis.disconnect();
+await ownRedis?.stop();

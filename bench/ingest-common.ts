@@ -109,7 +109,12 @@ export function percentile(sorted: number[], p: number): number {
 
 export const fmt = (n: number, digits = 1) => n.toFixed(digits);
 
-export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The middle value; of an even count, the mean of the two middle ones. */
+export const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
 
 export interface CpuSample {
   node: number;

@@ -244,6 +244,8 @@ try {
     const decoded = await consumeOnly(topic, true);
     const ours = await ingest(prefix);
     const alone = await direct(jobs);
+    // the round's topics go with it (a shared Kafka keeps what is not deleted)
+    await admin.deleteTopics({ topics: Object.values(topicNames(prefix)) }).catch(() => {});
     const log = await w.broker.readLog(jobs[0]!, { limit: 1000 });
     if (log?.chunks.length !== 2 * CHUNKS_PER_JOB || log.gaps.length > 0)
       console.log(

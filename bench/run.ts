@@ -8,7 +8,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 
 const dir = new URL('./', import.meta.url);
 const names = readdirSync(dir)
-  .filter((f) => f.endsWith('.ts') && !['run.ts', 'broker-redis.ts', 'ingest-common.ts'].includes(f))
+  // helpers, not benchmarks (ingest-load is ingest-latency's executor process)
+  .filter(
+    (f) =>
+      f.endsWith('.ts') && !['run.ts', 'broker-redis.ts', 'ingest-common.ts', 'ingest-load.ts'].includes(f),
+  )
   .map((f) => f.slice(0, -3))
   .sort();
 const [name, ...args] = process.argv.slice(2);

@@ -153,7 +153,8 @@ async function main() {
   });
   const pid = svc.child.pid!;
   const redis = new Redis(redisUrl);
-  const producer = createProducer(createKafka({ brokers, clientId: `soak-${id}` }));
+  const kafka = createKafka({ brokers, clientId: `soak-${id}` });
+  const producer = createProducer(kafka);
   await producer.connect();
   const topic = topicNames(prefix).events;
 
@@ -240,6 +241,11 @@ async function main() {
   await producer.disconnect();
   svc.child.kill('SIGTERM');
   await new Promise((r) => svc.child.once('exit', r));
+  // its topics go too (a shared Kafka keeps what is not deleted)
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.deleteTopics({ topics: Object.values(topicNames(prefix)) }).catch(() => {});
+  await admin.disconnect();
   await dropPrefix(redis, `${prefix}:`);
   await redis.quit();
   await redisLocal?.stop();
