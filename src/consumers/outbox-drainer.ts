@@ -81,6 +81,8 @@ export class OutboxDrainer {
   readonly instrumentation: Instrumentation;
   readonly owner = `drainer-${randomUUID()}`;
   private readonly topics: ReturnType<typeof topicNames>;
+  /** CloudEvents `source` of what is published and delivered. */
+  private readonly source: string;
   private running = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -95,6 +97,7 @@ export class OutboxDrainer {
   constructor(private readonly opts: OutboxDrainerOptions) {
     this.instrumentation = opts.instrumentation ?? createInstrumentation();
     this.topics = topicNames(opts.topicPrefix);
+    this.source = opts.ceSource ?? DEFAULT_SOURCE;
     this.producer = opts.producer;
   }
 
@@ -187,7 +190,7 @@ export class OutboxDrainer {
     }
     if (this.producerStale) await this.replaceProducer();
     const { entries, topicMessages } = this.batch(read);
-    await this.opts.webhooks?.enqueueWebhooks(entries, this.opts.ceSource ?? DEFAULT_SOURCE);
+    await this.opts.webhooks?.enqueueWebhooks(entries, this.source);
     const published = { changes: 0, commands: 0 };
     try {
       await this.producer.sendBatch({ acks: -1, topicMessages });
@@ -279,7 +282,7 @@ export class OutboxDrainer {
     try {
       const read = await source.readOutbox(this.webhooksCursor, this.opts.batchSize ?? 500);
       if (read.length === 0) return;
-      await webhooks.enqueueWebhooks(read, this.opts.ceSource ?? DEFAULT_SOURCE);
+      await webhooks.enqueueWebhooks(read, this.source);
       this.webhooksCursor = read[read.length - 1]!.id;
     } catch (err) {
       this.opts.logger.debug({ err }, 'webhooks of unpublished changes not enqueued; publishing will');
@@ -296,7 +299,7 @@ export class OutboxDrainer {
   }
 
   private message(e: OutboxRecord) {
-    return outboundMessage(e, this.opts.ceSource ?? DEFAULT_SOURCE);
+    return outboundMessage(e, this.source);
   }
 
   /**
