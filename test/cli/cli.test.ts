@@ -5,8 +5,10 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
+  closeSync,
   lstatSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -20,6 +22,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { ownDescriptor } from '../../src/cli/commands/create.js';
 import { serviceUrl, startService } from '../../src/cli/service.js';
 import { loadConfig } from '../../src/shared/config.js';
 import { createLogger } from '../../src/shared/logger.js';
@@ -317,6 +320,28 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(await piped).toMatch(/^[A-Za-z0-9_-]{43}\n$/);
     expect(lstatSync(devLink).isSymbolicLink()).toBe(true);
     expect(statSync('/dev/null').isCharacterDevice()).toBe(true);
+    // this process's own stdout, here a file (a CI runner's log): it gets the token after
+    // what was written to it before, and a link to it (what /dev/stdout is) stays a link
+    const stdoutLink = join(dir, 'stdout');
+    symlinkSync('/proc/self/fd/1', stdoutLink);
+    const outFile = join(dir, 'out');
+    for (const [file, id] of [
+      [stdoutLink, 'tok-6'],
+      ['/proc/self/fd/1', 'tok-7'],
+    ] as const) {
+      writeFileSync(outFile, 'before\n');
+      const fd = openSync(outFile, 'a');
+      const r = await cli(['create', '--name', 'n', '--id', id, '--event-token-file', file], stack.env, {
+        stdout: fd,
+      });
+      closeSync(fd);
+      expect(r.code, r.stderr).toBe(0);
+      expect(readFileSync(outFile, 'utf8')).toMatch(new RegExp(`^before\n[A-Za-z0-9_-]{43}\n${id}\n$`));
+    }
+    expect(lstatSync(stdoutLink).isSymbolicLink()).toBe(true);
+    rmSync(outFile);
+    expect(['/dev/stdout', '/dev/stderr', '/dev/fd/3', stdoutLink].map(ownDescriptor)).toEqual([1, 2, 3, 1]);
+    expect(ownDescriptor(join(dir, 'fd', '1'))).toBeUndefined();
     // a file that cannot be written fails before the job is created (its token would be lost)
     for (const [file, why] of [
       [join(dir, 'nodir', 'token'), /ENOENT/],
@@ -338,7 +363,7 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(again.code).toBe(1);
     expect(again.stderr).toMatch(/job tok-1 already existed: its event token was given when it was created/);
     expect(readFileSync(existing, 'utf8')).toBe(before);
-    expect(readdirSync(dir).sort()).toEqual(['existing', 'fifo', 'link', 'null', 'target']);
+    expect(readdirSync(dir).sort()).toEqual(['existing', 'fifo', 'link', 'null', 'stdout', 'target']);
     // a server URL with user:password@ is refused without repeating it
     const creds = await cli(['get', 'tok-1'], {
       ...stack.env,
@@ -412,6 +437,15 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     expect(unset.stderr).toMatch(/--exit-code takes an integer/);
     expect((await cli(['get', 'g2', '--json'], env)).stdout).toMatch(/"state": ?"pending"/);
     expect((await cli(['wait', 'g2', '--timeout', ''], env)).code).toBe(2);
+    // a negative exit code is a value of --exit-code, not a mistyped option
+    const negative = await cli(['emit', 'g2', 'finished', '--exit-code', '-1'], env);
+    expect(negative.code, negative.stderr).toBe(0);
+    const ended = await cli(['wait', 'g2', '--json'], env);
+    expect(ended.code).toBe(1); // outside 1-255
+    expect(json<{ state: string; exitCode: number }>(ended.stdout)).toMatchObject({
+      state: 'failed',
+      exitCode: -1,
+    });
     expect((await cli(['create', '--name', 'x', '--accept-timeout', ' '], env)).code).toBe(2);
     const emitNoToken = await cli(['emit', 'g3', 'accepted'], { ...env, EXTJOB_TOKEN: '' });
     expect(emitNoToken.code).toBe(1);

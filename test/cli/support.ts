@@ -67,19 +67,20 @@ export interface Run {
 export function cli(
   args: string[],
   env: Record<string, string>,
-  opts: { stdin?: string | Buffer; timeoutMs?: number } = {},
+  /** stdout: a descriptor the child's stdout goes to instead of a pipe (stdout is then '') */
+  opts: { stdin?: string | Buffer; timeoutMs?: number; stdout?: number } = {},
 ): Promise<Run> & { child: ReturnType<typeof spawn> } {
   const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     env: { ...process.env, EXTJOB_EVENT_TOKEN: '', ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdio: ['pipe', opts.stdout ?? 'pipe', 'pipe'],
   });
   // Bytes first, text at the end: a character may straddle two reads.
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  child.stdout.on('data', (d: Buffer) => out.push(d));
-  child.stderr.on('data', (d: Buffer) => err.push(d));
-  if (opts.stdin !== undefined) child.stdin.end(opts.stdin);
-  else child.stdin.end();
+  child.stdout?.on('data', (d: Buffer) => out.push(d));
+  child.stderr!.on('data', (d: Buffer) => err.push(d));
+  if (opts.stdin !== undefined) child.stdin!.end(opts.stdin);
+  else child.stdin!.end();
   const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
   const done = new Promise<Run>((res) => {
     child.on('exit', (code) => {

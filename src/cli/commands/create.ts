@@ -2,8 +2,8 @@
  * `extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]`.
  */
 import { randomBytes } from 'node:crypto';
-import { renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { fstatSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Job, JobSpec } from '../../broker/types.js';
 import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
 import { follow } from './wait.js';
@@ -53,10 +53,16 @@ const usage = (msg: string) => {
  * token goes into a new file of its own in the same directory, readable by its owner
  * only (never one that exists, nor what a symlink points to), renamed over `file` once
  * it holds the token, replacing whatever was there. A pipe or device of the user's or
- * root's (/dev/stdout, /dev/null, a FIFO) takes the token as it is: renaming over it
- * would put a file in its place.
+ * root's (/dev/null, a FIFO) takes the token as it is: renaming over it would put a
+ * file in its place. So does one of this process's own descriptors (/dev/stdout), which
+ * is written to as it is open, whatever it is: a redirect to a file included.
  */
 function tokenFile(file: string): { write(token: string): void; discard(): void } {
+  const fd = ownDescriptor(file);
+  if (fd !== undefined) {
+    fstatSync(fd); // not open: fails before the job is created
+    return { write: (token) => writeFileSync(fd, `${token}\n`), discard: () => {} };
+  }
   const st = statSync(file, { throwIfNoEntry: false });
   if (st && (st.isFIFO() || st.isCharacterDevice()) && (st.uid === 0 || st.uid === process.getuid?.()))
     return { write: (token) => writeFileSync(file, `${token}\n`), discard: () => {} };
@@ -78,6 +84,28 @@ function tokenFile(file: string): { write(token: string): void; discard(): void 
       if (!kept) rmSync(tmp, { force: true });
     },
   };
+}
+
+const OWN_DESCRIPTOR = /^\/(?:dev\/std(out|err)|dev\/fd\/(\d+)|proc\/self\/fd\/(\d+))$/;
+
+/**
+ * The descriptor a path names when it is one of this process's own (/dev/stdout,
+ * /dev/stderr, /dev/fd/N, /proc/self/fd/N, or a link to one of them); undefined
+ * otherwise. Through the file system, /dev/stdout is a link, and with stdout
+ * redirected to a file it leads to that file: the token would replace the link.
+ */
+export function ownDescriptor(file: string): number | undefined {
+  const names = [resolve(file)];
+  try {
+    names.push(resolve(dirname(file), readlinkSync(file)));
+  } catch {
+    // not a link
+  }
+  for (const name of names) {
+    const m = OWN_DESCRIPTOR.exec(name);
+    if (m) return m[1] === 'out' ? 1 : m[1] === 'err' ? 2 : Number(m[2] ?? m[3]);
+  }
+  return undefined;
 }
 
 const seconds = (v: unknown): number | undefined | null => {
