@@ -53,6 +53,25 @@ export const commands: Record<string, Command> = {
   list: { help: listHelp, options: listOptions, run: list },
 };
 
+/**
+ * `--exit-code -1` as `--exit-code=-1`: parseArgs takes a value that starts with a dash
+ * for a forgotten one, but a negative number after an option that takes a value is it.
+ */
+function negativeValuesJoined(args: string[], options: Command['options']): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') return [...out, ...args.slice(i)];
+    const next = args[i + 1];
+    const takesValue = arg.startsWith('--') && options?.[arg.slice(2)]?.type === 'string';
+    if (takesValue && next !== undefined && /^-\d+(\.\d+)?$/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
@@ -67,7 +86,7 @@ export async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parseArgs>;
   try {
     parsed = parseArgs({
-      args: rest,
+      args: negativeValuesJoined(rest, command.options),
       options: { ...command.options, help: { type: 'boolean', short: 'h' } },
       allowPositionals: true,
     });
