@@ -52,6 +52,14 @@ export function buildOpenApi(version = '0.1.0'): Json {
         ...(description ? { description } : {}),
       });
     }
+    for (const h of r.headers ?? [])
+      params.push({
+        name: h.name,
+        in: 'header',
+        required: false,
+        schema: { type: 'string', pattern: h.pattern.source },
+        description: h.description,
+      });
     const responses: Json = {};
     for (const [status, doc] of Object.entries(r.responses)) {
       const ct = doc.contentType ?? 'application/json';

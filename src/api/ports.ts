@@ -24,7 +24,11 @@ export interface LogPage {
 
 /** The part of JobBroker the API calls. */
 export interface BrokerPort {
-  createJob(spec: JobSpec, cause?: Cause): Promise<{ job: Job; created: boolean; eventToken?: string }>;
+  createJob(
+    spec: JobSpec,
+    cause?: Cause,
+    idempotencyKey?: string,
+  ): Promise<{ job: Job; created: boolean; eventToken?: string }>;
   getJob(id: string): Promise<Job | undefined>;
   /** Several jobs in one round trip (used to batch wake-up reads when present). */
   getJobs?(ids: string[]): Promise<(Job | undefined)[]>;

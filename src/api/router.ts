@@ -15,7 +15,7 @@ import { chunkJson } from './log-format.js';
 import type { NotifyHub } from './notify-hub.js';
 import type { BrokerPort, DeliveryLog, EventGateway, LogPage } from './ports.js';
 import { expressPath, ROUTES, type RouteDef } from './routes.js';
-import { describeIssues, jobId } from './schemas.js';
+import { describeIssues, IDEMPOTENCY_KEY, jobId } from './schemas.js';
 import { lastEventId, SseStream } from './sse.js';
 import { logResumePoint, mustGetJob, streamEvents, streamLog } from './streams.js';
 import { waitForJob } from './wait.js';
@@ -130,9 +130,15 @@ export function createApiRouter(opts: ApiOptions): Router {
         const why = opts.refuseNotifyUrl?.(url);
         if (why) throw new ExtjobError('EXTJOB_VALIDATION_FAILED', `body.notify.${i}.url: ${why}`);
       });
-      const r = await call(() => broker.createJob(ctx.body as never, cause(ctx)));
+      const key = ctx.req.get('idempotency-key');
+      if (key !== undefined && !IDEMPOTENCY_KEY.test(key))
+        throw new ExtjobError(
+          'EXTJOB_VALIDATION_FAILED',
+          'Idempotency-Key must be 16 to 256 visible ASCII characters (a random UUID, say)',
+        );
+      const r = await call(() => broker.createJob(ctx.body as never, cause(ctx), key));
       if (r.created) ctx.res.status(201).json({ job: r.job, eventToken: r.eventToken });
-      else ctx.res.status(200).json({ job: r.job });
+      else ctx.res.status(200).json(r.eventToken ? { job: r.job, eventToken: r.eventToken } : { job: r.job });
     },
     listJobs: async (ctx) => {
       const q = ctx.query as {

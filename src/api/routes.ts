@@ -26,6 +26,8 @@ export interface RouteDef {
   summary: string;
   auth: Auth;
   query: z.ZodObject;
+  /** Request headers the route reads, as OpenAPI documents them. */
+  headers?: { name: string; description: string; pattern: RegExp }[];
   body?: z.ZodType;
   bodyOptional?: boolean;
   responses: Record<number, ResponseDoc>;
@@ -41,10 +43,22 @@ export const ROUTES: RouteDef[] = [
     summary: 'Create a job (idempotent by id).',
     auth: 'jobs:write',
     query: s.emptyQuery,
+    headers: [
+      {
+        name: 'Idempotency-Key',
+        description:
+          'A random value of the caller (a UUID, say): the same create sent again with it (after a 503 or a lost answer) gets the job and its event token; a job without an id gets one derived from it.',
+        pattern: s.IDEMPOTENCY_KEY,
+      },
+    ],
     body: s.createJobBody,
     responses: {
       201: { description: 'Created; the event token is shown only now.', schema: s.createResponse },
-      200: { description: 'A job with this id and the same body exists.', schema: s.createResponse },
+      200: {
+        description:
+          'A job with this id and the same body exists (with the Idempotency-Key it was created with: and its event token).',
+        schema: s.createResponse,
+      },
       409: { description: 'A job with this id exists with a different body.' },
     },
   },

@@ -159,10 +159,15 @@ export const jobSchema = z
   })
   .meta({ id: 'Job' });
 
+/** The Idempotency-Key header of POST /v1/jobs: random enough that nobody else can present it. */
+export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{16,256}$/;
+
 export const createResponse = z
   .object({
     job: jobSchema,
-    eventToken: z.string().optional().meta({ description: 'Only on 201; shown once.' }),
+    eventToken: z.string().optional().meta({
+      description: 'On 201; on 200 only to a caller presenting the Idempotency-Key the job was created with.',
+    }),
   })
   .meta({ id: 'CreateJobResponse' });
 

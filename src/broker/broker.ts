@@ -3,7 +3,7 @@
  * (lua/*.lua); this class validates input, runs scripts, arms timers, and turns
  * script answers into results, errors and instrumentation events.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -84,6 +84,8 @@ interface ScriptOutput {
   ra?: number;
   /** create, when the job exists: its stored spec line */
   s?: string;
+  /** create, when the job exists: its event token is the one this call brought */
+  tm?: 1;
 }
 
 const APPLIED: ApplyOutcome = Object.freeze({ result: 'applied' });
@@ -186,12 +188,23 @@ export class JobBroker {
     }
   }
 
+  /**
+   * Create a job, or find the one this id (or idempotency key) already names. With an
+   * idempotency key, the caller that created the job can create it again after losing
+   * the answer (an outage's 503) and still get its event token: the token is derived
+   * from the key, so it is given to whoever presents the key, and only its digest is
+   * stored, as always. A job created without an id gets one derived from the key too.
+   */
   async createJob(
     spec: JobSpec,
     cause: Cause = { kind: 'api', caller: 'unknown' },
+    idempotencyKey?: string,
   ): Promise<{ job: Job; created: boolean; eventToken?: string }> {
-    const p = prepareSpec(spec, this.defaults.timeouts);
-    const token = randomBytes(32).toString('base64url');
+    const p = prepareSpec(spec, this.defaults.timeouts, idempotencyKey);
+    const token =
+      idempotencyKey === undefined
+        ? randomBytes(32).toString('base64url')
+        : createHmac('sha256', idempotencyKey).update(`extjob event token\0${p.id}`).digest('base64url');
     const [acceptSeconds, heartbeatSeconds, runSeconds, cancelGraceSeconds] = p.stored.t;
     const specJson = JSON.stringify(p.stored);
     const out = await this.run('create', p.id, [
@@ -210,7 +223,9 @@ export class JobBroker {
     if (err) throw err;
     const job = decodeJob(p.id, pairs(out.h), out.s ?? specJson, pairs(out.x));
     if (!job) throw new ExtjobError('EXTJOB_INTERNAL', `job ${p.id} vanished while being created`);
-    if (out.r !== ScriptResult.Created) return { job, created: false };
+    // the creator again, after the job moved on: its token, nothing announced again
+    if (out.r !== ScriptResult.Created)
+      return out.tm ? { job, created: false, eventToken: token } : { job, created: false };
     this.instrumentation.emit('job_created', { executor: p.stored.e ?? NO_EXECUTOR });
     await this.settle(p.id, out);
     return { job, created: true, eventToken: token };

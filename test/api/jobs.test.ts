@@ -1,7 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { get } from 'node:http';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobSchema } from '../../src/api/schemas.js';
-import { DEFAULTS, ev } from '../broker/harness.js';
+import { DEFAULTS, ev, waitFor } from '../broker/harness.js';
 import { rawHttp, startTestApi, TOKENS } from './support.js';
 
 const problem = async (res: Response) => {
@@ -43,6 +44,56 @@ describe('POST /v1/jobs', () => {
     expect((await api.req('/v1/jobs', { json: body() })).status).toBe(409); // no secret: another body
     const [target] = await api.broker.notifyTargets('hooked', createdAt);
     expect(target?.secret).toBe('the-real-secret');
+  });
+
+  it('gives the event token again to the caller presenting the Idempotency-Key it created with', async () => {
+    const api = await startTestApi();
+    const key = randomUUID();
+    const body = { id: 'keyed', name: 'deploy' };
+    const create = (k: string | undefined, json: object = body) =>
+      api.req('/v1/jobs', { json, ...(k ? { headers: { 'idempotency-key': k } } : {}) });
+    const first = await create(key);
+    expect(first.status).toBe(201);
+    const { eventToken } = (await first.json()) as { eventToken: string };
+    expect(eventToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(await api.broker.verifyEventToken('keyed', eventToken)).toBe(true);
+    // the answer lost, the same create again while the job is pending: as it first was
+    const again = await create(key);
+    expect(again.status).toBe(201);
+    expect(((await again.json()) as { eventToken: string }).eventToken).toBe(eventToken);
+    // anyone else: the job, no token
+    for (const other of [randomUUID(), undefined]) {
+      const r = await create(other);
+      expect(r.status).toBe(200);
+      expect(((await r.json()) as { eventToken?: string }).eventToken).toBeUndefined();
+    }
+    expect((await create(key, { ...body, name: 'other' })).status).toBe(409);
+    // once the job moved on: 200 with the token, and its creation is not announced again
+    await api.broker.applyEvents([ev('accepted', 'keyed')]);
+    const later = await create(key);
+    expect(later.status).toBe(200);
+    expect(await later.json()).toMatchObject({ job: { state: 'running' }, eventToken });
+    const history = (await api.broker.history('keyed')) ?? [];
+    expect(history.filter((h) => h.kind === 'transition' && h.to === 'pending')).toHaveLength(1);
+    // without an id, the key names one job
+    const a = (await (await create(key, { name: 'x' })).json()) as {
+      job: { id: string };
+      eventToken: string;
+    };
+    const b = (await (await create(key, { name: 'x' })).json()) as {
+      job: { id: string };
+      eventToken: string;
+    };
+    const c = (await (await create(randomUUID(), { name: 'x' })).json()) as { job: { id: string } };
+    expect(a.job.id).toMatch(/^j-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(b).toEqual(a);
+    expect(c.job.id).not.toBe(a.job.id);
+    // a key anyone could guess, or one that cannot be a header value, is refused
+    for (const bad of ['short', 'a key with spaces in it', 'x'.repeat(257)]) {
+      const r = await create(bad);
+      expect(r.status, bad).toBe(400);
+      expect((await problem(r)).detail).toMatch(/Idempotency-Key must be 16 to 256 visible ASCII/);
+    }
   });
 
   it('generates an id when none is given', async () => {
@@ -413,6 +464,40 @@ describe('Redis away', () => {
     const res = await pending;
     expect(res.status).toBe(503);
     expect(await res.json()).toMatchObject({ code: 'EXTJOB_REDIS_UNAVAILABLE', retriable: true });
+  });
+
+  it('a create answered 503 that Redis applied late: sent again with its key, it gets its token', async () => {
+    const { privateRedis } = await import('../faults/helpers.js');
+    const { Redis } = await import('ioredis');
+    const r = await privateRedis();
+    const { broker, url } = await apiOn(r.url, 't-late', 1000);
+    const probe = new Redis(r.url);
+    onTestFinished(() => probe.disconnect());
+    const pid = Number(/process_id:(\d+)/.exec(await probe.info('server'))?.[1]);
+    const create = (key?: string) =>
+      fetch(`${url}/v1/jobs`, {
+        method: 'POST',
+        body: JSON.stringify({ id: key ? 'late-keyed' : 'late', name: 'n' }),
+        headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+        signal: AbortSignal.timeout(10_000),
+      });
+    const key = randomUUID();
+    for (const k of [key, undefined]) {
+      // Redis stalls past the call's deadline, then runs the call
+      process.kill(pid, 'SIGSTOP');
+      const lost = await create(k).finally(() => process.kill(pid, 'SIGCONT'));
+      expect(lost.status).toBe(503);
+    }
+    const id = (k?: string) => (k ? 'late-keyed' : 'late');
+    await waitFor(async () => (await broker.getJob(id(key))) && (await broker.getJob(id())));
+    const retried = await create(key);
+    expect(retried.status).toBe(201);
+    const { eventToken } = (await retried.json()) as { eventToken: string };
+    expect(await broker.verifyEventToken('late-keyed', eventToken)).toBe(true);
+    // without a key, nobody can have the token of the job the lost create made
+    const unkeyed = await create();
+    expect(unkeyed.status).toBe(200);
+    expect(((await unkeyed.json()) as { eventToken?: string }).eventToken).toBeUndefined();
   });
 
   it('answers 503 (retriable) quickly instead of hanging', async () => {

@@ -282,6 +282,66 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     }
   });
 
+  it('create sends a create whose answer was lost again, and gets its job and event token', async () => {
+    const stack = await startStack();
+    // between the CLI and the service: the first create goes through, but its answer is a
+    // 503, as when Redis ran the call after the service's deadline
+    const keys: (string | undefined)[] = [];
+    const proxy = createServer(async (req, res) => {
+      const chunks: Buffer[] = [];
+      for await (const c of req) chunks.push(c as Buffer);
+      const headers = Object.fromEntries(
+        ['authorization', 'content-type', 'accept', 'idempotency-key'].flatMap((h) =>
+          req.headers[h] ? [[h, String(req.headers[h])]] : [],
+        ),
+      );
+      const upstream = await fetch(`${stack.url}${req.url}`, {
+        method: req.method,
+        headers,
+        ...(req.method === 'POST' ? { body: Buffer.concat(chunks) } : {}),
+      });
+      const body = Buffer.from(await upstream.arrayBuffer());
+      if (req.method === 'POST' && req.url === '/v1/jobs' && keys.push(headers['idempotency-key']) === 1) {
+        res.writeHead(503, { 'content-type': 'application/problem+json' });
+        res.end(JSON.stringify({ code: 'EXTJOB_REDIS_UNAVAILABLE', status: 503, retriable: true }));
+        return;
+      }
+      res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? '' });
+      res.end(body);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    onTestFinished(() => new Promise<void>((r) => proxy.close(() => r())));
+    const url = `http://127.0.0.1:${(proxy.address() as net.AddressInfo).port}`;
+    const dir = mkdtempSync(join(tmpdir(), 'extjob-token-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'token');
+    const r = await cli(['create', '--name', 'n', '--id', 'lost-1', '--event-token-file', file], {
+      ...stack.env,
+      EXTJOB_URL: url,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe('lost-1\n');
+    expect(r.stderr).toMatch(/EXTJOB_REDIS_UNAVAILABLE.*; sending it again in 1 s/);
+    expect(keys).toHaveLength(2);
+    expect(keys[0]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(keys[1]).toBe(keys[0]);
+    const token = readFileSync(file, 'utf8').trim();
+    const executor = { ...stack.env, EXTJOB_EVENT_TOKEN: token, EXTJOB_TOKEN: '' };
+    const accepted = await cli(['emit', 'lost-1', 'accepted'], executor);
+    expect(accepted.code, accepted.stderr).toBe(0);
+    await waitFor(
+      async () =>
+        (
+          (await (
+            await fetch(`${stack.url}/v1/jobs/lost-1`, {
+              headers: { authorization: `Bearer ${stack.env.EXTJOB_TOKEN}` },
+            })
+          ).json()) as { state: string }
+        ).state === 'running',
+      { what: 'the job running' },
+    );
+  });
+
   it('writes the event token to a new file of its own, readable by its owner only', async () => {
     const stack = await startStack();
     const dir = mkdtempSync(join(tmpdir(), 'extjob-token-'));

@@ -22,19 +22,22 @@ begin()
 
 if redis.call('EXISTS', KJ) == 1 then
   local sh = redis.call('HGET', KJ, 'sh')
-  if sh == ARGV[7] and redis.call('HGET', KJ, 'tk') == ARGV[9] then
-    -- this very call again (the token is new to each call): the client sent it once
-    -- more after losing the reply (a reconnect). Answer as it first did, so the
-    -- caller gets its token, and announces the creation and arms the accept timer.
-    local f = redis.call('HMGET', KJ, 's', 'a', 'ad')
-    if f[1] == 'pending' and f[2] == '1' and f[3] and tonumber(f[3]) - NOW <= ARM_WINDOW_MS then
+  local creator = sh == ARGV[7] and redis.call('HGET', KJ, 'tk') == ARGV[9]
+  local f = redis.call('HMGET', KJ, 's', 'a', 'ad')
+  if creator and f[1] == 'pending' and f[2] == '1' then
+    -- this very call again (the token is new to each call, or derived from the caller's
+    -- idempotency key): the client sent it once more after losing the reply (a
+    -- reconnect, a 503). Answer as it first did, so the caller gets its token, and
+    -- announces the creation and arms the accept timer.
+    if f[3] and tonumber(f[3]) - NOW <= ARM_WINDOW_MS then
       OUT.arm[1] = 'accept|1|' .. f[3]
     end
     return cjson.encode({ r = 'created', h = redis.call('HGETALL', KJ), arm = OUT.arm, tr = { { 'none', 'pending' } }, e = executor_of() })
   end
   if sh == ARGV[7] then
-    -- the stored spec: its timeouts are those of the defaults when it was created
-    return cjson.encode({ r = 'exists', h = redis.call('HGETALL', KJ), x = redis.call('HGETALL', KX), s = spec_line() })
+    -- the stored spec: its timeouts are those of the defaults when it was created;
+    -- tm: the creator, after the job moved on (it gets its token, nothing is announced)
+    return cjson.encode({ r = 'exists', tm = creator and 1 or nil, h = redis.call('HGETALL', KJ), x = redis.call('HGETALL', KX), s = spec_line() })
   end
   return cjson.encode({ r = 'conflict' })
 end

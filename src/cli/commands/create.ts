@@ -1,11 +1,20 @@
 /**
  * `extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]`.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { fstatSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Job, JobSpec } from '../../broker/types.js';
-import { CLIENT_HELP, CLIENT_OPTIONS, clientFrom, EXIT, flagNumber, reportError } from '../client.js';
+import {
+  type ApiClient,
+  CLIENT_HELP,
+  CLIENT_OPTIONS,
+  ClientError,
+  clientFrom,
+  EXIT,
+  flagNumber,
+  reportError,
+} from '../client.js';
 import { follow } from './wait.js';
 
 export const createHelp = `Usage: extjob create --name N [--id ID] [--label k=v]... [--executor E] [--wait]
@@ -108,6 +117,33 @@ export function ownDescriptor(file: string): number | undefined {
   return undefined;
 }
 
+/** How long create keeps sending a create whose outcome it does not know. */
+const CREATE_RETRY_MS = 20_000;
+
+/**
+ * POST /v1/jobs under an idempotency key of this run, sent again while the outcome is
+ * unknown (the server unreachable, a retriable 5xx such as Redis away behind it): the
+ * server may have created the job before the answer was lost, and the same key then
+ * gets the same job and its event token.
+ */
+async function createOnce(client: ApiClient, spec: JobSpec): Promise<{ job: Job; eventToken?: string }> {
+  const key = randomUUID();
+  const until = Date.now() + CREATE_RETRY_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.json('/v1/jobs', { json: spec, headers: { 'idempotency-key': key } });
+    } catch (err) {
+      const unknown =
+        err instanceof ClientError &&
+        (err.status === 0 || err.problem?.retriable === true || [502, 503, 504].includes(err.status));
+      const delayMs = Math.min(8000, 500 * 2 ** attempt);
+      if (!unknown || Date.now() + delayMs > until) throw err;
+      process.stderr.write(`extjob create: ${err.message}; sending it again in ${delayMs / 1000} s\n`);
+      await new Promise((r) => setTimeout(r, delayMs));
+    }
+  }
+}
+
 const seconds = (v: unknown): number | undefined | null => {
   if (v === undefined) return undefined;
   const n = flagNumber(v);
@@ -163,7 +199,7 @@ export async function create(values: Record<string, unknown>, positionals: strin
     }
   let job: Job;
   try {
-    const r = await client.json<{ job: Job; eventToken?: string }>('/v1/jobs', { json: spec });
+    const r = await createOnce(client, spec);
     job = r.job;
     if (token && !r.eventToken) {
       process.stderr.write(
