@@ -29,6 +29,17 @@ export function createApp(parts: AppParts): Express {
   app.set('etag', false);
   if (parts.requestLog) app.use(parts.requestLog);
   if (parts.inFlight) app.use(parts.inFlight);
+  // Stopping: every answer from then on closes its connection (told as its headers go
+  // out: a long-poll that came before is answered after), so that a client keeping
+  // connections alive (a pool, a proxy) opens its next one elsewhere.
+  app.use((_req, res, next) => {
+    const writeHead = res.writeHead;
+    res.writeHead = ((...args: Parameters<typeof writeHead>) => {
+      if (parts.readiness.isStopping && !res.headersSent) res.setHeader('connection', 'close');
+      return writeHead.apply(res, args);
+    }) as typeof writeHead;
+    next();
+  });
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

@@ -30,6 +30,10 @@ export class Readiness {
     this.stopping = true;
   }
 
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
   async report(): Promise<ReadinessReport> {
     const results = await Promise.all(this.checks.map((c) => this.runOne(c)));
     const checks: ReadinessReport['checks'] = {};
