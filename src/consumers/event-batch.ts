@@ -11,7 +11,7 @@ import { dlqMessage } from './dlq.js';
 import { DEFAULT_LIMITS, type DlqReason, type FormatLimits, parseMessage } from './formats/index.js';
 import type { EventResult, Instrumentation } from './instrumentation.js';
 import type { InMessage, OutgoingMessage } from './kafka-types.js';
-import { ABORTED, backoffMs, type RetryControl, retrying } from './retry.js';
+import { ABORTED, backoffMs, type RetryControl, retrying, StillWaiting, stillWaiting } from './retry.js';
 
 /**
  * What the consumer needs from the broker (JobBroker satisfies it). When the sink
@@ -26,6 +26,11 @@ export interface EventSink {
 const EVENT_ERRORS: ReadonlySet<unknown> = new Set(['EXTJOB_VALIDATION_FAILED', 'EXTJOB_PAYLOAD_TOO_LARGE']);
 /** Tries of one event failing with another permanent error before it is dead-lettered. */
 export const ISOLATED_TRIES = 5;
+/**
+ * How long a batch's Redis call may go unanswered (Redis away: the client holds it)
+ * before the wait counts as a retry: an outage shows in the retry metric and the log.
+ */
+const WAIT_REPORT_MS = 5000;
 
 export interface BatchDeps {
   sink: EventSink;
@@ -176,11 +181,15 @@ async function applyAll(
     },
   };
   const apply = (evs: JobEvent[]) => checked(callSink(deps.sink, evs), evs.length);
+  let call = first;
   try {
     const results = await retrying(() => {
-      const call = first ?? apply(events);
-      first = undefined; // a retry sends the call again
-      return call;
+      call ??= apply(events);
+      // a call still under way is waited on again; one that failed is sent again
+      return stillWaiting(call, WAIT_REPORT_MS, 'Redis').catch((err: unknown) => {
+        if (!(err instanceof StillWaiting)) call = undefined;
+        throw err;
+      });
     }, control);
     if (results === ABORTED) return ABORTED;
     return results.map(toOutcome(events));

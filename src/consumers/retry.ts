@@ -96,3 +96,22 @@ async function pause(ms: number, ctl: RetryControl): Promise<boolean> {
     if (!ctl.stillOwned() || ctl.stopping?.() || !(await ctl.keepAlive())) return false;
   }
 }
+
+/**
+ * A call still under way after a while: the Redis client holds calls while it
+ * reconnects, so an outage shows as a call that does not end rather than an error.
+ * Thrown by `stillWaiting` so that the wait is retried (counted, logged, membership
+ * kept, given up when the work stops being ours) on the same call, not a new one.
+ */
+export class StillWaiting extends Error {
+  readonly retriable = true;
+}
+
+/** `call`, or StillWaiting once `ms` passed without its end (the call goes on). */
+export function stillWaiting<T>(call: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const waited = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StillWaiting(`${what} did not answer for ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([call, waited]).finally(() => clearTimeout(timer));
+}
