@@ -126,7 +126,7 @@ const CREATE_RETRY_MS = 20_000;
  * server may have created the job before the answer was lost, and the same key then
  * gets the same job and its event token.
  */
-async function createOnce(client: ApiClient, spec: JobSpec): Promise<{ job: Job; eventToken?: string }> {
+async function createRetrying(client: ApiClient, spec: JobSpec): Promise<{ job: Job; eventToken?: string }> {
   const key = randomUUID();
   const until = Date.now() + CREATE_RETRY_MS;
   for (let attempt = 1; ; attempt++) {
@@ -199,7 +199,7 @@ export async function create(values: Record<string, unknown>, positionals: strin
     }
   let job: Job;
   try {
-    const r = await createOnce(client, spec);
+    const r = await createRetrying(client, spec);
     job = r.job;
     if (token && !r.eventToken) {
       process.stderr.write(
