@@ -99,6 +99,7 @@ const ms = (seconds: number) => (seconds > 0 ? Math.max(1, Math.round(seconds * 
 
 export class JobBroker {
   readonly instrumentation = new BrokerInstrumentation();
+  private secret: Promise<string> | undefined;
   readonly keys: BrokerKeys;
   private readonly redis: Redis;
   private readonly defaults: BrokerDefaults;
@@ -192,19 +193,23 @@ export class JobBroker {
    * Create a job, or find the one this id (or idempotency key) already names. With an
    * idempotency key, the caller that created the job can create it again after losing
    * the answer (an outage's 503) and still get its event token: the token is derived
-   * from the key, so it is given to whoever presents the key, and only its digest is
-   * stored, as always. A job created without an id gets one derived from the key too.
+   * from the key and this installation's secret (kept in Redis), so it is given to
+   * whoever presents the key in a create, and only its digest is stored, as always. A
+   * job created without an id gets one derived from them too.
    */
   async createJob(
     spec: JobSpec,
     cause: Cause = { kind: 'api', caller: 'unknown' },
     idempotencyKey?: string,
   ): Promise<{ job: Job; created: boolean; eventToken?: string }> {
-    const p = prepareSpec(spec, this.defaults.timeouts, idempotencyKey);
-    const token =
-      idempotencyKey === undefined
-        ? randomBytes(32).toString('base64url')
-        : createHmac('sha256', idempotencyKey).update(`extjob event token\0${p.id}`).digest('base64url');
+    const p = prepareSpec(spec, this.defaults.timeouts);
+    let token = randomBytes(32).toString('base64url');
+    if (idempotencyKey !== undefined) {
+      const secret = await this.keySecret();
+      const derive = (what: string) => createHmac('sha256', secret).update(`${what}\0${idempotencyKey}`);
+      if (!p.clientId) p.id = jobIdFrom(derive('job id').digest('hex'));
+      token = derive(`event token\0${p.id}`).digest('base64url');
+    }
     const [acceptSeconds, heartbeatSeconds, runSeconds, cancelGraceSeconds] = p.stored.t;
     const specJson = JSON.stringify(p.stored);
     const out = await this.run('create', p.id, [
@@ -216,6 +221,7 @@ export class JobBroker {
       ms(heartbeatSeconds),
       ms(runSeconds),
       ms(cancelGraceSeconds),
+      randomBytes(12).toString('base64url'), // this call's own mark (see create.lua)
       ...(p.stored.e !== undefined ? [this.keys.executor(p.stored.e)] : []),
       ...Object.entries(p.stored.l).map(([k, v]) => this.keys.label(k, v)),
     ]);
@@ -229,6 +235,20 @@ export class JobBroker {
     this.instrumentation.emit('job_created', { executor: p.stored.e ?? NO_EXECUTOR });
     await this.settle(p.id, out);
     return { job, created: true, eventToken: token };
+  }
+
+  /** This installation's secret for tokens derived from idempotency keys, made by the first to need it. */
+  private keySecret(): Promise<string> {
+    this.secret ??= (async () => {
+      await this.redis.set(this.keys.keySecret, randomBytes(32).toString('base64url'), 'NX');
+      const secret = await this.redis.get(this.keys.keySecret);
+      if (!secret) throw new Error('the key secret vanished');
+      return secret;
+    })().catch((err: unknown) => {
+      this.secret = undefined;
+      throw redisError(err, 'create');
+    });
+    return this.secret;
   }
 
   async verifyEventToken(jobId: string, token: string): Promise<boolean> {
@@ -505,6 +525,12 @@ export class JobBroker {
   async close(): Promise<void> {
     await this.timers.close();
   }
+}
+
+/** A job id in the form of the generated ones (j-<UUID v4>), made of hex digits. */
+function jobIdFrom(hex: string): string {
+  const variant = ((Number.parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
+  return `j-${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
 
 /** Stored form of an event token: SHA-256 truncated to 128 bits (base64url, 22 chars). */

@@ -31,6 +31,8 @@ export function brokerKeys(prefix: string) {
     /** ZSET "kind|attempt|due|id" by due ms: deadlines not yet armed in BullMQ. */
     due: `${prefix}:due`,
     notify: `${prefix}:notify`,
+    /** String: this installation's secret for what is derived from idempotency keys. */
+    keySecret: `${prefix}:keysecret`,
     state: (s: JobState) => `${prefix}:idx:st:${s}`,
     executor: (e: string) => `${prefix}:idx:ex:${e}`,
     label: (k: string, v: string) => `${prefix}:idx:lb:${Buffer.byteLength(k)}:${k}=${v}`,

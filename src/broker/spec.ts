@@ -89,6 +89,8 @@ export interface StoredSpec {
 
 export interface PreparedSpec {
   id: string;
+  /** True when the caller chose the id (create is idempotent on it). */
+  clientId: boolean;
   stored: StoredSpec;
   /** Hash of the spec as given; same id + same hash = the same job. */
   hash: string;
@@ -128,7 +130,7 @@ export function canonicalJson(v: unknown): string {
   return JSON.stringify(v);
 }
 
-export function prepareSpec(input: unknown, defaults: Timeouts, idempotencyKey?: string): PreparedSpec {
+export function prepareSpec(input: unknown, defaults: Timeouts): PreparedSpec {
   // zod drops a label named __proto__ without a word (a plain object cannot hold it)
   const labels = (input as { labels?: unknown } | null)?.labels;
   if (typeof labels === 'object' && labels !== null && Object.hasOwn(labels, '__proto__'))
@@ -158,16 +160,5 @@ export function prepareSpec(input: unknown, defaults: Timeouts, idempotencyKey?:
     ? { ...rest, notify: rest.notify.map((n) => (n.secret === undefined ? n : { ...n, secret: true })) }
     : rest;
   const hash = createHash('sha256').update(canonicalJson(compared)).digest('base64url').slice(0, 16);
-  return {
-    id: id ?? (idempotencyKey === undefined ? `j-${randomUUID()}` : keyedId(idempotencyKey)),
-    stored,
-    hash,
-  };
-}
-
-/** The id of a job created without one under an idempotency key: a UUID made from the key. */
-function keyedId(key: string): string {
-  const h = createHash('sha256').update(`extjob job id\0${key}`).digest('hex');
-  const variant = ((Number.parseInt(h[16]!, 16) & 0x3) | 0x8).toString(16);
-  return `j-${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+  return { id: id ?? `j-${randomUUID()}`, clientId: id !== undefined, stored, hash };
 }

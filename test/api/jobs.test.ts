@@ -57,10 +57,14 @@ describe('POST /v1/jobs', () => {
     const { eventToken } = (await first.json()) as { eventToken: string };
     expect(eventToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(await api.broker.verifyEventToken('keyed', eventToken)).toBe(true);
-    // the answer lost, the same create again while the job is pending: as it first was
+    // the answer lost, the same create again: the job and its token; the creation,
+    // announced once, is not announced again
+    const created: string[] = [];
+    api.broker.instrumentation.on('job_created', (e) => created.push(e.executor));
     const again = await create(key);
-    expect(again.status).toBe(201);
-    expect(((await again.json()) as { eventToken: string }).eventToken).toBe(eventToken);
+    expect(again.status).toBe(200);
+    expect(await again.json()).toMatchObject({ job: { state: 'pending' }, eventToken });
+    expect(created).toEqual([]);
     // anyone else: the job, no token
     for (const other of [randomUUID(), undefined]) {
       const r = await create(other);
@@ -75,6 +79,13 @@ describe('POST /v1/jobs', () => {
     expect(await later.json()).toMatchObject({ job: { state: 'running' }, eventToken });
     const history = (await api.broker.history('keyed')) ?? [];
     expect(history.filter((h) => h.kind === 'transition' && h.to === 'pending')).toHaveLength(1);
+    // the token is no function of the key alone: another installation (prefix) gives another
+    const other = await startTestApi();
+    const elsewhere = (await (
+      await other.req('/v1/jobs', { json: body, headers: { 'idempotency-key': key } })
+    ).json()) as { eventToken: string };
+    expect(elsewhere.eventToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(elsewhere.eventToken).not.toBe(eventToken);
     // without an id, the key names one job
     const a = (await (await create(key, { name: 'x' })).json()) as {
       job: { id: string };
@@ -491,7 +502,7 @@ describe('Redis away', () => {
     const id = (k?: string) => (k ? 'late-keyed' : 'late');
     await waitFor(async () => (await broker.getJob(id(key))) && (await broker.getJob(id())));
     const retried = await create(key);
-    expect(retried.status).toBe(201);
+    expect(retried.status).toBe(200);
     const { eventToken } = (await retried.json()) as { eventToken: string };
     expect(await broker.verifyEventToken('late-keyed', eventToken)).toBe(true);
     // without a key, nobody can have the token of the job the lost create made

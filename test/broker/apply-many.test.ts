@@ -53,11 +53,11 @@ async function dump(redis: Redis, prefix: string): Promise<Record<string, unknow
     keys.push(...batch);
   } while (cursor !== '0');
   const out: Record<string, unknown> = {};
-  // the event token differs between the two runs by design
+  // the event token and the creating call's mark differ between the two runs by design
   const sorted = (o: Record<string, string>) =>
     Object.fromEntries(
       Object.entries(o)
-        .flatMap(([f, v]) => (f === 'tk' ? [] : [[f, v]]))
+        .flatMap(([f, v]) => (f === 'tk' || f === 'cm' ? [] : [[f, v]]))
         .sort(),
     );
   for (const k of keys.sort()) {

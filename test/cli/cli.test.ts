@@ -406,6 +406,8 @@ describe('extjob CLI against a running stack', { timeout: 120_000 }, () => {
     for (const [file, why] of [
       [join(dir, 'nodir', 'token'), /ENOENT/],
       [dir, /it is a directory/],
+      ['/dev/fd/5', /descriptor 5 is not one to write to/], // Node's own
+      ['/dev/stdin', /descriptor 0 is not one to write to/],
     ] as const) {
       const r = await cli(['create', '--name', 'n', '--id', 'tok-5', '--event-token-file', file], stack.env);
       expect(r.code, r.stderr).toBe(2);

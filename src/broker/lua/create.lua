@@ -7,7 +7,8 @@
   ARGV[8]  spec JSON (stored as <job>:s)
   ARGV[9]  event token sha256 (base64url)
   ARGV[10..13] timeouts in ms: accept, heartbeat (0 = off), run, cancel grace
-  ARGV[14..] executor and label index keys (the same names retention.lua derives
+  ARGV[14] this call's mark (random): the same call sent again is told by it
+  ARGV[15..] executor and label index keys (the same names retention.lua derives
            from the spec with includes/indexes.lua)
 
   Returns a JSON object: r = "created" | "exists" | "conflict", plus the job hash
@@ -22,22 +23,21 @@ begin()
 
 if redis.call('EXISTS', KJ) == 1 then
   local sh = redis.call('HGET', KJ, 'sh')
-  local creator = sh == ARGV[7] and redis.call('HGET', KJ, 'tk') == ARGV[9]
-  local f = redis.call('HMGET', KJ, 's', 'a', 'ad')
-  if creator and f[1] == 'pending' and f[2] == '1' then
-    -- this very call again (the token is new to each call, or derived from the caller's
-    -- idempotency key): the client sent it once more after losing the reply (a
-    -- reconnect, a 503). Answer as it first did, so the caller gets its token, and
-    -- announces the creation and arms the accept timer.
-    if f[3] and tonumber(f[3]) - NOW <= ARM_WINDOW_MS then
-      OUT.arm[1] = 'accept|1|' .. f[3]
+  local f = redis.call('HMGET', KJ, 'sh', 'tk', 'cm', 's', 'a', 'ad')
+  if f[1] == ARGV[7] and f[3] == ARGV[14] then
+    -- this very call again: the Redis client sent it once more after losing the reply
+    -- (a reconnect). Answer as it first did, so the caller gets its token, announces
+    -- the creation and arms the accept timer.
+    if f[4] == 'pending' and f[5] == '1' and f[6] and tonumber(f[6]) - NOW <= ARM_WINDOW_MS then
+      OUT.arm[1] = 'accept|1|' .. f[6]
     end
     return cjson.encode({ r = 'created', h = redis.call('HGETALL', KJ), arm = OUT.arm, tr = { { 'none', 'pending' } }, e = executor_of() })
   end
-  if sh == ARGV[7] then
+  if f[1] == ARGV[7] then
     -- the stored spec: its timeouts are those of the defaults when it was created;
-    -- tm: the creator, after the job moved on (it gets its token, nothing is announced)
-    return cjson.encode({ r = 'exists', tm = creator and 1 or nil, h = redis.call('HGETALL', KJ), x = redis.call('HGETALL', KX), s = spec_line() })
+    -- tm: another call of the creator (same idempotency key, so the same token): it
+    -- gets its token, and the creation, announced by the first, is not announced again
+    return cjson.encode({ r = 'exists', tm = f[2] == ARGV[9] and 1 or nil, h = redis.call('HGETALL', KJ), x = redis.call('HGETALL', KX), s = spec_line() })
   end
   return cjson.encode({ r = 'conflict' })
 end
@@ -49,7 +49,7 @@ S.ta = tonumber(ARGV[10])
 S.th = tonumber(ARGV[11])
 S.tr = tonumber(ARGV[12])
 S.tc = tonumber(ARGV[13])
-redis.call('HSET', KJ, 'sh', ARGV[7], 'tk', ARGV[9], 'c', NOW, 'a', 1, 'v', 0,
+redis.call('HSET', KJ, 'sh', ARGV[7], 'tk', ARGV[9], 'cm', ARGV[14], 'c', NOW, 'a', 1, 'v', 0,
   'ta', S.ta, 'th', S.th, 'tr', S.tr, 'tc', S.tc)
 SPEC_RAW = ARGV[8]
 -- the last attempt the retry policy allows, when it allows more than one (see log_key)
@@ -58,7 +58,7 @@ if type(retry) == 'table' and (tonumber(retry.limit) or 0) > 0 then
   redis.call('HSET', KJ, 'rm', 1 + retry.limit)
 end
 redis.call('SET', KS, SPEC_RAW)
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   redis.call('ZADD', ARGV[i], NOW, ID)
 end
 transition('pending', nil, nil, 'job.created')

@@ -63,15 +63,19 @@ const usage = (msg: string) => {
  * only (never one that exists, nor what a symlink points to), renamed over `file` once
  * it holds the token, replacing whatever was there. A pipe or device of the user's or
  * root's (/dev/null, a FIFO) takes the token as it is: renaming over it would put a
- * file in its place. So does one of this process's own descriptors (/dev/stdout), which
- * is written to as it is open, whatever it is: a redirect to a file included.
+ * file in its place. So do stdout and stderr (/dev/stdout), written to as they are
+ * open, whatever they are: a redirect to a file included. Other descriptors of the
+ * process (/dev/fd/3) are refused: Node keeps its own there.
  */
 function tokenFile(file: string): { write(token: string): void; discard(): void } {
   const fd = ownDescriptor(file);
-  if (fd !== undefined) {
+  if (fd === 1 || fd === 2) {
     fstatSync(fd); // not open: fails before the job is created
     return { write: (token) => writeFileSync(fd, `${token}\n`), discard: () => {} };
   }
+  // another of the process's own: Node's, unless the caller opened it (it cannot tell)
+  if (fd !== undefined)
+    throw new Error(`descriptor ${fd} is not one to write to: give a file, /dev/stdout or /dev/stderr`);
   const st = statSync(file, { throwIfNoEntry: false });
   if (st && (st.isFIFO() || st.isCharacterDevice()) && (st.uid === 0 || st.uid === process.getuid?.()))
     return { write: (token) => writeFileSync(file, `${token}\n`), discard: () => {} };
@@ -95,11 +99,11 @@ function tokenFile(file: string): { write(token: string): void; discard(): void 
   };
 }
 
-const OWN_DESCRIPTOR = /^\/(?:dev\/std(out|err)|dev\/fd\/(\d+)|proc\/self\/fd\/(\d+))$/;
+const OWN_DESCRIPTOR = /^\/(?:dev\/std(in|out|err)|dev\/fd\/(\d+)|proc\/self\/fd\/(\d+))$/;
 
 /**
- * The descriptor a path names when it is one of this process's own (/dev/stdout,
- * /dev/stderr, /dev/fd/N, /proc/self/fd/N, or a link to one of them); undefined
+ * The descriptor a path names when it is one of this process's own (/dev/stdin,
+ * /dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N, or a link to one); undefined
  * otherwise. Through the file system, /dev/stdout is a link, and with stdout
  * redirected to a file it leads to that file: the token would replace the link.
  */
@@ -112,7 +116,7 @@ export function ownDescriptor(file: string): number | undefined {
   }
   for (const name of names) {
     const m = OWN_DESCRIPTOR.exec(name);
-    if (m) return m[1] === 'out' ? 1 : m[1] === 'err' ? 2 : Number(m[2] ?? m[3]);
+    if (m) return m[1] ? ['in', 'out', 'err'].indexOf(m[1]) : Number(m[2] ?? m[3]);
   }
   return undefined;
 }
