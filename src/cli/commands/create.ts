@@ -157,8 +157,12 @@ const seconds = (v: unknown): number | undefined | null => {
 export async function create(values: Record<string, unknown>, positionals: string[]): Promise<number> {
   if (positionals.length > 0) return usage(`unexpected argument "${positionals[0]}"`);
   if (typeof values.name !== 'string' || !values.name) return usage('--name is required');
-  const spec: JobSpec = { name: values.name };
-  if (typeof values.id === 'string') spec.id = values.id;
+  // an id generated here, in the server's form: a create sent again (createRetrying)
+  // names the same job, even on a server older than idempotency keys
+  const spec: JobSpec = {
+    id: typeof values.id === 'string' ? values.id : `j-${randomUUID()}`,
+    name: values.name,
+  };
   if (typeof values.executor === 'string') spec.executor = values.executor;
   const labels = (values.label as string[] | undefined) ?? [];
   if (labels.length > 0) {
