@@ -99,7 +99,6 @@ const ms = (seconds: number) => (seconds > 0 ? Math.max(1, Math.round(seconds * 
 
 export class JobBroker {
   readonly instrumentation = new BrokerInstrumentation();
-  private secret: Promise<string> | undefined;
   readonly keys: BrokerKeys;
   private readonly redis: Redis;
   private readonly defaults: BrokerDefaults;
@@ -237,18 +236,19 @@ export class JobBroker {
     return { job, created: true, eventToken: token };
   }
 
-  /** This installation's secret for tokens derived from idempotency keys, made by the first to need it. */
-  private keySecret(): Promise<string> {
-    this.secret ??= (async () => {
-      await this.redis.set(this.keys.keySecret, randomBytes(32).toString('base64url'), 'NX');
-      const secret = await this.redis.get(this.keys.keySecret);
-      if (!secret) throw new Error('the key secret vanished');
-      return secret;
-    })().catch((err: unknown) => {
-      this.secret = undefined;
+  /**
+   * This installation's secret for what is derived from idempotency keys, made by the
+   * first to need it. Read for every keyed create, not kept: were it lost (a restore,
+   * a failover), a process keeping the old one would derive other ids than the rest.
+   */
+  private async keySecret(): Promise<string> {
+    const made = randomBytes(32).toString('base64url');
+    try {
+      const had = await this.redis.call('SET', this.keys.keySecret, made, 'NX', 'GET');
+      return typeof had === 'string' ? had : made;
+    } catch (err) {
       throw redisError(err, 'create');
-    });
-    return this.secret;
+    }
   }
 
   async verifyEventToken(jobId: string, token: string): Promise<boolean> {

@@ -19,6 +19,17 @@ afterEach(async () => {
 const api = { kind: 'api', caller: 'tester' } as const;
 
 describe('createJob', () => {
+  it('derives ids and tokens from idempotency keys with the secret of the installation as it is now', async () => {
+    const other = h.reopen(); // another process
+    const created = await h.broker.createJob({ name: 'x' }, undefined, 'key-one-0123456789');
+    expect(created.created).toBe(true);
+    await h.redis.del(h.broker.keys.keySecret); // lost: a restore, a failover
+    const a = await other.createJob({ name: 'y' }, undefined, 'key-two-0123456789');
+    const b = await h.broker.createJob({ name: 'y' }, undefined, 'key-two-0123456789');
+    expect(a.created).toBe(true);
+    expect(b).toMatchObject({ created: false, job: { id: a.job.id }, eventToken: a.eventToken });
+  });
+
   it('creates a pending job with a token, and is idempotent on the same spec', async () => {
     const spec = {
       id: 'build:42.step-1',
