@@ -13,7 +13,7 @@
 import { topicNames } from '../shared/config.js';
 import { type Consumer, createConsumer, type Producer } from '../shared/kafka.js';
 import type { Logger } from '../shared/logger.js';
-import { settledWithin } from '../shared/timeouts.js';
+import { settledWithin, withTimeout } from '../shared/timeouts.js';
 import { DLQ_HEADERS, sendDlqRecords } from './dlq.js';
 import { type BatchReport, type EventSink, processBatch } from './event-batch.js';
 import type { FormatLimits } from './formats/result.js';
@@ -42,6 +42,11 @@ export interface EventsConsumerOptions {
   maxBytesPerPartition?: number;
   /** Longest time between offset commits while running. Default 250 ms. */
   commitIntervalMs?: number;
+  /**
+   * How often the lag of partitions whose batch waits (an outage) is asked of Kafka,
+   * which a batch's own report cannot give while it waits. Default 15 s.
+   */
+  lagCheckMs?: number;
   /** Backoff bounds while Redis or Kafka is unavailable. */
   retryInitialMs?: number;
   retryMaxMs?: number;
@@ -69,6 +74,11 @@ export class EventsConsumer {
   private readonly assigned = new Set<number>();
   /** Per partition, the latest batch's effects: true once durable, false if abandoned. */
   private readonly inflight = new Map<number, Promise<boolean>>();
+  /** Per partition, the first offset not yet applied, and since when it waits. */
+  private readonly waiting = new Map<number, { offset: string; since: number }>();
+  private lagTimer: NodeJS.Timeout | undefined;
+  private lagAdmin: ReturnType<KafkaClient['admin']> | undefined;
+  private checkingLag = false;
 
   constructor(private readonly opts: EventsConsumerOptions) {
     this.instrumentation = opts.instrumentation ?? createInstrumentation();
@@ -110,6 +120,7 @@ export class EventsConsumer {
     this.consumer.on(events.REBALANCING, () => {
       this.rebalancingSince ??= Date.now();
       this.assigned.clear(); // until the next join says which partitions are ours
+      this.waiting.clear(); // each partition's next batch says where it waits
       // Best effort: what was applied is committed before the partitions move on.
       this.flush().catch((err) => opts.logger.debug({ err }, 'commit before rebalance failed'));
     });
@@ -145,6 +156,11 @@ export class EventsConsumer {
         partitionsConsumedConcurrently: this.opts.concurrency ?? 16,
         eachBatch: (payload) => this.onBatch(payload),
       })
+      .then(() => {
+        if (this.stopping) return;
+        this.lagTimer = setInterval(() => void this.checkWaitingLag(), this.opts.lagCheckMs ?? 15_000);
+        this.lagTimer.unref();
+      })
       .catch((err: unknown) => {
         this.crashed = err instanceof Error ? err : new Error(String(err));
         this.opts.logger.error({ err }, 'events consumer failed to start');
@@ -157,12 +173,14 @@ export class EventsConsumer {
     this.stopping = true;
     this.joined = false;
     clearTimeout(this.commitTimer);
+    clearInterval(this.lagTimer);
     // Stopped while joining: the join finishes first (for a session at most), so the
     // member leaves the group rather than staying in it, unreachable, for a session.
     await settledWithin(this.running, this.opts.sessionTimeoutMs ?? 30_000);
     await Promise.all(this.inflight.values());
     await this.flush().catch((err) => this.opts.logger.warn({ err }, 'commit at stop failed'));
     await this.consumer.disconnect();
+    await this.lagAdmin?.disconnect().catch(() => {});
     this.instrumentation.emit('stopped', { groupId: this.opts.groupId, reason: 'stop' });
   }
 
@@ -194,6 +212,8 @@ export class EventsConsumer {
         this.opts.logger.error({ err, partition }, 'batch failed after its effects; reading it again');
         return this.readAgain(p);
       });
+    if (!this.waiting.has(partition))
+      this.waiting.set(partition, { offset: batch.messages[0]!.offset, since: Date.now() });
     this.inflight.set(partition, work);
     void work.finally(() => {
       if (this.inflight.get(partition) === work) this.inflight.delete(partition);
@@ -244,6 +264,7 @@ export class EventsConsumer {
     if (!report.done) return this.readAgain(p);
     const last = batch.messages[batch.messages.length - 1]!;
     const next = nextOffset(last.offset);
+    this.waiting.delete(batch.partition); // the next batch, begun, says where it waits
     // A batch that finished after its partition moved away (or during a rebalance) is
     // not committed: whoever owns the partition replays it, as duplicates.
     if (this.assigned.has(batch.partition)) {
@@ -277,6 +298,38 @@ export class EventsConsumer {
         lag: Math.max(0, Number(batch.highWatermark) - Number(last.offset) - 1),
       });
     return true;
+  }
+
+  /**
+   * The lag of partitions whose batch has waited a check's interval (Redis or Kafka
+   * away), from Kafka's end of each partition now: a batch reports lag only once it is
+   * applied, so an outage would otherwise leave the gauge where the last batch left it
+   * while the backlog grows. Nothing when Kafka does not answer either.
+   */
+  private async checkWaitingLag(): Promise<void> {
+    const due = Date.now() - (this.opts.lagCheckMs ?? 15_000);
+    const stuck = [...this.waiting].filter(([p, w]) => w.since <= due && this.assigned.has(p));
+    if (stuck.length === 0 || this.checkingLag) return;
+    this.checkingLag = true;
+    try {
+      this.lagAdmin ??= this.opts.kafka.admin();
+      await withTimeout(this.lagAdmin.connect(), 5000, 'no Kafka connection');
+      const ends = await withTimeout(this.lagAdmin.fetchTopicOffsets(this.topics.events), 5000, 'no answer');
+      for (const [partition, w] of stuck) {
+        const end = ends.find((e) => e.partition === partition);
+        // still waiting, and still ours
+        if (end && this.waiting.get(partition) === w && this.assigned.has(partition))
+          this.instrumentation.emit('lag', {
+            topic: this.topics.events,
+            partition,
+            lag: Math.max(0, Number(end.high) - Number(w.offset)),
+          });
+      }
+    } catch (err) {
+      this.opts.logger.debug({ err }, 'lag of waiting partitions not known');
+    } finally {
+      this.checkingLag = false;
+    }
   }
 
   /**

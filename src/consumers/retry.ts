@@ -5,6 +5,7 @@
  * both carry one); an error without the flag is treated as retriable, because
  * dead-lettering a good event cannot be undone while a stall shows in the lag metric.
  */
+import { withTimeout } from '../shared/timeouts.js';
 
 export const isPermanent = (err: unknown): boolean =>
   typeof err === 'object' && err !== null && (err as { retriable?: unknown }).retriable === false;
@@ -108,10 +109,5 @@ export class StillWaiting extends Error {
 }
 
 /** `call`, or StillWaiting once `ms` passed without its end (the call goes on). */
-export function stillWaiting<T>(call: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const waited = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StillWaiting(`${what} did not answer for ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([call, waited]).finally(() => clearTimeout(timer));
-}
+export const stillWaiting = <T>(call: Promise<T>, ms: number, what: string): Promise<T> =>
+  withTimeout(call, ms, () => new StillWaiting(`${what} did not answer for ${ms / 1000} s`));

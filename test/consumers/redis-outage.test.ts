@@ -66,9 +66,15 @@ describe('Redis outage', () => {
         direct.disconnect();
       });
       await broker.createJob({ id: 'outage', name: 'outage' });
-      const consumer = await w.startConsumer(broker, { retryInitialMs: 50, retryMaxMs: 300 });
+      const consumer = await w.startConsumer(broker, {
+        retryInitialMs: 50,
+        retryMaxMs: 300,
+        lagCheckMs: 1000,
+      });
       const retries: string[] = [];
       consumer.instrumentation.on('retry', (x) => retries.push(x.operation));
+      const lags: number[] = [];
+      consumer.instrumentation.on('lag', (x) => lags.push(x.lag));
 
       await r.cut();
       await w.produce([
@@ -100,6 +106,8 @@ describe('Redis outage', () => {
       // held calls count as a retry each 5 s they wait
       await waitFor(() => retries.length >= 2, { timeoutMs: 20_000, what: 'retries while Redis is away' });
       expect(retries.every((op) => op === 'apply')).toBe(true);
+      // the lag of the waiting batch, asked of Kafka: the three events not applied
+      await waitFor(() => lags.includes(3), { timeoutMs: 20_000, what: `the lag while waiting (${lags})` });
       await r.restore();
       await waitFor(async () => (await broker.getJob('outage').catch(() => undefined))?.state === 'passed', {
         timeoutMs: 45_000,
@@ -108,6 +116,7 @@ describe('Redis outage', () => {
       const dlq = await w.admin.fetchTopicOffsets(w.topics.dlq);
       expect(dlq.map((p) => p.high)).toEqual(['0']);
       expect((await broker.readLog('outage', {}))!.chunks).toHaveLength(1);
+      await waitFor(() => lags.at(-1) === 0, { what: `no lag once applied (${lags})` });
     },
   );
 
