@@ -3,7 +3,7 @@
  * may never answer.
  */
 
-/** Rejects with `message` when `promise` takes longer than `ms`. */
+/** Rejects with `error` (a message, or what makes the error) when `promise` takes longer than `ms`. */
 export function withTimeout<T>(promise: Promise<T>, ms: number, error: string | (() => Error)): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
