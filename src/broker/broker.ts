@@ -3,7 +3,7 @@
  * (lua/*.lua); this class validates input, runs scripts, arms timers, and turns
  * script answers into results, errors and instrumentation events.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ExtjobError } from '../shared/errors.js';
 import type { Logger } from '../shared/logger.js';
@@ -31,6 +31,7 @@ import { redisError, ScriptResult, scriptError } from './results.js';
 import { runScript, runScripts, type ScriptCall, type ScriptName } from './scripts.js';
 import { prepareSpec } from './spec.js';
 import { parseTimer, type TimerData, TimerService, timerJobId } from './timers.js';
+import { keyedIdentity, randomToken, tokenDigest, tokenMatches } from './tokens.js';
 import {
   type ApplyOutcome,
   type ApplyResult,
@@ -189,12 +190,8 @@ export class JobBroker {
   }
 
   /**
-   * Create a job, or find the one this id (or idempotency key) already names. With an
-   * idempotency key, the caller that created the job can create it again after losing
-   * the answer (an outage's 503) and still get its event token: the token is derived
-   * from the key and this installation's secret (kept in Redis), so it is given to
-   * whoever presents the key in a create, and only its digest is stored, as always. A
-   * job created without an id gets one derived from them too.
+   * Create a job, or find the one this id (or idempotency key) already names. Under an
+   * idempotency key, the creator sending the create again gets its token (tokens.ts).
    */
   async createJob(
     spec: JobSpec,
@@ -202,13 +199,14 @@ export class JobBroker {
     idempotencyKey?: string,
   ): Promise<{ job: Job; created: boolean; eventToken?: string }> {
     const p = prepareSpec(spec, this.defaults.timeouts);
-    let token = randomBytes(32).toString('base64url');
-    if (idempotencyKey !== undefined) {
-      const secret = await this.keySecret();
-      const derive = (what: string) => createHmac('sha256', secret).update(`${what}\0${idempotencyKey}`);
-      if (!p.clientId) p.id = jobIdFrom(derive('job id').digest('hex'));
-      token = derive(`event token\0${p.id}`).digest('base64url');
-    }
+    let token = randomToken();
+    if (idempotencyKey !== undefined)
+      ({ id: p.id, token } = await keyedIdentity(
+        this.redis,
+        this.keys.keySecret,
+        idempotencyKey,
+        p.clientId ? p.id : undefined,
+      ));
     const [acceptSeconds, heartbeatSeconds, runSeconds, cancelGraceSeconds] = p.stored.t;
     const specJson = JSON.stringify(p.stored);
     const out = await this.run('create', p.id, [
@@ -236,27 +234,9 @@ export class JobBroker {
     return { job, created: true, eventToken: token };
   }
 
-  /**
-   * This installation's secret for what is derived from idempotency keys, made by the
-   * first to need it. Read for every keyed create, not kept: were it lost (a restore,
-   * a failover), a process keeping the old one would derive other ids than the rest.
-   */
-  private async keySecret(): Promise<string> {
-    const made = randomBytes(32).toString('base64url');
-    try {
-      const had = await this.redis.call('SET', this.keys.keySecret, made, 'NX', 'GET');
-      return typeof had === 'string' ? had : made;
-    } catch (err) {
-      throw redisError(err, 'create');
-    }
-  }
-
   async verifyEventToken(jobId: string, token: string): Promise<boolean> {
     if (!JOB_ID_PATTERN.test(jobId) || typeof token !== 'string' || token.length > 512) return false;
-    const stored = await this.redis.hget(this.keys.job(jobId), 'tk');
-    const presented = Buffer.from(tokenDigest(token));
-    const expected = Buffer.from(stored ?? '');
-    return expected.length === presented.length && timingSafeEqual(expected, presented);
+    return tokenMatches(await this.redis.hget(this.keys.job(jobId), 'tk'), token);
   }
 
   /** Apply a batch of events in one pipelined round trip; results in the same order. */
@@ -525,15 +505,4 @@ export class JobBroker {
   async close(): Promise<void> {
     await this.timers.close();
   }
-}
-
-/** A job id in the form of the generated ones (j-<UUID v4>), made of hex digits. */
-function jobIdFrom(hex: string): string {
-  const variant = ((Number.parseInt(hex[16]!, 16) & 0x3) | 0x8).toString(16);
-  return `j-${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
-}
-
-/** Stored form of an event token: SHA-256 truncated to 128 bits (base64url, 22 chars). */
-function tokenDigest(token: string): string {
-  return createHash('sha256').update(token).digest('base64url').slice(0, 22);
 }
